@@ -1,0 +1,19 @@
+package main
+
+import (
+	"fmt"
+	"io"
+)
+
+// Commands not built yet. Each moves to its own file when it is.
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int   { return notYet("check", stderr) }
+func cmdService(args []string, stdout, stderr io.Writer) int { return notYet("service", stderr) }
+func cmdPKI(args []string, stdout, stderr io.Writer) int     { return notYet("pki", stderr) }
+func cmdDemo(args []string, stdout, stderr io.Writer) int    { return notYet("demo", stderr) }
+func cmdRun(args []string, stdout, stderr io.Writer) int     { return notYet("run", stderr) }
+
+func notYet(name string, stderr io.Writer) int {
+	fmt.Fprintf(stderr, "postern %s: not available in this build\n", name)
+	return 2
+}

@@ -1,0 +1,290 @@
+// Package config loads and validates a Postern agent's TOML file.
+//
+// Load reads the file strictly (unknown keys and wrong types are errors with
+// file, line and column), fills in the defaults listed in Defaults, resolves
+// relative paths against the file's folder and runs Validate. Errors name the
+// file, the line and the key in the user's own words.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is one agent's configuration: one file, one process.
+type Config struct {
+	Name            string   `toml:"name"`             // shown in logs and metrics
+	ShutdownTimeout Duration `toml:"shutdown_timeout"` // drain budget on SIGTERM
+
+	TLS      TLS       `toml:"tls"`     // defaults for every tunnel
+	Tunnel   Tunnel    `toml:"tunnel"`  // multiplexing and limits
+	Servers  []Server  `toml:"server"`  // accept tunnels
+	Clients  []Client  `toml:"client"`  // dial tunnels
+	Forwards []Forward `toml:"forward"` // plaintext listeners
+	Services []Service `toml:"service"` // what peers may reach
+	Admin    Admin     `toml:"admin"`
+	Log      Log       `toml:"log"`
+
+	// Path is the file the config was loaded from ("" when built in code).
+	Path string `toml:"-"`
+}
+
+// TLS holds certificate material. [tls] sets the agent's defaults; a
+// [[server]] or [[client]] may override any key.
+type TLS struct {
+	Cert       string   `toml:"cert"`        // PEM chain, leaf first
+	Key        string   `toml:"key"`         // PEM private key
+	CA         string   `toml:"ca"`          // PEM bundle trusted for peers
+	CRL        []string `toml:"crl"`         // revocation lists
+	MinVersion string   `toml:"min_version"` // "1.3" (default) or "1.2"
+}
+
+// Tunnel tunes the multiplexed session and the per-stream protocol.
+type Tunnel struct {
+	StreamWindow      Size     `toml:"stream_window"`      // per-stream receive window
+	KeepaliveInterval Duration `toml:"keepalive_interval"` // ping period
+	KeepaliveTimeout  Duration `toml:"keepalive_timeout"`  // ping/write deadline before the tunnel is declared dead
+	OpenTimeout       Duration `toml:"open_timeout"`       // wait for the peer's answer to an open request
+	MaxStreams        int      `toml:"max_streams"`        // streams a peer may have open on one tunnel
+}
+
+// Server is a listener for tunnels.
+type Server struct {
+	TLS
+	Listen           Address  `toml:"listen"`
+	HandshakeTimeout Duration `toml:"handshake_timeout"`
+	MaxHandshakes    int      `toml:"max_handshakes"` // TLS handshakes in progress at once
+
+	Line int `toml:"-"` // line of the [[server]] header, for messages
+}
+
+// Client dials a tunnel to one of its servers.
+type Client struct {
+	TLS
+	Name        string    `toml:"name"`
+	Servers     []Address `toml:"servers"`     // failover order
+	ServerName  string    `toml:"server_name"` // name the server certificate must carry
+	DialTimeout Duration  `toml:"dial_timeout"`
+	BackoffMin  Duration  `toml:"backoff_min"` // first reconnect delay
+	BackoffMax  Duration  `toml:"backoff_max"` // reconnect delay cap
+
+	Line int `toml:"-"`
+}
+
+// Forward is a plaintext listener whose connections go to a service on a peer.
+type Forward struct {
+	Listen     Address  `toml:"listen"`
+	Service    string   `toml:"service"`
+	Via        string   `toml:"via"`         // a [[client]] name
+	TunnelWait Duration `toml:"tunnel_wait"` // how long a connection waits for a tunnel
+
+	Line int `toml:"-"`
+}
+
+// Service is a target this agent connects to on a peer's behalf.
+type Service struct {
+	Name        string   `toml:"name"`
+	Target      Address  `toml:"target"`
+	Allow       []string `toml:"allow"` // peer identities; empty denies everyone
+	DialTimeout Duration `toml:"dial_timeout"`
+
+	Line int `toml:"-"`
+}
+
+// Admin is the optional HTTP endpoint for health and metrics.
+type Admin struct {
+	Listen Address `toml:"listen"`
+}
+
+// Log selects the log level and format.
+type Log struct {
+	Level  string `toml:"level"`  // debug|info|warn|error
+	Format string `toml:"format"` // text|json
+}
+
+// Defaults, in one place. The README's config reference lists the same.
+const (
+	DefaultShutdownTimeout   = 30 * time.Second
+	DefaultMinVersion        = "1.3"
+	DefaultStreamWindow      = 16 << 20
+	MinStreamWindow          = 256 << 10
+	DefaultKeepaliveInterval = 10 * time.Second
+	DefaultKeepaliveTimeout  = 10 * time.Second
+	DefaultOpenTimeout       = 10 * time.Second
+	DefaultMaxStreams        = 16384
+	DefaultHandshakeTimeout  = 10 * time.Second
+	DefaultMaxHandshakes     = 128
+	DefaultDialTimeout       = 10 * time.Second
+	DefaultBackoffMin        = 200 * time.Millisecond
+	DefaultBackoffMax        = 30 * time.Second
+	DefaultTunnelWait        = 10 * time.Second
+	DefaultLogLevel          = "info"
+	DefaultLogFormat         = "text"
+)
+
+// Error is a problem in a config file, with where it is.
+type Error struct {
+	File string
+	Line int // 0 when unknown
+	Col  int // 0 when unknown
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	switch {
+	case e.Line > 0 && e.Col > 0:
+		return fmt.Sprintf("config %s:%d:%d: %s", e.File, e.Line, e.Col, e.Msg)
+	case e.Line > 0:
+		return fmt.Sprintf("config %s:%d: %s", e.File, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("config %s: %s", e.File, e.Msg)
+}
+
+// Load reads, defaults, resolves and validates the file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse is Load for data already read; path names the file in messages and
+// anchors relative paths.
+func Parse(path string, data []byte) (*Config, error) {
+	c := &Config{Path: path}
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(c)
+	if err != nil {
+		return nil, decodeError(path, err)
+	}
+	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+		k := undecoded[0]
+		line, col := keyPosition(data, k)
+		return nil, &Error{File: path, Line: line, Col: col, Msg: fmt.Sprintf("unknown key %q", k.String())}
+	}
+	c.setLines(data)
+	c.SetDefaults()
+	c.resolvePaths(filepath.Dir(path))
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func decodeError(path string, err error) error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		msg := pe.Message
+		if pe.LastKey != "" {
+			msg = fmt.Sprintf("%s: %s", pe.LastKey, pe.Message)
+		}
+		return &Error{File: path, Line: pe.Position.Line, Col: pe.Position.Col, Msg: msg}
+	}
+	return &Error{File: path, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
+}
+
+// SetDefaults fills every unset value with its default.
+func (c *Config) SetDefaults() {
+	setDur(&c.ShutdownTimeout, DefaultShutdownTimeout)
+	if c.TLS.MinVersion == "" {
+		c.TLS.MinVersion = DefaultMinVersion
+	}
+	t := &c.Tunnel
+	if t.StreamWindow == 0 {
+		t.StreamWindow = DefaultStreamWindow
+	}
+	setDur(&t.KeepaliveInterval, DefaultKeepaliveInterval)
+	setDur(&t.KeepaliveTimeout, DefaultKeepaliveTimeout)
+	setDur(&t.OpenTimeout, DefaultOpenTimeout)
+	if t.MaxStreams == 0 {
+		t.MaxStreams = DefaultMaxStreams
+	}
+	for i := range c.Servers {
+		s := &c.Servers[i]
+		s.TLS = s.TLS.inherit(c.TLS)
+		setDur(&s.HandshakeTimeout, DefaultHandshakeTimeout)
+		if s.MaxHandshakes == 0 {
+			s.MaxHandshakes = DefaultMaxHandshakes
+		}
+	}
+	for i := range c.Clients {
+		cl := &c.Clients[i]
+		cl.TLS = cl.TLS.inherit(c.TLS)
+		setDur(&cl.DialTimeout, DefaultDialTimeout)
+		setDur(&cl.BackoffMin, DefaultBackoffMin)
+		setDur(&cl.BackoffMax, DefaultBackoffMax)
+	}
+	for i := range c.Forwards {
+		setDur(&c.Forwards[i].TunnelWait, DefaultTunnelWait)
+	}
+	for i := range c.Services {
+		setDur(&c.Services[i].DialTimeout, DefaultDialTimeout)
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = DefaultLogLevel
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = DefaultLogFormat
+	}
+}
+
+func setDur(d *Duration, def time.Duration) {
+	if *d == 0 {
+		*d = Duration(def)
+	}
+}
+
+// inherit fills the keys t leaves empty from the agent's [tls] defaults.
+func (t TLS) inherit(def TLS) TLS {
+	if t.Cert == "" {
+		t.Cert = def.Cert
+	}
+	if t.Key == "" {
+		t.Key = def.Key
+	}
+	if t.CA == "" {
+		t.CA = def.CA
+	}
+	if t.CRL == nil {
+		t.CRL = def.CRL
+	}
+	if t.MinVersion == "" {
+		t.MinVersion = def.MinVersion
+	}
+	return t
+}
+
+func (c *Config) resolvePaths(dir string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	resolve := func(t *TLS) {
+		abs(&t.Cert)
+		abs(&t.Key)
+		abs(&t.CA)
+		crl := make([]string, len(t.CRL))
+		copy(crl, t.CRL)
+		for i := range crl {
+			abs(&crl[i])
+		}
+		if t.CRL != nil {
+			t.CRL = crl
+		}
+	}
+	resolve(&c.TLS)
+	for i := range c.Servers {
+		resolve(&c.Servers[i].TLS)
+	}
+	for i := range c.Clients {
+		resolve(&c.Clients[i].TLS)
+	}
+}

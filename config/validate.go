@@ -1,0 +1,302 @@
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// identityKinds are the prefixes an allow entry may use; the identity package
+// parses the rest.
+var identityKinds = []string{"dns:", "ip:", "uri:", "cn:", "ou:", "sha256:", "spki:"}
+
+// Validate checks values and cross-references. The first problem is
+// returned, naming the file, the table's line and the key.
+func (c *Config) Validate() error {
+	if len(c.Servers) == 0 && len(c.Clients) == 0 {
+		return c.errorf(0, "nothing to do: add a [[server]] to accept tunnels or a [[client]] to dial one")
+	}
+	if err := checkMinVersion(c.TLS.MinVersion); err != nil {
+		return c.errorf(0, "tls.min_version: %v", err)
+	}
+	if err := c.validateTunnel(); err != nil {
+		return err
+	}
+	for i := range c.Servers {
+		if err := c.validateServer(&c.Servers[i]); err != nil {
+			return err
+		}
+	}
+	clients := map[string]bool{}
+	for i := range c.Clients {
+		cl := &c.Clients[i]
+		if err := c.validateClient(cl); err != nil {
+			return err
+		}
+		if clients[cl.Name] {
+			return c.errorf(cl.Line, "client %q: name used by another [[client]]", cl.Name)
+		}
+		clients[cl.Name] = true
+	}
+	listens := map[Address]int{}
+	for i := range c.Forwards {
+		f := &c.Forwards[i]
+		if err := c.validateForward(f, clients); err != nil {
+			return err
+		}
+		if line, dup := listens[f.Listen]; dup {
+			return c.errorf(f.Line, "forward %s: listen address already used by the forward on line %d", f.Listen, line)
+		}
+		listens[f.Listen] = f.Line
+	}
+	services := map[string]bool{}
+	for i := range c.Services {
+		s := &c.Services[i]
+		if err := c.validateService(s); err != nil {
+			return err
+		}
+		if services[s.Name] {
+			return c.errorf(s.Line, "service %q: name used by another [[service]]", s.Name)
+		}
+		services[s.Name] = true
+	}
+	if err := c.validateLog(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (c *Config) validateTunnel() error {
+	t := c.Tunnel
+	if t.StreamWindow < MinStreamWindow || t.StreamWindow > 1<<30 {
+		return c.errorf(0, "tunnel.stream_window: %d bytes is outside 256KiB..1GiB", t.StreamWindow)
+	}
+	if t.MaxStreams < 0 {
+		return c.errorf(0, "tunnel.max_streams: must be positive")
+	}
+	return nil
+}
+
+func (c *Config) validateServer(s *Server) error {
+	where := fmt.Sprintf("server %s", s.Listen)
+	if s.Listen == "" {
+		return c.errorf(s.Line, "[[server]]: listen is required, like listen = \"0.0.0.0:7443\"")
+	}
+	if err := c.validateTLS(s.Line, where, s.TLS); err != nil {
+		return err
+	}
+	if s.MaxHandshakes < 0 {
+		return c.errorf(s.Line, "%s: max_handshakes must be positive", where)
+	}
+	return nil
+}
+
+func (c *Config) validateClient(cl *Client) error {
+	if cl.Name == "" {
+		return c.errorf(cl.Line, "[[client]]: name is required; forwards refer to it with via = \"NAME\"")
+	}
+	where := fmt.Sprintf("client %q", cl.Name)
+	if len(cl.Servers) == 0 {
+		return c.errorf(cl.Line, "%s: servers is required, like servers = [\"hub.example.com:7443\"]", where)
+	}
+	if err := c.validateTLS(cl.Line, where, cl.TLS); err != nil {
+		return err
+	}
+	if cl.BackoffMin > cl.BackoffMax {
+		return c.errorf(cl.Line, "%s: backoff_min %s is larger than backoff_max %s", where, cl.BackoffMin, cl.BackoffMax)
+	}
+	return nil
+}
+
+// validateTLS checks that a tunnel endpoint has what mutual TLS needs. There
+// is no way to run without verifying the peer.
+func (c *Config) validateTLS(line int, where string, t TLS) error {
+	switch {
+	case t.Cert == "":
+		return c.errorf(line, "%s: no certificate: set cert in [tls] or in this table", where)
+	case t.Key == "":
+		return c.errorf(line, "%s: no private key: set key in [tls] or in this table", where)
+	case t.CA == "":
+		return c.errorf(line, "%s: no ca: Postern always verifies the peer, so it needs the CA bundle that signs peer certificates", where)
+	}
+	if err := checkMinVersion(t.MinVersion); err != nil {
+		return c.errorf(line, "%s: min_version: %v", where, err)
+	}
+	return nil
+}
+
+func checkMinVersion(v string) error {
+	if v != "1.2" && v != "1.3" {
+		return fmt.Errorf("%q is not supported: use \"1.3\" (default) or \"1.2\"", v)
+	}
+	return nil
+}
+
+func (c *Config) validateForward(f *Forward, clients map[string]bool) error {
+	if f.Listen == "" {
+		return c.errorf(f.Line, "[[forward]]: listen is required, like listen = \"127.0.0.1:15432\"")
+	}
+	where := fmt.Sprintf("forward %s", f.Listen)
+	if f.Service == "" {
+		return c.errorf(f.Line, "%s: service is required: the name of a [[service]] on the peer", where)
+	}
+	if f.Via == "" {
+		return c.errorf(f.Line, "%s: via is required: the name of the [[client]] whose tunnel carries it", where)
+	}
+	if !clients[f.Via] {
+		return c.errorf(f.Line, "%s: via %q: no [[client]] has that name", where, f.Via)
+	}
+	return nil
+}
+
+func (c *Config) validateService(s *Service) error {
+	if s.Name == "" {
+		return c.errorf(s.Line, "[[service]]: name is required")
+	}
+	where := fmt.Sprintf("service %q", s.Name)
+	if s.Target == "" {
+		return c.errorf(s.Line, "%s: target is required, like target = \"10.0.0.5:5432\"", where)
+	}
+	for _, a := range s.Allow {
+		if err := checkAllow(a); err != nil {
+			return c.errorf(s.Line, "%s: allow %q: %v", where, a, err)
+		}
+	}
+	return nil
+}
+
+func checkAllow(a string) error {
+	if a == "*" {
+		return nil
+	}
+	for _, k := range identityKinds {
+		if v, ok := strings.CutPrefix(a, k); ok {
+			if v == "" {
+				return fmt.Errorf("nothing after %q", k)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown kind: start with one of %s, or write \"*\" for any verified peer", strings.Join(identityKinds, " "))
+}
+
+func (c *Config) validateLog() error {
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return c.errorf(0, "log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return c.errorf(0, "log.format: %q is not one of text, json", c.Log.Format)
+	}
+	return nil
+}
+
+func (c *Config) errorf(line int, format string, args ...any) error {
+	return &Error{File: c.Path, Line: line, Msg: fmt.Sprintf(format, args...)}
+}
+
+// setLines records the line of each [[server]], [[client]], [[forward]] and
+// [[service]] header, in order, so messages can point at the table.
+func (c *Config) setLines(data []byte) {
+	lines := map[string][]int{}
+	forEachLine(data, func(n int, text string) {
+		if name, ok := arrayHeader(text); ok {
+			lines[name] = append(lines[name], n)
+		}
+	})
+	at := func(name string, i int) int {
+		if i < len(lines[name]) {
+			return lines[name][i]
+		}
+		return 0
+	}
+	for i := range c.Servers {
+		c.Servers[i].Line = at("server", i)
+	}
+	for i := range c.Clients {
+		c.Clients[i].Line = at("client", i)
+	}
+	for i := range c.Forwards {
+		c.Forwards[i].Line = at("forward", i)
+	}
+	for i := range c.Services {
+		c.Services[i].Line = at("service", i)
+	}
+}
+
+func forEachLine(data []byte, fn func(n int, text string)) {
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		fn(n, sc.Text())
+	}
+}
+
+func arrayHeader(line string) (string, bool) {
+	t := strings.TrimSpace(line)
+	if !strings.HasPrefix(t, "[[") {
+		return "", false
+	}
+	end := strings.Index(t, "]]")
+	if end < 0 {
+		return "", false
+	}
+	return strings.TrimSpace(t[2:end]), true
+}
+
+func tableHeader(line string) (string, bool) {
+	t := strings.TrimSpace(line)
+	if name, ok := arrayHeader(t); ok {
+		return name, true
+	}
+	if !strings.HasPrefix(t, "[") {
+		return "", false
+	}
+	end := strings.Index(t, "]")
+	if end < 0 {
+		return "", false
+	}
+	return strings.TrimSpace(t[1:end]), true
+}
+
+// keyPosition finds where key k is written: the line under the right table
+// header whose text starts with the key's last part. It returns 0, 0 when
+// the key cannot be found (for example when written as a dotted key).
+func keyPosition(data []byte, k toml.Key) (line, col int) {
+	if len(k) == 0 {
+		return 0, 0
+	}
+	table := strings.Join(k[:len(k)-1], ".")
+	last := k[len(k)-1]
+	current := ""
+	forEachLine(data, func(n int, text string) {
+		if line > 0 {
+			return
+		}
+		if name, ok := tableHeader(text); ok {
+			current = name
+			if name == k.String() {
+				line, col = n, strings.Index(text, "[")+1
+			}
+			return
+		}
+		if current != table {
+			return
+		}
+		trimmed := strings.TrimLeft(text, " \t")
+		rest, ok := strings.CutPrefix(trimmed, last)
+		if !ok {
+			rest, ok = strings.CutPrefix(trimmed, `"`+last+`"`)
+		}
+		if ok && strings.HasPrefix(strings.TrimLeft(rest, " \t"), "=") {
+			line, col = n, len(text)-len(trimmed)+1
+		}
+	})
+	return line, col
+}
