@@ -47,7 +47,7 @@ func (c *Config) Validate() error {
 		if err := c.validateForward(f, clients); err != nil {
 			return err
 		}
-		if line, dup := listens[f.Listen]; dup {
+		if line, dup := listens[f.Listen]; dup && !strings.HasSuffix(string(f.Listen), ":0") {
 			return c.errorf(f.Line, "forward %s: listen address already used by the forward on line %d", f.Listen, line)
 		}
 		listens[f.Listen] = f.Line

@@ -1,0 +1,302 @@
+// Package agent runs one Postern agent from its config: tunnel servers and
+// clients, forwards (plaintext listeners that open streams) and services
+// (targets the peer may reach), with a drain on shutdown.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/postern-tunnel/postern/client"
+	"github.com/postern-tunnel/postern/config"
+	"github.com/postern-tunnel/postern/identity"
+	"github.com/postern-tunnel/postern/server"
+	"github.com/postern-tunnel/postern/tunnel"
+)
+
+// Options are the agent's ways of reaching the network, replaceable in
+// tests. Zero values use the net package.
+type Options struct {
+	Listen func(network, addr string) (net.Listener, error)
+	Dial   client.DialFunc
+}
+
+// Agent is a running agent. New binds every listener (so "address in use"
+// shows at start), Run serves until its context ends and then drains.
+type Agent struct {
+	cfg  *config.Config
+	log  *slog.Logger
+	opts Options
+	tun  tunnel.Options
+
+	services map[string]*service
+	clients  map[string]*client.Client
+	servers  []*listenedServer
+	forwards []*forward
+
+	draining atomic.Bool
+	streams  inflight // every stream in progress, both kinds
+
+	// relayCtx ends every relay at the drain deadline.
+	relayCtx    context.Context
+	abortRelays context.CancelFunc
+	// tunnelCtx ends every tunnel when the agent has drained.
+	tunnelCtx    context.Context
+	closeTunnels context.CancelFunc
+
+	mu      sync.Mutex
+	tunnels map[*tunnel.Tunnel]struct{} // accepted tunnels, closed at the end
+}
+
+type listenedServer struct {
+	srv *server.Server
+	ln  net.Listener
+}
+
+// New builds the agent and binds its listeners. On error nothing is left
+// open.
+func New(cfg *config.Config, log *slog.Logger, opts Options) (a *Agent, err error) {
+	if opts.Listen == nil {
+		opts.Listen = net.Listen
+	}
+	if opts.Dial == nil {
+		var d net.Dialer
+		opts.Dial = d.DialContext
+	}
+	a = &Agent{
+		cfg: cfg, log: log, opts: opts,
+		services: map[string]*service{},
+		clients:  map[string]*client.Client{},
+		tunnels:  map[*tunnel.Tunnel]struct{}{},
+		tun: tunnel.Options{
+			StreamWindow:      uint32(cfg.Tunnel.StreamWindow),
+			KeepaliveInterval: cfg.Tunnel.KeepaliveInterval.D(),
+			KeepaliveTimeout:  cfg.Tunnel.KeepaliveTimeout.D(),
+			MaxStreams:        cfg.Tunnel.MaxStreams,
+		},
+	}
+	a.relayCtx, a.abortRelays = context.WithCancel(context.Background())
+	a.tunnelCtx, a.closeTunnels = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			a.closeListeners()
+		}
+	}()
+	if err := a.buildServices(); err != nil {
+		return nil, err
+	}
+	if err := a.buildClients(); err != nil {
+		return nil, err
+	}
+	if err := a.buildServers(); err != nil {
+		return nil, err
+	}
+	if err := a.buildForwards(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *Agent) where(line int) string {
+	if line > 0 {
+		return fmt.Sprintf("config %s:%d", a.cfg.Path, line)
+	}
+	return "config " + a.cfg.Path
+}
+
+func (a *Agent) buildServices() error {
+	for _, sc := range a.cfg.Services {
+		allow, err := identity.ParseList(sc.Allow)
+		if err != nil {
+			return fmt.Errorf("%s: service %q: %w", a.where(sc.Line), sc.Name, err)
+		}
+		if len(allow) == 0 {
+			a.log.Warn(fmt.Sprintf("service %q has an empty allow list: every stream to it will be refused (default deny)", sc.Name))
+		}
+		a.services[sc.Name] = &service{name: sc.Name, target: string(sc.Target), allow: allow, dialTimeout: sc.DialTimeout.D()}
+	}
+	return nil
+}
+
+func loadCreds(where string, t config.TLS) (*tunnel.Credentials, error) {
+	m, err := tunnel.LoadMaterial(tunnel.Files{Cert: t.Cert, Key: t.Key, CA: t.CA, MinVersion: t.MinVersion})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	return tunnel.NewCredentials(m), nil
+}
+
+func (a *Agent) buildClients() error {
+	for _, cc := range a.cfg.Clients {
+		creds, err := loadCreds(fmt.Sprintf("%s: client %q", a.where(cc.Line), cc.Name), cc.TLS)
+		if err != nil {
+			return err
+		}
+		servers := make([]string, len(cc.Servers))
+		for i, s := range cc.Servers {
+			servers[i] = string(s)
+		}
+		a.clients[cc.Name] = &client.Client{
+			Name: cc.Name, Servers: servers, ServerName: cc.ServerName,
+			Creds: creds, Dial: a.opts.Dial, DialTimeout: cc.DialTimeout.D(),
+			BackoffMin: cc.BackoffMin.D(), BackoffMax: cc.BackoffMax.D(),
+			Options: a.tun, Log: a.log,
+			Handle: a.serveTunnel,
+		}
+	}
+	return nil
+}
+
+func (a *Agent) buildServers() error {
+	for _, sc := range a.cfg.Servers {
+		where := fmt.Sprintf("%s: server %s", a.where(sc.Line), sc.Listen)
+		creds, err := loadCreds(where, sc.TLS)
+		if err != nil {
+			return err
+		}
+		ln, err := a.opts.Listen("tcp", string(sc.Listen))
+		if err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+		srv := &server.Server{
+			Creds: creds, HandshakeTimeout: sc.HandshakeTimeout.D(), MaxHandshakes: sc.MaxHandshakes,
+			Options: a.tun, Log: a.log,
+			Handle: a.acceptedTunnel,
+		}
+		a.servers = append(a.servers, &listenedServer{srv: srv, ln: ln})
+	}
+	return nil
+}
+
+func (a *Agent) buildForwards() error {
+	for _, fc := range a.cfg.Forwards {
+		ln, err := a.opts.Listen("tcp", string(fc.Listen))
+		if err != nil {
+			return fmt.Errorf("%s: forward %s: %w", a.where(fc.Line), fc.Listen, err)
+		}
+		a.forwards = append(a.forwards, &forward{
+			agent: a, ln: ln, service: fc.Service, via: fc.Via,
+			client: a.clients[fc.Via], wait: fc.TunnelWait.D(),
+		})
+	}
+	return nil
+}
+
+// ForwardAddrs are the bound addresses of the forwards, in config order.
+func (a *Agent) ForwardAddrs() []net.Addr {
+	out := make([]net.Addr, len(a.forwards))
+	for i, f := range a.forwards {
+		out[i] = f.ln.Addr()
+	}
+	return out
+}
+
+// ServerAddrs are the bound addresses of the tunnel servers, in config order.
+func (a *Agent) ServerAddrs() []net.Addr {
+	out := make([]net.Addr, len(a.servers))
+	for i, s := range a.servers {
+		out[i] = s.ln.Addr()
+	}
+	return out
+}
+
+// Run serves until ctx is done, then drains: it stops accepting, lets
+// streams in flight finish for up to shutdown_timeout, aborts the rest and
+// closes the tunnels.
+func (a *Agent) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, c := range a.clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.Run(a.tunnelCtx)
+		}()
+	}
+	for _, s := range a.servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.srv.Serve(ctx, s.ln)
+		}()
+	}
+	for _, f := range a.forwards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.serve(ctx)
+		}()
+	}
+	a.log.Info(fmt.Sprintf("agent %s running", a.name()), "servers", len(a.servers), "clients", len(a.clients),
+		"forwards", len(a.forwards), "services", len(a.services))
+	<-ctx.Done()
+	a.drain()
+	wg.Wait()
+	return nil
+}
+
+func (a *Agent) drain() {
+	a.draining.Store(true)
+	a.closeListeners()
+	timeout := a.cfg.ShutdownTimeout.D()
+	a.log.Info(fmt.Sprintf("agent %s stopping: no new connections; waiting up to %s for streams in flight", a.name(), timeout))
+	select {
+	case <-a.streams.Idle():
+	case <-time.After(timeout):
+		a.log.Warn(fmt.Sprintf("agent %s: shutdown_timeout (%s) reached; aborting the streams still open", a.name(), timeout))
+		a.abortRelays()
+		<-a.streams.Idle()
+	}
+	a.abortRelays()
+	a.closeTunnels()
+	a.mu.Lock()
+	for t := range a.tunnels {
+		t.Close()
+	}
+	a.mu.Unlock()
+	a.log.Info(fmt.Sprintf("agent %s stopped", a.name()))
+}
+
+func (a *Agent) closeListeners() {
+	for _, s := range a.servers {
+		s.ln.Close()
+	}
+	for _, f := range a.forwards {
+		f.ln.Close()
+	}
+}
+
+func (a *Agent) name() string {
+	if a.cfg.Name != "" {
+		return a.cfg.Name
+	}
+	h, _ := os.Hostname()
+	return h
+}
+
+// acceptedTunnel owns a tunnel a server accepted until it ends.
+func (a *Agent) acceptedTunnel(t *tunnel.Tunnel) {
+	a.mu.Lock()
+	if a.tunnelCtx.Err() != nil {
+		a.mu.Unlock()
+		t.Close()
+		return
+	}
+	a.tunnels[t] = struct{}{}
+	a.mu.Unlock()
+	a.log.Info(fmt.Sprintf("tunnel from %s: accepted %s", t.RemoteAddr(), identity.Describe(t.Peer)))
+	a.serveTunnel(t)
+	a.mu.Lock()
+	delete(a.tunnels, t)
+	a.mu.Unlock()
+	a.log.Info(fmt.Sprintf("tunnel from %s: closed", t.RemoteAddr()), "peer", tunnel.Subject(t.Peer))
+}
+
+// errDraining is the reason given to peers while the agent stops.
+var errDraining = errors.New("agent is shutting down")

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/postern-tunnel/postern/agent"
+	"github.com/postern-tunnel/postern/config"
+)
+
+type runFlags struct {
+	config  string
+	service string // run under the OS service manager with this service name
+}
+
+func cmdRun(args []string, stdout, stderr io.Writer) int {
+	var f runFlags
+	fs := flag.NewFlagSet("postern run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.config, "c", "", "config `FILE` (TOML)")
+	fs.StringVar(&f.service, "service", "", "run as the OS service `NAME` (used by the installed service)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if f.config == "" {
+		fmt.Fprintln(stderr, "postern run: -c FILE is required")
+		return 2
+	}
+	if f.service != "" {
+		return serviceRun(f.service, func(ctx context.Context, ready func()) error {
+			return runAgent(ctx, f.config, stderr, ready)
+		}, stderr)
+	}
+	ctx, stop := signalContext(stderr)
+	defer stop()
+	if err := runAgent(ctx, f.config, stderr, func() {}); err != nil {
+		fmt.Fprintf(stderr, "postern: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// signalContext ends on the first SIGINT or SIGTERM (the agent then
+// drains); a second one exits at once.
+func signalContext(stderr io.Writer) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		cancel()
+		<-sigs
+		fmt.Fprintln(stderr, "postern: second signal: exiting now without draining")
+		os.Exit(1)
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		cancel()
+	}
+}
+
+// runAgent loads the config, starts the agent, calls ready once it serves,
+// and runs until ctx is done; then it drains and returns.
+func runAgent(ctx context.Context, path string, stderr io.Writer, ready func()) error {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	a, err := agent.New(cfg, log, agent.Options{})
+	if err != nil {
+		return err
+	}
+	ready()
+	return a.Run(ctx)
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+

@@ -1,0 +1,40 @@
+// Package pki is the small private certificate authority behind
+// `postern pki`: one CA per folder, for an operator's own sites and for B2B
+// partners.
+//
+// # Folder layout
+//
+// A CA folder (default ./pki) holds:
+//
+//	ca.crt       the CA certificate (PEM). Give it to every agent as tls.ca.
+//	ca.key       the CA private key (PEM, PKCS#8 "PRIVATE KEY", mode 0600).
+//	             Keep it offline if you can; whoever holds it can mint peers.
+//	index.json   every certificate this CA signed: serial, subject, the
+//	             identities Postern matches, usage, validity, SHA-256.
+//	revoked.json revoked serials with time and reason.
+//	crlnumber    the number of the last CRL signed (decimal text), so CRL
+//	             numbers only grow.
+//	ca.crl       the current CRL (PEM "X509 CRL"). Give it to every agent
+//	             as tls.crl and re-sign it (CRL) before its next update.
+//
+// The folder is created 0700. Every file is replaced atomically (written to
+// a temporary file, then renamed). To use a CA made elsewhere, put its ca.crt
+// and ca.key in an empty folder; the other files are created as needed.
+//
+// # Keys and certificates
+//
+// Keys are ECDSA P-256 unless asked otherwise (see [KeyType]); private keys
+// are written as PKCS#8 PEM with mode 0600. Serial numbers are random 128-bit
+// integers. Leaf certificates are valid for 90 days by default and their
+// NotBefore is set a few minutes in the past so peers with a slow clock
+// accept them at once. The CA, not the request, decides a certificate's
+// usage and validity: [CA.Sign] copies only the subject CN and OU and the
+// DNS, IP and URI names from a certificate request.
+//
+// # Concurrency
+//
+// A *CA is safe for concurrent use by one process. Two processes must not
+// change the same folder at the same time: there is no file lock.
+//
+// Package pki imports nothing else from Postern.
+package pki

@@ -1,0 +1,110 @@
+// Package server accepts tunnels: TLS handshakes under a deadline and a bound
+// on how many run at once, then a yamux session handed to the agent.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/postern-tunnel/postern/tunnel"
+)
+
+// Server accepts tunnels on a listener. Configure the exported fields, then
+// call Serve once.
+type Server struct {
+	Creds            *tunnel.Credentials
+	HandshakeTimeout time.Duration // whole TLS handshake, default 10s
+	MaxHandshakes    int           // handshakes in progress at once, default 128
+	Options          tunnel.Options
+	Log              *slog.Logger
+	// Handle runs for each established tunnel, on its own goroutine, and
+	// owns it from then on (Serve does not wait for it).
+	Handle func(t *tunnel.Tunnel)
+
+	failures *failureLog
+}
+
+// Serve accepts connections until ctx is done or ln fails, then closes ln
+// and waits for handshakes in progress to finish.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if s.HandshakeTimeout <= 0 {
+		s.HandshakeTimeout = 10 * time.Second
+	}
+	if s.MaxHandshakes <= 0 {
+		s.MaxHandshakes = 128
+	}
+	if s.Log == nil {
+		s.Log = slog.Default()
+	}
+	s.failures = newFailureLog(s.Log, time.Minute)
+	cfg := tunnel.ServerConfig(s.Creds)
+	slots := make(chan struct{}, s.MaxHandshakes)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var backoff time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Out of file descriptors and the like: wait, don't spin.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.Log.Warn("tunnel listener: accept failed; retrying", "listen", ln.Addr().String(), "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+				continue
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		backoff = 0
+		select {
+		case slots <- struct{}{}:
+		default:
+			s.failures.log(conn.RemoteAddr(), "too many TLS handshakes in progress (max_handshakes); connection dropped")
+			conn.Close()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			s.handshake(ctx, conn, cfg)
+		}()
+	}
+}
+
+func (s *Server) handshake(ctx context.Context, conn net.Conn, cfg *tls.Config) {
+	hctx, cancel := context.WithTimeout(ctx, s.HandshakeTimeout)
+	defer cancel()
+	conn.SetDeadline(time.Now().Add(s.HandshakeTimeout))
+	tc := tls.Server(conn, cfg)
+	if err := tc.HandshakeContext(hctx); err != nil {
+		m := s.Creds.Load()
+		s.failures.log(conn.RemoteAddr(), "tunnel refused: "+tunnel.Explain(err, tunnel.SideServer, m.CASubjects, time.Now()))
+		conn.Close()
+		return
+	}
+	if err := tunnel.CheckALPN(tc.ConnectionState()); err != nil {
+		s.failures.log(conn.RemoteAddr(), "tunnel refused: "+err.Error())
+		tc.Close()
+		return
+	}
+	conn.SetDeadline(time.Time{})
+	t, err := tunnel.New(tc, false, s.Options)
+	if err != nil {
+		s.Log.Error("tunnel setup", "peer_addr", conn.RemoteAddr().String(), "err", err)
+		tc.Close()
+		return
+	}
+	go s.Handle(t)
+}

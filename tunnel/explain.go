@@ -1,0 +1,213 @@
+package tunnel
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+)
+
+// Side says which end of a handshake is explaining: the server explains
+// what is wrong with a client, the client what is wrong with a server.
+type Side int
+
+const (
+	SideServer Side = iota // we accepted the connection; the peer is a client
+	SideClient             // we dialed; the peer is a server
+)
+
+func (s Side) peer() string {
+	if s == SideServer {
+		return "client"
+	}
+	return "server"
+}
+
+// Explain turns a TLS handshake (or first read) error into a sentence that
+// says what went wrong and what to do. trusted lists the CA subjects this
+// side trusts; now is this host's clock.
+func Explain(err error, side Side, trusted []string, now time.Time) string {
+	if err == nil {
+		return ""
+	}
+	var cve *tls.CertificateVerificationError
+	if errors.As(err, &cve) {
+		var leaf *x509.Certificate
+		if len(cve.UnverifiedCertificates) > 0 {
+			leaf = cve.UnverifiedCertificates[0]
+		}
+		return explainVerify(cve.Err, leaf, side, trusted, now)
+	}
+	var alert tls.AlertError
+	if errors.As(err, &alert) {
+		return explainAlert(alert, side)
+	}
+	var rhe tls.RecordHeaderError
+	if errors.As(err, &rhe) {
+		return explainRecordHeader(rhe, side)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Sprintf("the %s did not complete the TLS handshake in time", side.peer())
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "client didn't provide a certificate"), strings.Contains(msg, "certificate required"):
+		return "the client presented no certificate: every tunnel client needs cert and key configured (mutual TLS)"
+	case strings.Contains(msg, "no application protocol"):
+		return fmt.Sprintf("the %s does not speak %s (ALPN): is it a Postern agent?", side.peer(), ALPN)
+	case strings.Contains(msg, "protocol version not supported"), strings.Contains(msg, "no supported versions"):
+		return fmt.Sprintf("no common TLS version with the %s: Postern needs TLS 1.3 (or 1.2 when min_version = \"1.2\" on both sides)", side.peer())
+	case strings.Contains(msg, "no cipher suite supported"), strings.Contains(msg, "no mutual cipher suite"):
+		return fmt.Sprintf("no common TLS cipher suite with the %s", side.peer())
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), strings.Contains(msg, "connection reset"):
+		if side == SideClient {
+			return "the server closed the connection during the TLS handshake: it may not be a Postern server, or it refused this client"
+		}
+		return "the client closed the connection during the TLS handshake (it may have rejected our certificate, or it is not a Postern agent)"
+	}
+	return msg
+}
+
+func explainVerify(err error, leaf *x509.Certificate, side Side, trusted []string, now time.Time) string {
+	who := fmt.Sprintf("%s certificate", side.peer())
+	if leaf != nil {
+		who = fmt.Sprintf("%s certificate %s", side.peer(), Subject(leaf))
+	}
+	var ua x509.UnknownAuthorityError
+	var ci x509.CertificateInvalidError
+	var he x509.HostnameError
+	switch {
+	case errors.As(err, &ua):
+		issuer := "unknown issuer"
+		if leaf != nil {
+			issuer = issuerName(leaf)
+		}
+		return fmt.Sprintf("%s was signed by an unknown authority (issuer %s); trusted: %s%s",
+			who, issuer, strings.Join(trusted, ", "), fingerprintNote(leaf))
+	case errors.As(err, &ci):
+		return explainInvalid(ci, who, leaf, now)
+	case errors.As(err, &he):
+		names := certNames(he.Certificate)
+		return fmt.Sprintf("%s is not valid for %q: it names %s — set server_name to one of these, or issue a certificate for %q",
+			who, he.Host, names, he.Host)
+	}
+	return fmt.Sprintf("%s: %v", who, err)
+}
+
+func explainInvalid(ci x509.CertificateInvalidError, who string, leaf *x509.Certificate, now time.Time) string {
+	c := ci.Cert
+	if c == nil {
+		c = leaf
+	}
+	switch ci.Reason {
+	case x509.Expired:
+		if c != nil && now.After(c.NotAfter) {
+			return fmt.Sprintf("%s expired %s ago (not after %s; local clock %s) — renew it, or check this host's clock (NTP)",
+				who, roundAgo(now.Sub(c.NotAfter)), c.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		}
+		if c != nil {
+			return fmt.Sprintf("%s is not valid yet: valid from %s (local clock %s) — check this host's clock (NTP)",
+				who, c.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		}
+		return fmt.Sprintf("%s is expired or not yet valid (%s) — check the certificate and this host's clock (NTP)", who, ci.Detail)
+	case x509.IncompatibleUsage:
+		return fmt.Sprintf("%s may not be used for this purpose (extended key usage): a tunnel server needs serverAuth, a client clientAuth", who)
+	case x509.NotAuthorizedToSign:
+		return fmt.Sprintf("%s was signed by a certificate that is not a CA", who)
+	}
+	return fmt.Sprintf("%s is invalid: %v", who, ci)
+}
+
+func explainAlert(alert tls.AlertError, side Side) string {
+	desc := strings.TrimPrefix(alert.Error(), "tls: ")
+	ours := "our certificate"
+	if side == SideClient {
+		switch desc {
+		case "bad certificate", "unknown certificate authority", "certificate required",
+			"certificate expired", "certificate revoked", "unsupported certificate", "access denied":
+			return fmt.Sprintf("the server rejected %s (alert: %s): check that it trusts our CA, that our certificate is valid and not revoked, and that it allows our identity", ours, desc)
+		}
+	} else {
+		switch desc {
+		case "bad certificate", "unknown certificate authority", "certificate expired",
+			"certificate revoked", "unsupported certificate":
+			return fmt.Sprintf("the client rejected %s (alert: %s): check that it trusts our CA and expects one of our names (server_name)", ours, desc)
+		}
+	}
+	switch desc {
+	case "protocol version not supported":
+		return fmt.Sprintf("the %s refused our TLS version (alert: %s): check min_version on both sides", side.peer(), desc)
+	case "no application protocol":
+		return fmt.Sprintf("the %s does not speak %s (alert: %s): is it a Postern agent?", side.peer(), ALPN, desc)
+	case "handshake failure":
+		return fmt.Sprintf("the %s ended the handshake (alert: %s): no common TLS version or cipher suite", side.peer(), desc)
+	}
+	return fmt.Sprintf("the %s sent a TLS alert: %s", side.peer(), desc)
+}
+
+func explainRecordHeader(rhe tls.RecordHeaderError, side Side) string {
+	h := rhe.RecordHeader[:]
+	for _, m := range []string{"GET ", "POST", "HEAD", "PUT ", "DELE", "OPTI", "CONN", "PATC", "PRI "} {
+		if bytes.HasPrefix(h, []byte(m)) {
+			return fmt.Sprintf("the %s sent a plain HTTP request, not TLS: point it at an HTTP service, not the tunnel port", side.peer())
+		}
+	}
+	if bytes.HasPrefix(h, []byte("SSH-")) {
+		return fmt.Sprintf("the %s speaks SSH, not TLS", side.peer())
+	}
+	return fmt.Sprintf("the %s is not speaking TLS (first bytes %x)", side.peer(), h)
+}
+
+func issuerName(c *x509.Certificate) string {
+	if c.Issuer.CommonName != "" {
+		return fmt.Sprintf("CN=%q", c.Issuer.CommonName)
+	}
+	return c.Issuer.String()
+}
+
+func certNames(c *x509.Certificate) string {
+	if c == nil {
+		return "no names"
+	}
+	var names []string
+	for _, d := range c.DNSNames {
+		names = append(names, "DNS:"+d)
+	}
+	for _, ip := range c.IPAddresses {
+		names = append(names, "IP:"+ip.String())
+	}
+	if len(names) == 0 {
+		return fmt.Sprintf("no DNS or IP names (only %s)", Subject(c))
+	}
+	return strings.Join(names, ", ")
+}
+
+func fingerprintNote(c *x509.Certificate) string {
+	if c == nil {
+		return ""
+	}
+	sum := sha256.Sum256(c.Raw)
+	return fmt.Sprintf(" (serial %s, sha256:%s)", c.SerialNumber.Text(16), hex.EncodeToString(sum[:]))
+}
+
+// roundAgo prints a duration the way people say it: 3h12m, 2d4h, 45s.
+func roundAgo(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour:
+		days := d / (24 * time.Hour)
+		return fmt.Sprintf("%dd%dh", days, (d-days*24*time.Hour)/time.Hour)
+	case d >= time.Hour:
+		return strings.TrimSuffix(d.Truncate(time.Minute).String(), "0s")
+	case d >= time.Minute:
+		return d.Truncate(time.Second).String()
+	}
+	return d.Round(time.Second).String()
+}

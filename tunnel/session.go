@@ -1,0 +1,204 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Options are the multiplexing settings of a tunnel. Zero values take the
+// documented defaults (config package).
+type Options struct {
+	StreamWindow      uint32        // per-stream receive window, bytes
+	KeepaliveInterval time.Duration // ping period
+	KeepaliveTimeout  time.Duration // write and ping deadline before the tunnel is declared dead
+	MaxStreams        int           // streams the peer may have open at once
+}
+
+func (o Options) yamuxConfig() *yamux.Config {
+	c := yamux.DefaultConfig()
+	c.MaxStreamWindowSize = o.StreamWindow
+	if c.MaxStreamWindowSize < 256<<10 {
+		c.MaxStreamWindowSize = 256 << 10
+	}
+	c.EnableKeepAlive = true
+	c.KeepAliveInterval = o.KeepaliveInterval
+	if c.KeepAliveInterval <= 0 {
+		c.KeepAliveInterval = 10 * time.Second
+	}
+	c.ConnectionWriteTimeout = o.KeepaliveTimeout
+	if c.ConnectionWriteTimeout <= 0 {
+		c.ConnectionWriteTimeout = 10 * time.Second
+	}
+	// The accept loop never blocks (each stream is handed to its own
+	// goroutine), so a generous backlog only absorbs bursts.
+	c.AcceptBacklog = 1024
+	// Opening a stream waits for the peer's ACK; a peer that never answers
+	// is a dead tunnel.
+	c.StreamOpenTimeout = 30 * time.Second
+	c.StreamCloseTimeout = 60 * time.Second
+	c.LogOutput = io.Discard
+	return c
+}
+
+// Tunnel is one established TLS connection to a peer agent carrying a yamux
+// session. It is safe for concurrent use.
+type Tunnel struct {
+	Session *yamux.Session
+	Conn    *tls.Conn
+	// Name is the [[client]] name for dialed tunnels, or "" for accepted ones.
+	Name string
+	// Peer is the verified peer leaf certificate.
+	Peer *x509.Certificate
+
+	conn *tunnelConn
+}
+
+// New runs yamux over an established, verified TLS connection. The dialer
+// is the yamux client.
+func New(conn *tls.Conn, isClient bool, opts Options) (*Tunnel, error) {
+	tc := &tunnelConn{Conn: conn}
+	cfg := opts.yamuxConfig()
+	var (
+		sess *yamux.Session
+		err  error
+	)
+	if isClient {
+		sess, err = yamux.Client(tc, cfg)
+	} else {
+		sess, err = yamux.Server(tc, cfg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	t := &Tunnel{Session: sess, Conn: conn, conn: tc}
+	if certs := conn.ConnectionState().PeerCertificates; len(certs) > 0 {
+		t.Peer = certs[0]
+	}
+	return t, nil
+}
+
+// RemoteAddr is the peer's network address.
+func (t *Tunnel) RemoteAddr() net.Addr { return t.Conn.RemoteAddr() }
+
+// Close ends the tunnel and every stream on it.
+func (t *Tunnel) Close() error { return t.Session.Close() }
+
+// Done is closed when the tunnel has ended.
+func (t *Tunnel) Done() <-chan struct{} { return t.Session.CloseChan() }
+
+// Err is the first read error of the underlying connection, which says why
+// the tunnel ended (for example the peer's TLS alert). It is nil while the
+// tunnel is up or when it ended locally.
+func (t *Tunnel) Err() error { return t.conn.readErr() }
+
+// Confirm waits for the peer to answer a ping. With TLS 1.3 a client learns
+// that the server rejected its certificate only on its first read, so a
+// dialer confirms before it calls a tunnel established.
+func (t *Tunnel) Confirm(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := t.Session.Ping()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			if rerr := t.Err(); rerr != nil {
+				return rerr
+			}
+			return err
+		}
+		return nil
+	case <-ctx.Done():
+		t.Close()
+		<-done
+		if rerr := t.Err(); rerr != nil {
+			return rerr
+		}
+		return fmt.Errorf("no answer from peer: %w", ctx.Err())
+	}
+}
+
+// tunnelConn sits between yamux and TLS. It records the first read error
+// (the only place a TLS 1.3 client sees the server's rejection), and joins
+// each yamux data frame's 12-byte header with its body into one write, so a
+// frame costs one TLS record and one system call instead of two.
+//
+// yamux writes from one goroutine (its send loop) and reads from another.
+type tunnelConn struct {
+	*tls.Conn
+
+	mu      sync.Mutex
+	err     error
+	pending []byte // a data frame header waiting for its body
+	joined  []byte
+}
+
+const yamuxHeaderSize = 12
+
+func (c *tunnelConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.mu.Lock()
+		if c.err == nil {
+			c.err = err
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+func (c *tunnelConn) readErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+func (c *tunnelConn) Write(p []byte) (int, error) {
+	if c.pending == nil {
+		if isDataHeader(p) {
+			c.pending = append(c.joined[:0], p...)
+			return len(p), nil
+		}
+		return c.Conn.Write(p)
+	}
+	// p is the body that belongs to the pending header.
+	c.joined = append(c.pending, p...)
+	c.pending = nil
+	if _, err := c.Conn.Write(c.joined); err != nil {
+		return 0, err
+	}
+	if cap(c.joined) > 1<<20 {
+		c.joined = nil // don't keep a huge buffer for the tunnel's life
+	}
+	return len(p), nil
+}
+
+// isDataHeader reports whether p is exactly a yamux header for a data frame
+// with a body (version 0, type 0, length > 0): yamux writes such a header
+// and then its body in a separate call.
+func isDataHeader(p []byte) bool {
+	return len(p) == yamuxHeaderSize && p[0] == 0 && p[1] == 0 && binary.BigEndian.Uint32(p[8:12]) > 0
+}
+
+// Logger returns l with the tunnel's peer and address attached.
+func (t *Tunnel) Logger(l *slog.Logger) *slog.Logger {
+	args := []any{"peer_addr", t.RemoteAddr().String()}
+	if t.Name != "" {
+		args = append(args, "tunnel", t.Name)
+	}
+	if t.Peer != nil {
+		args = append(args, "peer", t.Peer.Subject.CommonName)
+	}
+	return l.With(args...)
+}
