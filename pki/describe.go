@@ -10,8 +10,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
@@ -99,7 +101,7 @@ func parseDER(der []byte) ([]Object, error) {
 }
 
 // Identities lists what Postern can match a peer with this certificate by,
-// as allow entries: cn:, ou:, dns:, ip:, uri:, then sha256: (the
+// as allow entries: cn:, dns:, ip:, uri:, ou:, then sha256: (the
 // certificate's fingerprint) and spki: (its public key's), in lowercase hex.
 func Identities(cert *x509.Certificate) []string {
 	ids := nameIdentities(namesOf(cert))
@@ -109,22 +111,24 @@ func Identities(cert *x509.Certificate) []string {
 	return withSPKI(ids, cert.RawSubjectPublicKeyInfo, cert.PublicKey)
 }
 
+// nameIdentities lists names in the order Postern's identity package uses:
+// cn:, dns:, ip:, uri:, ou:.
 func nameIdentities(n Names) []string {
 	var ids []string
 	if n.CommonName != "" {
 		ids = append(ids, "cn:"+n.CommonName)
 	}
-	for _, ou := range n.OrganizationalUnit {
-		ids = append(ids, "ou:"+ou)
-	}
 	for _, d := range n.DNSNames {
-		ids = append(ids, "dns:"+d)
+		ids = append(ids, "dns:"+strings.ToLower(d))
 	}
 	for _, ip := range n.IPAddresses {
 		ids = append(ids, "ip:"+ip.String())
 	}
 	for _, u := range n.URIs {
 		ids = append(ids, "uri:"+u.String())
+	}
+	for _, ou := range n.OrganizationalUnit {
+		ids = append(ids, "ou:"+ou)
 	}
 	return ids
 }
@@ -313,13 +317,15 @@ func dn(s string) string {
 	return s
 }
 
-// writer collects aligned "label  value" lines.
+// writer collects aligned "label  value" lines. Values come from files
+// anyone may have written, so a line with a character that is not printable
+// (a terminal escape, a bidi override) is written quoted.
 type writer struct{ strings.Builder }
 
-func (w *writer) line(s string) { w.WriteString(s + "\n") }
+func (w *writer) line(s string) { w.WriteString(printable(s) + "\n") }
 
 func (w *writer) field(label, value string) {
-	fmt.Fprintf(w, "  %-12s %s\n", label, value)
+	w.line(fmt.Sprintf("  %-12s %s", label, value))
 }
 
 func (w *writer) identities(title string, ids []string) {
@@ -327,6 +333,16 @@ func (w *writer) identities(title string, ids []string) {
 	for _, id := range ids {
 		w.line("    " + id)
 	}
+}
+
+// printable returns s, or s quoted when it holds a non-printable character.
+func printable(s string) string {
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 // withSPKI appends the spki: identity when the key can be encoded.

@@ -539,7 +539,7 @@ func TestDescribeShowsIdentities(t *testing.T) {
 	fp := sha256.Sum256(cert.Raw)
 	spki := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
 	wantIDs := []string{
-		"cn:Legacy Gateway", "ou:ops", "dns:gw.example.com", "ip:192.0.2.7", "uri:spiffe://example.com/gw",
+		"cn:Legacy Gateway", "dns:gw.example.com", "ip:192.0.2.7", "uri:spiffe://example.com/gw", "ou:ops",
 		"sha256:" + hex.EncodeToString(fp[:]), "spki:" + hex.EncodeToString(spki[:]),
 	}
 	if got := pki.Identities(cert); strings.Join(got, " ") != strings.Join(wantIDs, " ") {
@@ -558,6 +558,29 @@ func TestDescribeShowsIdentities(t *testing.T) {
 	keyOut := pki.Describe(pki.Object{PublicKey: key.Public()}, pki.DescribeOptions{})
 	if !strings.Contains(keyOut, "spki:"+hex.EncodeToString(spki[:])) {
 		t.Errorf("private key view lacks the spki of its certificate:\n%s", keyOut)
+	}
+}
+
+// TestDescribeQuotesControlCharacters: a request is written by someone else;
+// a terminal escape in it must not reach the operator's terminal raw.
+func TestDescribeQuotesControlCharacters(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: "partner\x1b[2Jb", Organization: []string{"x\u202eevil"}},
+	}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, _ := x509.ParseCertificateRequest(der)
+	out := pki.Describe(pki.Object{Request: csr}, pki.DescribeOptions{})
+	if strings.ContainsAny(out, "\x1b\u202e") {
+		t.Errorf("control characters reached the output:\n%q", out)
+	}
+	if !strings.Contains(out, `"    cn:partner\x1b[2Jb"`) {
+		t.Errorf("the CN is not shown quoted:\n%s", out)
+	}
+	if _, err := newCA(t).Prepare(csr, pki.SignOptions{Usage: pki.UsageClient}); err == nil || !strings.Contains(err.Error(), "contains a control character") {
+		t.Errorf("Prepare: err = %v, want a refusal of the control character", err)
 	}
 }
 

@@ -108,15 +108,17 @@ func pkiParse(fs *flag.FlagSet, args []string, minArgs, maxArgs int) (pos []stri
 		}
 		pos, args = append(pos, rest[0]), rest[1:]
 	}
-	if len(pos) < minArgs || (maxArgs >= 0 && len(pos) > maxArgs) {
-		what := fmt.Sprintf("%d", minArgs)
-		switch {
-		case maxArgs < 0:
-			what = fmt.Sprintf("at least %d", minArgs)
-		case maxArgs != minArgs:
-			what = fmt.Sprintf("%d to %d", minArgs, maxArgs)
-		}
-		fmt.Fprintf(fs.Output(), "%s: want %s argument(s), got %d: %q\n", fs.Name(), what, len(pos), pos)
+	var msg string
+	switch {
+	case len(pos) < minArgs:
+		msg = "missing argument: see the usage below"
+	case maxArgs == 0 && len(pos) > 0:
+		msg = fmt.Sprintf("unexpected argument %q: this action takes flags only", pos[0])
+	case maxArgs >= 0 && len(pos) > maxArgs:
+		msg = fmt.Sprintf("too many arguments %q: give one file or serial at a time", pos)
+	}
+	if msg != "" {
+		fmt.Fprintf(fs.Output(), "%s: %s\n", fs.Name(), msg)
 		fs.Usage()
 		return nil, 2, false
 	}
