@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
@@ -301,4 +302,10 @@ func (ct *connTracker) cut() {
 		c.Close()
 	}
 	ct.conns = nil
+}
+
+func poolOf(ca *testca.CA) *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.Cert)
+	return p
 }

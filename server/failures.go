@@ -3,6 +3,7 @@ package server
 import (
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 )
@@ -32,7 +33,7 @@ func (f *failureLog) log(addr net.Addr, msg string) {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
-	key := host + "\x00" + msg
+	key := host + "\x00" + withoutDigits(msg)
 	now := time.Now()
 	f.mu.Lock()
 	e := f.seen[key]
@@ -59,4 +60,15 @@ func (f *failureLog) log(addr net.Addr, msg string) {
 		args = append(args, "repeated", suppressed)
 	}
 	f.out.Warn(msg, args...)
+}
+
+// withoutDigits keys repeats of one cause together even when the message
+// carries a clock or a counter.
+func withoutDigits(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return -1
+		}
+		return r
+	}, s)
 }

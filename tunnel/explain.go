@@ -45,9 +45,8 @@ func Explain(err error, side Side, trusted []string, now time.Time) string {
 		}
 		return explainVerify(cve.Err, leaf, side, trusted, now)
 	}
-	var alert tls.AlertError
-	if errors.As(err, &alert) {
-		return explainAlert(alert, side)
+	if desc, ok := remoteAlert(err); ok {
+		return explainAlert(desc, side)
 	}
 	var rhe tls.RecordHeaderError
 	if errors.As(err, &rhe) {
@@ -126,21 +125,39 @@ func explainInvalid(ci x509.CertificateInvalidError, who string, leaf *x509.Cert
 	return fmt.Sprintf("%s is invalid: %v", who, ci)
 }
 
-func explainAlert(alert tls.AlertError, side Side) string {
-	desc := strings.TrimPrefix(alert.Error(), "tls: ")
-	ours := "our certificate"
-	if side == SideClient {
-		switch desc {
-		case "bad certificate", "unknown certificate authority", "certificate required",
-			"certificate expired", "certificate revoked", "unsupported certificate", "access denied":
-			return fmt.Sprintf("the server rejected %s (alert: %s): check that it trusts our CA, that our certificate is valid and not revoked, and that it allows our identity", ours, desc)
+// remoteAlert finds a TLS alert the peer sent. Over TCP crypto/tls reports
+// it as a net.OpError "remote error" around an unexported alert type.
+func remoteAlert(err error) (string, bool) {
+	var alert tls.AlertError
+	if errors.As(err, &alert) {
+		return strings.TrimPrefix(alert.Error(), "tls: "), true
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "remote error" && op.Err != nil {
+		return strings.TrimPrefix(op.Err.Error(), "tls: "), true
+	}
+	return "", false
+}
+
+// certAlerts are the alerts a peer sends when it refuses a certificate
+// (crypto/tls wording), with what to check.
+var certAlerts = map[string]string{
+	"bad certificate":               "check that it trusts our CA and that our certificate is valid",
+	"unknown certificate authority": "it does not trust the CA that signed our certificate: give it our CA, or get a certificate from one it trusts",
+	"unknown certificate":           "check that it trusts our CA",
+	"unsupported certificate":       "check our certificate's key type and usage (clientAuth/serverAuth)",
+	"expired certificate":           "our certificate is expired or not yet valid: renew it, or check both hosts' clocks (NTP)",
+	"revoked certificate":           "our certificate has been revoked: get a new one",
+	"certificate required":          "it requires a client certificate: configure cert and key",
+	"access denied":                 "it does not allow our identity",
+}
+
+func explainAlert(desc string, side Side) string {
+	if hint, ok := certAlerts[desc]; ok {
+		if side == SideClient {
+			return fmt.Sprintf("the server rejected our certificate (alert: %s): %s", desc, hint)
 		}
-	} else {
-		switch desc {
-		case "bad certificate", "unknown certificate authority", "certificate expired",
-			"certificate revoked", "unsupported certificate":
-			return fmt.Sprintf("the client rejected %s (alert: %s): check that it trusts our CA and expects one of our names (server_name)", ours, desc)
-		}
+		return fmt.Sprintf("the client rejected our certificate (alert: %s): %s; and that it expects one of our names (server_name)", desc, hint)
 	}
 	switch desc {
 	case "protocol version not supported":
@@ -198,16 +215,15 @@ func fingerprintNote(c *x509.Certificate) string {
 	return fmt.Sprintf(" (serial %s, sha256:%s)", c.SerialNumber.Text(16), hex.EncodeToString(sum[:]))
 }
 
-// roundAgo prints a duration the way people say it: 3h12m, 2d4h, 45s.
+// roundAgo prints a duration the way people say it: 45s, 12m5s, 3h12m, 2d4h.
 func roundAgo(d time.Duration) string {
 	switch {
-	case d >= 48*time.Hour:
-		days := d / (24 * time.Hour)
-		return fmt.Sprintf("%dd%dh", days, (d-days*24*time.Hour)/time.Hour)
+	case d >= 24*time.Hour:
+		return fmt.Sprintf("%dd%dh", d/(24*time.Hour), d%(24*time.Hour)/time.Hour)
 	case d >= time.Hour:
-		return strings.TrimSuffix(d.Truncate(time.Minute).String(), "0s")
+		return fmt.Sprintf("%dh%dm", d/time.Hour, d%time.Hour/time.Minute)
 	case d >= time.Minute:
-		return d.Truncate(time.Second).String()
+		return fmt.Sprintf("%dm%ds", d/time.Minute, d%time.Minute/time.Second)
 	}
-	return d.Round(time.Second).String()
+	return fmt.Sprintf("%ds", d/time.Second)
 }

@@ -173,6 +173,12 @@ func ClientConfig(creds *Credentials, serverName string) *tls.Config {
 	cfg := baseConfig(m)
 	cfg.RootCAs = m.Roots
 	cfg.ServerName = serverName
+	// Always present our certificate. crypto/tls would otherwise send none
+	// when it is not from a CA the server lists, and the server would report
+	// "no client certificate" instead of naming the foreign issuer.
+	cert := m.Cert
+	cfg.Certificates = nil
+	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }
 	return cfg
 }
 
