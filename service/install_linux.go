@@ -221,3 +221,9 @@ func newService(c Config) (kservice.Service, error) {
 	}
 	return sys.New(program{}, kc)
 }
+
+// Configure is for Windows services; a systemd unit is changed with a
+// drop-in (systemctl edit NAME).
+func Configure(name string, delayedStart bool, warnf func(format string, args ...any)) error {
+	return fmt.Errorf("configure service %q: only Windows services are configured this way; on Linux use: systemctl edit %s", name, name)
+}

@@ -17,3 +17,7 @@ func Start(name string) error                            { return errUnsupported
 func Stop(name string) error                             { return errUnsupported }
 func Restart(name string) error                          { return errUnsupported }
 func Status(name string) (State, error)                  { return StateUnknown, errUnsupported }
+
+func Configure(name string, delayedStart bool, warnf func(string, ...any)) error {
+	return errUnsupported
+}

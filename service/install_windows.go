@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unsafe"
 
 	kservice "github.com/kardianos/service"
 	"golang.org/x/sys/windows"
@@ -330,4 +331,34 @@ func newService(c Config) (kservice.Service, error) {
 			kservice.OnFailureResetPeriod:   recoveryReset,
 		},
 	})
+}
+
+// Configure sets the recovery actions, and with delayedStart a delayed
+// automatic start, on an installed service: what Install sets after creating
+// it. The MSI runs it (`postern service configure`) once it has registered
+// the service, since MSI tables can express neither.
+func Configure(name string, delayedStart bool, warnf func(format string, args ...any)) error {
+	if err := CheckName(name); err != nil {
+		return err
+	}
+	m, err := connect("configure", name)
+	if err != nil {
+		return err
+	}
+	defer m.Disconnect()
+	s, err := m.OpenService(name)
+	if err != nil {
+		return notInstalled("configure", name, err)
+	}
+	defer s.Close()
+	if delayedStart {
+		info := windows.SERVICE_DELAYED_AUTO_START_INFO{IsDelayedAutoStartUp: 1}
+		if err := windows.ChangeServiceConfig2(s.Handle, windows.SERVICE_CONFIG_DELAYED_AUTO_START_INFO, (*byte)(unsafe.Pointer(&info))); err != nil {
+			return fmt.Errorf("configure service %q: delayed start: %w", name, err)
+		}
+	}
+	if err := setRecovery(m, name, warnf); err != nil {
+		return fmt.Errorf("configure service %q: %w", name, err)
+	}
+	return nil
 }

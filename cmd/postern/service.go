@@ -33,6 +33,8 @@ actions:
   uninstall   stop and remove the service
   start, stop, restart
   status      print running|stopped; exit 0 running, 3 stopped, 4 not installed
+  configure   Windows: set recovery actions and the start type (--delayed-start)
+              of an installed service; the MSI runs it
 
 flags:
 `
@@ -47,7 +49,7 @@ func cmdService(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&f.print, "print", false, "install: show what would be installed (the systemd unit) and change nothing")
 	fs.StringVar(&f.user, "user", service.DefaultUser, "install, Linux: `ACCOUNT` the agent runs as")
 	fs.DurationVar(&f.watchdog, "watchdog", service.DefaultWatchdog, "install, Linux: systemd watchdog period, 0 to turn it off")
-	fs.BoolVar(&f.delayedStart, "delayed-start", false, "install, Windows: start automatically after boot has settled")
+	fs.BoolVar(&f.delayedStart, "delayed-start", false, "install, configure, Windows: start automatically once boot has settled")
 	fs.Usage = func() { fmt.Fprint(stderr, serviceUsage); fs.PrintDefaults() }
 
 	// Flags may come before or after the action.
@@ -71,11 +73,21 @@ func cmdService(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
+	warnf := func(format string, args ...any) {
+		fmt.Fprintf(stderr, "postern service %s: warning: "+format+"\n", append([]any{action}, args...)...)
+	}
 	switch action {
 	case "install":
-		return serviceInstall(f, stdout, stderr)
+		return serviceInstall(f, warnf, stdout, stderr)
 	case "status":
 		return serviceStatus(f.name, stdout, stderr)
+	case "configure":
+		if err := service.Configure(f.name, f.delayedStart, warnf); err != nil {
+			fmt.Fprintf(stderr, "postern service configure: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "service %q configured\n", f.name)
+		return 0
 	}
 	controls := map[string]struct {
 		do   func(string) error
@@ -100,7 +112,7 @@ func cmdService(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func serviceInstall(f serviceFlags, stdout, stderr io.Writer) int {
+func serviceInstall(f serviceFlags, warnf func(string, ...any), stdout, stderr io.Writer) int {
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "postern service install: %v\n", err)
 		return 1
@@ -120,9 +132,6 @@ func serviceInstall(f serviceFlags, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprint(stdout, text)
 		return 0
-	}
-	warnf := func(format string, args ...any) {
-		fmt.Fprintf(stderr, "postern service install: warning: "+format+"\n", args...)
 	}
 	if err := service.Install(c, warnf); err != nil {
 		return fail(err)
