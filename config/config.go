@@ -39,11 +39,15 @@ type Config struct {
 // TLS holds certificate material. [tls] sets the agent's defaults; a
 // [[server]] or [[client]] may override any key.
 type TLS struct {
-	Cert       string   `toml:"cert"`        // PEM chain, leaf first
-	Key        string   `toml:"key"`         // PEM private key
-	CA         string   `toml:"ca"`          // PEM bundle trusted for peers
-	CRL        []string `toml:"crl"`         // revocation lists
-	MinVersion string   `toml:"min_version"` // "1.3" (default) or "1.2"
+	Cert           string   `toml:"cert"`            // PEM chain, leaf first
+	Key            string   `toml:"key"`             // PEM private key
+	CA             string   `toml:"ca"`              // PEM bundle trusted for peers
+	CRL            []string `toml:"crl"`             // revocation lists (PEM or DER), reloaded when changed
+	CRLStale       string   `toml:"crl_stale"`       // past its nextUpdate: "refuse" (default) or "warn"
+	OCSP           string   `toml:"ocsp"`            // "off" (default), "soft" or "hard"
+	MinVersion     string   `toml:"min_version"`     // "1.3" (default) or "1.2"
+	ExpiryWarning  Duration `toml:"expiry_warning"`  // warn when a certificate expires within this
+	ReloadInterval Duration `toml:"reload_interval"` // how often cert, key, ca and crl files are checked for changes
 }
 
 // Tunnel tunes the multiplexed session and the per-stream protocol.
@@ -59,6 +63,8 @@ type Tunnel struct {
 type Server struct {
 	TLS
 	Listen           Address  `toml:"listen"`
+	Mux              *bool    `toml:"mux"`     // false: plain mutual-TLS peers, one connection per stream
+	Service          string   `toml:"service"` // with mux = false: the one service every connection reaches
 	HandshakeTimeout Duration `toml:"handshake_timeout"`
 	MaxHandshakes    int      `toml:"max_handshakes"` // TLS handshakes in progress at once
 
@@ -74,6 +80,12 @@ type Client struct {
 	DialTimeout Duration  `toml:"dial_timeout"`
 	BackoffMin  Duration  `toml:"backoff_min"` // first reconnect delay
 	BackoffMax  Duration  `toml:"backoff_max"` // reconnect delay cap
+	Peer        []string  `toml:"peer"`        // identities the server must match, besides the chain
+	Tunnels     int       `toml:"tunnels"`     // parallel tunnels kept open
+	Strategy    string    `toml:"strategy"`    // "ordered" (failover, default) or "round-robin"
+	Mux         *bool     `toml:"mux"`         // false: one plain TLS connection per forwarded connection
+
+	MaxTunnelLifetime Duration `toml:"max_tunnel_lifetime"` // re-establish tunnels this often (make-before-break)
 
 	Line int `toml:"-"`
 }
@@ -82,7 +94,7 @@ type Client struct {
 type Forward struct {
 	Listen     Address  `toml:"listen"`
 	Service    string   `toml:"service"`
-	Via        string   `toml:"via"`         // a [[client]] name
+	Via        string   `toml:"via"`         // a [[client]] name, or a peer identity for a reverse forward
 	TunnelWait Duration `toml:"tunnel_wait"` // how long a connection waits for a tunnel
 
 	Line int `toml:"-"`
@@ -94,6 +106,9 @@ type Service struct {
 	Target      Address  `toml:"target"`
 	Allow       []string `toml:"allow"` // peer identities; empty denies everyone
 	DialTimeout Duration `toml:"dial_timeout"`
+	// ProxyProtocol sends the original client address to the target first:
+	// "" (off), "v1" or "v2".
+	ProxyProtocol string `toml:"proxy_protocol"`
 
 	Line int `toml:"-"`
 }
@@ -113,6 +128,12 @@ type Log struct {
 const (
 	DefaultShutdownTimeout   = 30 * time.Second
 	DefaultMinVersion        = "1.3"
+	DefaultCRLStale          = "refuse"
+	DefaultOCSP              = "off"
+	DefaultExpiryWarning     = 30 * 24 * time.Hour
+	DefaultReloadInterval    = 10 * time.Second
+	DefaultTunnels           = 1
+	DefaultStrategy          = "ordered"
 	DefaultStreamWindow      = 16 << 20
 	MinStreamWindow          = 256 << 10
 	DefaultKeepaliveInterval = 10 * time.Second
@@ -196,6 +217,14 @@ func (c *Config) SetDefaults() {
 	if c.TLS.MinVersion == "" {
 		c.TLS.MinVersion = DefaultMinVersion
 	}
+	if c.TLS.CRLStale == "" {
+		c.TLS.CRLStale = DefaultCRLStale
+	}
+	if c.TLS.OCSP == "" {
+		c.TLS.OCSP = DefaultOCSP
+	}
+	setDur(&c.TLS.ExpiryWarning, DefaultExpiryWarning)
+	setDur(&c.TLS.ReloadInterval, DefaultReloadInterval)
 	t := &c.Tunnel
 	if t.StreamWindow == 0 {
 		t.StreamWindow = DefaultStreamWindow
@@ -210,6 +239,7 @@ func (c *Config) SetDefaults() {
 		s := &c.Servers[i]
 		s.TLS = s.TLS.inherit(c.TLS)
 		setDur(&s.HandshakeTimeout, DefaultHandshakeTimeout)
+		setBool(&s.Mux, true)
 		if s.MaxHandshakes == 0 {
 			s.MaxHandshakes = DefaultMaxHandshakes
 		}
@@ -220,6 +250,13 @@ func (c *Config) SetDefaults() {
 		setDur(&cl.DialTimeout, DefaultDialTimeout)
 		setDur(&cl.BackoffMin, DefaultBackoffMin)
 		setDur(&cl.BackoffMax, DefaultBackoffMax)
+		setBool(&cl.Mux, true)
+		if cl.Tunnels == 0 {
+			cl.Tunnels = DefaultTunnels
+		}
+		if cl.Strategy == "" {
+			cl.Strategy = DefaultStrategy
+		}
 	}
 	for i := range c.Forwards {
 		setDur(&c.Forwards[i].TunnelWait, DefaultTunnelWait)
@@ -232,6 +269,12 @@ func (c *Config) SetDefaults() {
 	}
 	if c.Log.Format == "" {
 		c.Log.Format = DefaultLogFormat
+	}
+}
+
+func setBool(b **bool, def bool) {
+	if *b == nil {
+		*b = &def
 	}
 }
 
@@ -257,6 +300,18 @@ func (t TLS) inherit(def TLS) TLS {
 	}
 	if t.MinVersion == "" {
 		t.MinVersion = def.MinVersion
+	}
+	if t.CRLStale == "" {
+		t.CRLStale = def.CRLStale
+	}
+	if t.OCSP == "" {
+		t.OCSP = def.OCSP
+	}
+	if t.ExpiryWarning == 0 {
+		t.ExpiryWarning = def.ExpiryWarning
+	}
+	if t.ReloadInterval == 0 {
+		t.ReloadInterval = def.ReloadInterval
 	}
 	return t
 }

@@ -91,6 +91,12 @@ func (c *Config) validateServer(s *Server) error {
 	if s.MaxHandshakes < 0 {
 		return c.errorf(s.Line, "%s: max_handshakes must be positive", where)
 	}
+	if !*s.Mux && s.Service == "" {
+		return c.errorf(s.Line, "%s: mux = false needs service = \"NAME\": the [[service]] every plain TLS connection reaches", where)
+	}
+	if *s.Mux && s.Service != "" {
+		return c.errorf(s.Line, "%s: service is only for mux = false servers; tunnels name their service per stream", where)
+	}
 	return nil
 }
 
@@ -104,6 +110,17 @@ func (c *Config) validateClient(cl *Client) error {
 	}
 	if err := c.validateTLS(cl.Line, where, cl.TLS); err != nil {
 		return err
+	}
+	if cl.Tunnels < 1 || cl.Tunnels > 64 {
+		return c.errorf(cl.Line, "%s: tunnels = %d: use 1 to 64", where, cl.Tunnels)
+	}
+	if cl.Strategy != "ordered" && cl.Strategy != "round-robin" {
+		return c.errorf(cl.Line, "%s: strategy: %q is not one of ordered, round-robin", where, cl.Strategy)
+	}
+	for _, p := range cl.Peer {
+		if err := checkAllow(p); err != nil {
+			return c.errorf(cl.Line, "%s: peer %q: %v", where, p, err)
+		}
 	}
 	if cl.BackoffMin > cl.BackoffMax {
 		return c.errorf(cl.Line, "%s: backoff_min %s is larger than backoff_max %s", where, cl.BackoffMin, cl.BackoffMax)
@@ -124,6 +141,12 @@ func (c *Config) validateTLS(line int, where string, t TLS) error {
 	}
 	if err := checkMinVersion(t.MinVersion); err != nil {
 		return c.errorf(line, "%s: min_version: %v", where, err)
+	}
+	if t.CRLStale != "refuse" && t.CRLStale != "warn" {
+		return c.errorf(line, "%s: crl_stale: %q is not one of refuse, warn", where, t.CRLStale)
+	}
+	if t.OCSP != "off" && t.OCSP != "soft" && t.OCSP != "hard" {
+		return c.errorf(line, "%s: ocsp: %q is not one of off, soft, hard", where, t.OCSP)
 	}
 	return nil
 }
@@ -146,10 +169,21 @@ func (c *Config) validateForward(f *Forward, clients map[string]bool) error {
 	if f.Via == "" {
 		return c.errorf(f.Line, "%s: via is required: the name of the [[client]] whose tunnel carries it", where)
 	}
-	if !clients[f.Via] {
-		return c.errorf(f.Line, "%s: via %q: no [[client]] has that name", where, f.Via)
+	if clients[f.Via] {
+		return nil
 	}
-	return nil
+	if isIdentity(f.Via) {
+		// A reverse forward: via names the connected peer that offers the
+		// service.
+		if err := checkAllow(f.Via); err != nil {
+			return c.errorf(f.Line, "%s: via %q: %v", where, f.Via, err)
+		}
+		if len(c.Servers) == 0 {
+			return c.errorf(f.Line, "%s: via %q names a peer identity (a reverse forward), but this agent has no [[server]] for peers to connect to", where, f.Via)
+		}
+		return nil
+	}
+	return c.errorf(f.Line, "%s: via %q: no [[client]] has that name (for a reverse forward, name the peer identity, like via = \"dns:partner.example.com\")", where, f.Via)
 }
 
 func (c *Config) validateService(s *Service) error {
@@ -165,7 +199,26 @@ func (c *Config) validateService(s *Service) error {
 			return c.errorf(s.Line, "%s: allow %q: %v", where, a, err)
 		}
 	}
+	switch s.ProxyProtocol {
+	case "", "v1", "v2":
+	default:
+		return c.errorf(s.Line, "%s: proxy_protocol: %q is not one of v1, v2 (or leave it out)", where, s.ProxyProtocol)
+	}
 	return nil
+}
+
+// isIdentity reports whether s is written as a peer identity ("dns:...",
+// "*") rather than a [[client]] name.
+func isIdentity(s string) bool {
+	if s == "*" {
+		return true
+	}
+	for _, k := range identityKinds {
+		if strings.HasPrefix(s, k) {
+			return true
+		}
+	}
+	return false
 }
 
 func checkAllow(a string) error {
