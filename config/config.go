@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -183,7 +185,7 @@ func Parse(path string, data []byte) (*Config, error) {
 	c := &Config{Path: path}
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(c)
 	if err != nil {
-		return nil, decodeError(path, err)
+		return nil, decodeError(path, data, err)
 	}
 	if undecoded := md.Undecoded(); len(undecoded) > 0 {
 		k := undecoded[0]
@@ -199,16 +201,95 @@ func Parse(path string, data []byte) (*Config, error) {
 	return c, nil
 }
 
-func decodeError(path string, err error) error {
+func decodeError(path string, data []byte, err error) error {
+	e := &Error{File: path, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
+	key := ""
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
-		msg := pe.Message
-		if pe.LastKey != "" {
-			msg = fmt.Sprintf("%s: %s", pe.LastKey, pe.Message)
-		}
-		return &Error{File: path, Line: pe.Position.Line, Col: pe.Position.Col, Msg: msg}
+		key, e.Line, e.Col, e.Msg = pe.LastKey, pe.Position.Line, pe.Position.Col, pe.Message
+	} else if m := typeErrorText.FindStringSubmatch(err.Error()); m != nil {
+		// The decoder reports a value of the wrong type as plain text,
+		// without a column and in Go's words.
+		e.Line, _ = strconv.Atoi(m[1])
+		key, e.Msg = m[2], typeMessage(m[3])
 	}
-	return &Error{File: path, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
+	if key == "" {
+		return e
+	}
+	// The decoder places a bad value inside an array of tables at the key's
+	// last occurrence; find the occurrence that actually fails.
+	if line, col := badValuePosition(data, key); line > 0 {
+		e.Line, e.Col = line, col
+	}
+	e.Msg = key + ": " + e.Msg
+	return e
+}
+
+var (
+	typeErrorText = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key "([^"]*)"\): (.*)$`)
+	typeMismatch  = regexp.MustCompile(`^incompatible types: TOML value has type (\S+); destination has type (.+)$`)
+	tableMismatch = regexp.MustCompile(`^type mismatch for \S+: expected table but found (\S+)$`)
+	typeNames     = map[string]string{
+		"string": "a string", "int64": "an integer", "integer": "an integer",
+		"float64": "a number", "float": "a number", "bool": "true or false", "boolean": "true or false",
+		"[]any": "an array", "slice": "an array", "map[string]any": "a table", "map": "a table", "table": "a table",
+		"time.Time": "a date", "toml.LocalDate": "a date", "toml.LocalDatetime": "a date", "toml.LocalTime": "a time",
+	}
+)
+
+// typeMessage says what a value of the wrong type should have been.
+func typeMessage(msg string) string {
+	name := func(t string) string {
+		if n, ok := typeNames[t]; ok {
+			return n
+		}
+		return t
+	}
+	if m := typeMismatch.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("must be %s, not %s", name(m[2]), name(m[1]))
+	}
+	if m := tableMismatch.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("must be a table, not %s", name(m[1]))
+	}
+	return msg
+}
+
+// badValuePosition finds the first line that sets key to a value the
+// decoder refuses, by decoding each such line on its own under its table
+// header. It returns the line and the value's column, or 0, 0.
+func badValuePosition(data []byte, key string) (line, col int) {
+	parts := strings.Split(key, ".")
+	if len(parts) > 2 {
+		return 0, 0
+	}
+	table, last := "", parts[len(parts)-1]
+	if len(parts) == 2 {
+		table = parts[0]
+	}
+	current, header := "", ""
+	forEachLine(data, func(n int, text string) {
+		if line > 0 {
+			return
+		}
+		if name, ok := tableHeader(text); ok {
+			current, header = name, strings.TrimSpace(text)
+			return
+		}
+		trimmed := strings.TrimLeft(text, " \t")
+		rest, ok := strings.CutPrefix(trimmed, last)
+		if !ok || current != table || !strings.HasPrefix(strings.TrimLeft(rest, " \t"), "=") {
+			return
+		}
+		if _, err := toml.Decode(trimmed, &map[string]any{}); err != nil {
+			return // not a whole value on one line
+		}
+		var probe Config
+		if _, err := toml.Decode(header+"\n"+trimmed, &probe); err != nil {
+			value := strings.TrimLeft(strings.TrimLeft(rest, " \t")[1:], " \t")
+			line, col = n, len(text)-len(value)+1
+		}
+	})
+	return line, col
 }
 
 // SetDefaults fills every unset value with its default.

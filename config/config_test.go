@@ -1,0 +1,340 @@
+package config_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/postern-tunnel/postern/config"
+)
+
+// siteConfig is the site side of DESIGN.md: it dials the hub and forwards a
+// local port to a service there.
+const siteConfig = `name = "site-a"
+
+[tls]
+cert = "certs/site-a.crt"
+key  = "certs/site-a.key"
+ca   = "certs/partners-ca.crt"
+crl  = ["certs/partners-ca.crl", "/etc/postern/extra.crl"]
+
+[[client]]
+name = "hub"
+servers = ["hub1.example.com:7443", "hub2.example.com:7443"]
+server_name = "hub.example.com"
+min_version = "1.2"
+
+[[forward]]
+listen  = "127.0.0.1:15432"
+service = "erp-db"
+via     = "hub"
+
+[log]
+level = "debug"
+format = "json"
+`
+
+// hubConfig is the hub side: it accepts tunnels and offers the service.
+const hubConfig = `name = "hub"
+shutdown_timeout = "1m"
+
+[tls]
+cert = "hub.crt"
+key  = "/etc/postern/hub.key"
+ca   = "partners-ca.crt"
+
+[tunnel]
+stream_window = "4MiB"
+
+[[server]]
+listen = "0.0.0.0:7443"
+cert = "hub-alt.crt"        # overrides [tls] cert
+handshake_timeout = "5s"
+
+[[service]]
+name   = "erp-db"
+target = "10.0.0.5:5432"
+allow  = ["dns:partner-a.example.com", "uri:spiffe://example.com/partner-b", "cn:Legacy Gateway", "sha256:9f86d0"]
+
+[admin]
+listen = "127.0.0.1:9901"
+`
+
+func parse(t *testing.T, text string) (*config.Config, string, error) {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "postern.toml")
+	c, err := config.Parse(path, []byte(text))
+	return c, dir, err
+}
+
+func TestParseSite(t *testing.T) {
+	c, dir, err := parse(t, siteConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"name", c.Name, "site-a"},
+		{"shutdown_timeout", c.ShutdownTimeout.D(), 30 * time.Second},
+		{"tls.min_version", c.TLS.MinVersion, "1.3"},
+		{"tls.cert", c.TLS.Cert, filepath.Join(dir, "certs", "site-a.crt")},
+		{"tls.crl[0]", c.TLS.CRL[0], filepath.Join(dir, "certs", "partners-ca.crl")},
+		{"tls.crl[1]", c.TLS.CRL[1], "/etc/postern/extra.crl"},
+		{"tunnel.stream_window", c.Tunnel.StreamWindow, config.Size(16 << 20)},
+		{"tunnel.keepalive_interval", c.Tunnel.KeepaliveInterval.D(), 10 * time.Second},
+		{"tunnel.keepalive_timeout", c.Tunnel.KeepaliveTimeout.D(), 10 * time.Second},
+		{"tunnel.open_timeout", c.Tunnel.OpenTimeout.D(), 10 * time.Second},
+		{"tunnel.max_streams", c.Tunnel.MaxStreams, 16384},
+		{"clients", len(c.Clients), 1},
+		{"client.name", c.Clients[0].Name, "hub"},
+		{"client.servers[1]", c.Clients[0].Servers[1], config.Address("hub2.example.com:7443")},
+		{"client.server_name", c.Clients[0].ServerName, "hub.example.com"},
+		{"client.line", c.Clients[0].Line, 9},
+		// [[client]] inherits every [tls] key it does not set, resolved.
+		{"client.cert", c.Clients[0].Cert, filepath.Join(dir, "certs", "site-a.crt")},
+		{"client.key", c.Clients[0].Key, filepath.Join(dir, "certs", "site-a.key")},
+		{"client.ca", c.Clients[0].CA, filepath.Join(dir, "certs", "partners-ca.crt")},
+		{"client.crl[0]", c.Clients[0].CRL[0], filepath.Join(dir, "certs", "partners-ca.crl")},
+		{"client.min_version", c.Clients[0].MinVersion, "1.2"}, // overridden
+		{"client.dial_timeout", c.Clients[0].DialTimeout.D(), 10 * time.Second},
+		{"client.backoff_min", c.Clients[0].BackoffMin.D(), 200 * time.Millisecond},
+		{"client.backoff_max", c.Clients[0].BackoffMax.D(), 30 * time.Second},
+		{"forward.listen", c.Forwards[0].Listen, config.Address("127.0.0.1:15432")},
+		{"forward.via", c.Forwards[0].Via, "hub"},
+		{"forward.tunnel_wait", c.Forwards[0].TunnelWait.D(), 10 * time.Second},
+		{"forward.line", c.Forwards[0].Line, 15},
+		{"log.level", c.Log.Level, "debug"},
+		{"log.format", c.Log.Format, "json"},
+		{"path", c.Path, filepath.Join(dir, "postern.toml")},
+	}
+	for _, ck := range checks {
+		if ck.got != ck.want {
+			t.Errorf("%s = %v, want %v", ck.name, ck.got, ck.want)
+		}
+	}
+}
+
+func TestParseHub(t *testing.T) {
+	c, dir, err := parse(t, hubConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.Servers[0]
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"shutdown_timeout", c.ShutdownTimeout.D(), time.Minute},
+		{"tunnel.stream_window", c.Tunnel.StreamWindow, config.Size(4 << 20)},
+		{"server.listen", s.Listen, config.Address("0.0.0.0:7443")},
+		{"server.cert", s.Cert, filepath.Join(dir, "hub-alt.crt")}, // overridden, resolved
+		{"server.key", s.Key, "/etc/postern/hub.key"},              // inherited, absolute kept
+		{"server.ca", s.CA, filepath.Join(dir, "partners-ca.crt")},
+		{"server.min_version", s.MinVersion, "1.3"},
+		{"server.handshake_timeout", s.HandshakeTimeout.D(), 5 * time.Second},
+		{"server.max_handshakes", s.MaxHandshakes, 128},
+		{"server.line", s.Line, 12},
+		{"tls.cert", c.TLS.Cert, filepath.Join(dir, "hub.crt")}, // [tls] itself untouched by the override
+		{"service.name", c.Services[0].Name, "erp-db"},
+		{"service.target", c.Services[0].Target, config.Address("10.0.0.5:5432")},
+		{"service.allow", len(c.Services[0].Allow), 4},
+		{"service.dial_timeout", c.Services[0].DialTimeout.D(), 10 * time.Second},
+		{"service.line", c.Services[0].Line, 17},
+		{"admin.listen", c.Admin.Listen, config.Address("127.0.0.1:9901")},
+		{"log.level", c.Log.Level, "info"},
+		{"log.format", c.Log.Format, "text"},
+	}
+	for _, ck := range checks {
+		if ck.got != ck.want {
+			t.Errorf("%s = %v, want %v", ck.name, ck.got, ck.want)
+		}
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "site.toml")
+	if err := os.WriteFile(path, []byte(siteConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "certs", "site-a.key"); c.TLS.Key != want {
+		t.Errorf("tls.key = %q, want %q", c.TLS.Key, want)
+	}
+	_, err = config.Load(filepath.Join(dir, "missing.toml"))
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load(missing) = %v, want an error wrapping os.ErrNotExist", err)
+	}
+}
+
+func TestSizes(t *testing.T) {
+	tests := []struct {
+		value string
+		want  config.Size
+	}{
+		{`"4MiB"`, 4 << 20},
+		{`"512KiB"`, 512 << 10},
+		{`"1GiB"`, 1 << 30},
+		{`"16MB"`, 16_000_000},
+		{`" 2 MiB "`, 2 << 20},
+		{`"1048576"`, 1 << 20},
+		{`"300000B"`, 300000},
+		{`1048576`, 1 << 20},
+	}
+	for _, tt := range tests {
+		t.Run(tt.value, func(t *testing.T) {
+			c, _, err := parse(t, "[tunnel]\nstream_window = "+tt.value+"\n"+validClient)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Tunnel.StreamWindow != tt.want {
+				t.Errorf("stream_window = %d, want %d", c.Tunnel.StreamWindow, tt.want)
+			}
+		})
+	}
+}
+
+// validClient is the smallest valid config, lines 1-7.
+const validClient = `[tls]
+cert = "a.crt"
+key = "a.key"
+ca = "ca.crt"
+[[client]]
+name = "hub"
+servers = ["hub.example.com:7443"]
+`
+
+func TestErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		text string
+		want string // FILE stands for the config's path
+	}{
+		// Strict decoding: unknown keys, with line and column.
+		{"unknown top-level key", "nmae = \"x\"\n" + validClient,
+			`config FILE:1:1: unknown key "nmae"`},
+		{"unknown key in tls", "[tls]\ncert = \"a.crt\"\nkey = \"a.key\"\nca = \"ca.crt\"\n  crt = \"b.crt\"\n" + validClient[len("[tls]\ncert = \"a.crt\"\nkey = \"a.key\"\nca = \"ca.crt\"\n"):],
+			`config FILE:5:3: unknown key "tls.crt"`},
+		{"unknown key in service", validClient + "[[service]]\nname = \"erp-db\"\ntarget = \"10.0.0.5:5432\"\n\tallow_all = true\n",
+			`config FILE:11:2: unknown key "service.allow_all"`},
+		{"unknown table", validClient + "[metrics]\nlisten = \"x\"\n",
+			`config FILE:8:1: unknown key "metrics"`},
+
+		// Types.
+		{"wrong type", "name = 5\n" + validClient,
+			`config FILE:1:8: name: must be a string, not an integer`},
+		{"wrong type in an array of tables", validClient + "[[service]]\nname = \"a\"\ntarget = \"h:1\"\n[[service]]\nname = [\"b\"]\ntarget = \"h:2\"\n",
+			`config FILE:12:8: service.name: must be a string, not an array`},
+		{"table written as value", "tls = \"x\"\n[[client]]\nname = \"hub\"\nservers = [\"h:1\"]\n",
+			`config FILE:1:7: tls: must be a table, not a string`},
+		{"integer duration", "shutdown_timeout = 10\n" + validClient,
+			`config FILE:1:20: shutdown_timeout: duration must be a string with a unit, like "10s" or "2m" (got 10)`},
+		{"duration without unit", "shutdown_timeout = \"10\"\n" + validClient,
+			`config FILE:1:20: shutdown_timeout: invalid duration "10": use a number with a unit, like "10s" or "2m"`},
+		{"duration in words", validClient + "[[service]]\nname = \"a\"\ntarget = \"h:1\"\ndial_timeout = \"ten seconds\"\n",
+			`config FILE:11:16: service.dial_timeout: invalid duration "ten seconds": use a number with a unit, like "10s" or "2m"`},
+		{"negative duration", "[tunnel]\nopen_timeout = \"-5s\"\n" + validClient,
+			`config FILE:2:16: tunnel.open_timeout: invalid duration "-5s": must not be negative`},
+		{"size bogus", "[tunnel]\nstream_window = \"bogus\"\n" + validClient,
+			`config FILE:2:17: tunnel.stream_window: invalid size "bogus": use bytes or a unit, like "4MiB"`},
+		{"size float", "[tunnel]\nstream_window = 1.5\n" + validClient,
+			`config FILE:2:17: tunnel.stream_window: size must be an integer number of bytes or a string like "4MiB" (got 1.5)`},
+		{"size too small", "[tunnel]\nstream_window = \"64KiB\"\n" + validClient,
+			`config FILE: tunnel.stream_window: 65536 bytes is outside 256KiB..1GiB`},
+		{"syntax", "name = \n" + validClient,
+			`config FILE:1:8: name: expected value but found '\n' instead`},
+
+		// Addresses.
+		{"address without port", validClient + "[[service]]\nname = \"erp-db\"\ntarget = \"db.internal\"\n",
+			`config FILE:10:10: service.target: "db.internal": missing port in address`},
+		{"port out of range", validClient + "[[service]]\nname = \"erp-db\"\ntarget = \"db.internal:99999\"\n",
+			`config FILE:10:10: service.target: "db.internal:99999": port "99999" is not a number from 1 to 65535`},
+		{"port not a number", validClient + "[[forward]]\nlisten = \"127.0.0.1:pg\"\nservice = \"x\"\nvia = \"hub\"\n",
+			`config FILE:9:10: forward.listen: "127.0.0.1:pg": port "pg" is not a number from 1 to 65535`},
+		{"address not a string", "[admin]\nlisten = 9901\n" + validClient,
+			`config FILE:2:10: admin.listen: address must be a string "host:port" (got 9901)`},
+		// The decoder reports a bad value in an array of tables at the key's
+		// last occurrence; the message must point at the one that is wrong.
+		{"bad address in first of two services", validClient + "[[service]]\nname = \"a\"\ntarget = \"db\"\n[[service]]\nname = \"b\"\ntarget = \"db:1\"\n",
+			`config FILE:10:10: service.target: "db": missing port in address`},
+
+		// Required keys.
+		{"nothing to do", "name = \"idle\"\n",
+			`config FILE: nothing to do: add a [[server]] to accept tunnels or a [[client]] to dial one`},
+		{"server without listen", validClient + "[[server]]\nmax_handshakes = 4\n",
+			`config FILE:8: [[server]]: listen is required, like listen = "0.0.0.0:7443"`},
+		{"server without ca", "[tls]\ncert = \"a.crt\"\nkey = \"a.key\"\n[[server]]\nlisten = \":7443\"\n",
+			`config FILE:4: server :7443: no ca: Postern always verifies the peer, so it needs the CA bundle that signs peer certificates`},
+		{"server without cert", "[[server]]\nlisten = \":7443\"\nca = \"ca.crt\"\n",
+			`config FILE:1: server :7443: no certificate: set cert in [tls] or in this table`},
+		{"client without key", "[[client]]\nname = \"hub\"\nservers = [\"h:1\"]\ncert = \"a.crt\"\nca = \"ca.crt\"\n",
+			`config FILE:1: client "hub": no private key: set key in [tls] or in this table`},
+		{"client without name", validClient + "[[client]]\nservers = [\"h:1\"]\n",
+			`config FILE:8: [[client]]: name is required; forwards refer to it with via = "NAME"`},
+		{"client without servers", validClient + "[[client]]\nname = \"dr\"\n",
+			`config FILE:8: client "dr": servers is required, like servers = ["hub.example.com:7443"]`},
+		{"forward without listen", validClient + "[[forward]]\nservice = \"erp\"\nvia = \"hub\"\n",
+			`config FILE:8: [[forward]]: listen is required, like listen = "127.0.0.1:15432"`},
+		{"forward without service", validClient + "[[forward]]\nlisten = \"127.0.0.1:1\"\nvia = \"hub\"\n",
+			`config FILE:8: forward 127.0.0.1:1: service is required: the name of a [[service]] on the peer`},
+		{"forward without via", validClient + "[[forward]]\nlisten = \"127.0.0.1:1\"\nservice = \"erp\"\n",
+			`config FILE:8: forward 127.0.0.1:1: via is required: the name of the [[client]] whose tunnel carries it`},
+		{"service without name", validClient + "[[service]]\ntarget = \"h:1\"\n",
+			`config FILE:8: [[service]]: name is required`},
+		{"service without target", validClient + "[[service]]\nname = \"erp\"\n",
+			`config FILE:8: service "erp": target is required, like target = "10.0.0.5:5432"`},
+
+		// Cross-references and duplicates.
+		{"via names no client", validClient + "[[forward]]\nlisten = \"127.0.0.1:1\"\nservice = \"erp\"\nvia = \"hbu\"\n",
+			`config FILE:8: forward 127.0.0.1:1: via "hbu": no [[client]] has that name (for a reverse forward, name the peer identity, like via = "dns:partner.example.com")`},
+		{"duplicate client", validClient + "\n[[client]]\nname = \"hub\"\nservers = [\"h:2\"]\n",
+			`config FILE:9: client "hub": name used by another [[client]]`},
+		{"duplicate service", validClient + "[[service]]\nname = \"erp\"\ntarget = \"h:1\"\n[[service]]\nname = \"erp\"\ntarget = \"h:2\"\n",
+			`config FILE:11: service "erp": name used by another [[service]]`},
+		{"duplicate forward listen", validClient + "[[forward]]\nlisten = \"127.0.0.1:1\"\nservice = \"a\"\nvia = \"hub\"\n[[forward]]\nlisten = \"127.0.0.1:1\"\nservice = \"b\"\nvia = \"hub\"\n",
+			`config FILE:12: forward 127.0.0.1:1: listen address already used by the forward on line 8`},
+		{"allow unknown kind", validClient + "[[service]]\nname = \"erp\"\ntarget = \"h:1\"\nallow = [\"dns:a.example.com\", \"email:ops@example.com\"]\n",
+			`config FILE:8: service "erp": allow "email:ops@example.com": unknown kind: start with one of dns: ip: uri: cn: ou: sha256: spki:, or write "*" for any verified peer`},
+		{"allow empty value", validClient + "[[service]]\nname = \"erp\"\ntarget = \"h:1\"\nallow = [\"cn:\"]\n",
+			`config FILE:8: service "erp": allow "cn:": nothing after "cn:"`},
+
+		// Enumerations.
+		{"log level", "[log]\nlevel = \"verbose\"\n" + validClient,
+			`config FILE: log.level: "verbose" is not one of debug, info, warn, error`},
+		{"log format", "[log]\nformat = \"xml\"\n" + validClient,
+			`config FILE: log.format: "xml" is not one of text, json`},
+		{"min_version 1.1", "[tls]\nmin_version = \"1.1\"\ncert = \"a.crt\"\nkey = \"a.key\"\nca = \"ca.crt\"\n[[client]]\nname = \"hub\"\nservers = [\"h:1\"]\n",
+			`config FILE: tls.min_version: "1.1" is not supported: use "1.3" (default) or "1.2"`},
+		{"min_version 1.1 in a client", validClient + "min_version = \"1.1\"\n",
+			`config FILE:5: client "hub": min_version: "1.1" is not supported: use "1.3" (default) or "1.2"`},
+		{"backoff", validClient + "backoff_min = \"1m\"\nbackoff_max = \"10s\"\n",
+			`config FILE:5: client "hub": backoff_min 1m0s is larger than backoff_max 10s`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "postern.toml")
+			c, err := config.Parse(path, []byte(tt.text))
+			if err == nil {
+				t.Fatalf("Parse succeeded (%+v), want error\n%s", c, tt.want)
+			}
+			want := strings.ReplaceAll(tt.want, "FILE", path)
+			if err.Error() != want {
+				t.Errorf("error:\n got  %s\n want %s", err, want)
+			}
+			var ce *config.Error
+			if !errors.As(err, &ce) || ce.File != path {
+				t.Errorf("error %T does not carry the file name as *config.Error", err)
+			}
+		})
+	}
+}
