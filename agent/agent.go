@@ -5,6 +5,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,8 +39,11 @@ type Agent struct {
 
 	services map[string]*service
 	clients  map[string]*client.Client
-	servers  []*listenedServer
-	forwards []*forward
+	// plainClients are the [[client]]s with mux = false: no tunnel, one TLS
+	// connection per forwarded connection.
+	plainClients map[string]bool
+	servers      []*listenedServer
+	forwards     []*forward
 
 	draining atomic.Bool
 	streams  inflight // every stream in progress, both kinds
@@ -51,8 +55,9 @@ type Agent struct {
 	tunnelCtx    context.Context
 	closeTunnels context.CancelFunc
 
-	mu      sync.Mutex
-	tunnels map[*tunnel.Tunnel]struct{} // accepted tunnels, closed at the end
+	mu            sync.Mutex
+	tunnels       map[*tunnel.Tunnel]struct{} // accepted tunnels, closed at the end
+	tunnelsChange chan struct{}               // closed and replaced when tunnels change
 }
 
 type listenedServer struct {
@@ -72,9 +77,10 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (a *Agent, err erro
 	}
 	a = &Agent{
 		cfg: cfg, log: log, opts: opts,
-		services: map[string]*service{},
-		clients:  map[string]*client.Client{},
-		tunnels:  map[*tunnel.Tunnel]struct{}{},
+		services:     map[string]*service{},
+		clients:      map[string]*client.Client{},
+		plainClients: map[string]bool{},
+		tunnels:      map[*tunnel.Tunnel]struct{}{},
 		tun: tunnel.Options{
 			StreamWindow:      uint32(cfg.Tunnel.StreamWindow),
 			KeepaliveInterval: cfg.Tunnel.KeepaliveInterval.D(),
@@ -120,7 +126,14 @@ func (a *Agent) buildServices() error {
 		if len(allow) == 0 {
 			a.log.Warn(fmt.Sprintf("service %q has an empty allow list: every stream to it will be refused (default deny)", sc.Name))
 		}
-		a.services[sc.Name] = &service{name: sc.Name, target: string(sc.Target), allow: allow, dialTimeout: sc.DialTimeout.D()}
+		svc := &service{name: sc.Name, target: string(sc.Target), allow: allow, dialTimeout: sc.DialTimeout.D()}
+		switch sc.ProxyProtocol {
+		case "v1":
+			svc.proxyProtocol = 1
+		case "v2":
+			svc.proxyProtocol = 2
+		}
+		a.services[sc.Name] = svc
 	}
 	return nil
 }
@@ -143,12 +156,17 @@ func (a *Agent) buildClients() error {
 		for i, s := range cc.Servers {
 			servers[i] = string(s)
 		}
-		a.clients[cc.Name] = &client.Client{
+		c := &client.Client{
 			Name: cc.Name, Servers: servers, ServerName: cc.ServerName,
 			Creds: creds, Dial: a.opts.Dial, DialTimeout: cc.DialTimeout.D(),
 			BackoffMin: cc.BackoffMin.D(), BackoffMax: cc.BackoffMax.D(),
+			Parallel: cc.Tunnels, Strategy: cc.Strategy, MaxLifetime: cc.MaxTunnelLifetime.D(),
 			Options: a.tun, Log: a.log,
 			Handle: a.serveTunnel,
+		}
+		a.clients[cc.Name] = c
+		if !*cc.Mux {
+			a.plainClients[cc.Name] = true
 		}
 	}
 	return nil
@@ -170,6 +188,14 @@ func (a *Agent) buildServers() error {
 			Options: a.tun, Log: a.log,
 			Handle: a.acceptedTunnel,
 		}
+		if !*sc.Mux {
+			svc := a.services[sc.Service]
+			if svc == nil {
+				ln.Close()
+				return fmt.Errorf("%s: service %q: no [[service]] has that name", where, sc.Service)
+			}
+			srv.Plain = func(c *tls.Conn) { a.servePlain(c, svc) }
+		}
 		a.servers = append(a.servers, &listenedServer{srv: srv, ln: ln})
 	}
 	return nil
@@ -181,10 +207,22 @@ func (a *Agent) buildForwards() error {
 		if err != nil {
 			return fmt.Errorf("%s: forward %s: %w", a.where(fc.Line), fc.Listen, err)
 		}
-		a.forwards = append(a.forwards, &forward{
-			agent: a, ln: ln, service: fc.Service, via: fc.Via,
-			client: a.clients[fc.Via], wait: fc.TunnelWait.D(),
-		})
+		f := &forward{agent: a, ln: ln, service: fc.Service, via: fc.Via, wait: fc.TunnelWait.D()}
+		switch c := a.clients[fc.Via]; {
+		case c != nil && a.plainClients[fc.Via]:
+			f.plain = c
+		case c != nil:
+			f.source = c
+		default:
+			// A reverse forward: via names a peer identity.
+			pattern, err := identity.Parse(fc.Via)
+			if err != nil {
+				ln.Close()
+				return fmt.Errorf("%s: forward %s: via %q: %w", a.where(fc.Line), fc.Listen, fc.Via, err)
+			}
+			f.source = &peerSource{agent: a, pattern: pattern}
+		}
+		a.forwards = append(a.forwards, f)
 	}
 	return nil
 }
@@ -211,6 +249,12 @@ func (a *Agent) ServerAddrs() []net.Addr {
 // streams in flight finish for up to shutdown_timeout, aborts the rest and
 // closes the tunnels.
 func (a *Agent) Run(ctx context.Context) error {
+	for _, s := range a.servers {
+		a.log.Info(fmt.Sprintf("tunnel server listening on %s", s.ln.Addr()))
+	}
+	for _, f := range a.forwards {
+		a.log.Info(fmt.Sprintf("forward %s → %s/%s listening", f.ln.Addr(), f.via, f.service))
+	}
 	var wg sync.WaitGroup
 	for _, c := range a.clients {
 		wg.Add(1)
@@ -289,11 +333,13 @@ func (a *Agent) acceptedTunnel(t *tunnel.Tunnel) {
 		return
 	}
 	a.tunnels[t] = struct{}{}
+	a.tunnelsChanged()
 	a.mu.Unlock()
 	a.log.Info(fmt.Sprintf("tunnel from %s: accepted %s", t.RemoteAddr(), identity.Describe(t.Peer)))
 	a.serveTunnel(t)
 	a.mu.Lock()
 	delete(a.tunnels, t)
+	a.tunnelsChanged()
 	a.mu.Unlock()
 	a.log.Info(fmt.Sprintf("tunnel from %s: closed", t.RemoteAddr()), "peer", tunnel.Subject(t.Peer))
 }

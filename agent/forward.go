@@ -8,18 +8,27 @@ import (
 	"time"
 
 	"github.com/postern-tunnel/postern/client"
+	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/tunnel"
 )
 
 // forward is a plaintext listener whose connections become streams to a
-// service on the peer.
+// service on the peer, or (mux = false) raw TLS connections to it.
 type forward struct {
 	agent   *Agent
 	ln      net.Listener
 	service string
 	via     string
-	client  *client.Client
 	wait    time.Duration // for a tunnel, when none is up
+
+	source tunnelSource   // where streams go (mux)
+	plain  *client.Client // or: a TLS connection per connection (mux = false)
+}
+
+// tunnelSource picks a live tunnel for a new stream, waiting for one until
+// ctx is done.
+type tunnelSource interface {
+	Tunnel(ctx context.Context) (*tunnel.Tunnel, error)
 }
 
 func (f *forward) serve(ctx context.Context) {
@@ -40,7 +49,11 @@ func (f *forward) serve(ctx context.Context) {
 		f.agent.streams.Add()
 		go func() {
 			defer f.agent.streams.Done()
-			f.handle(c)
+			if f.plain != nil {
+				f.handlePlain(c)
+			} else {
+				f.handle(c)
+			}
 		}()
 	}
 }
@@ -53,10 +66,10 @@ func (f *forward) handle(c net.Conn) {
 	head := fmt.Sprintf("forward %s → %s/%s", f.ln.Addr(), f.via, f.service)
 	log := a.log.With("client", c.RemoteAddr().String())
 	ctx, cancel := context.WithTimeout(a.relayCtx, f.wait)
-	t, err := f.client.Tunnel(ctx)
+	t, err := f.source.Tunnel(ctx)
 	cancel()
 	if err != nil {
-		log.Warn(fmt.Sprintf("%s: connection from %s reset: no tunnel up within %s (%v)", head, c.RemoteAddr(), f.wait, err))
+		log.Warn(fmt.Sprintf("%s: connection from %s reset: %v (waited %s)", head, c.RemoteAddr(), err, f.wait))
 		tunnel.ResetConn(c)
 		return
 	}
@@ -100,8 +113,77 @@ func (f *forward) handle(c net.Conn) {
 	a.logRelayEnd(log, head, stats, err)
 }
 
+// handlePlain carries one plaintext connection over its own TLS connection
+// to a peer that is not a Postern agent (mux = false).
+func (f *forward) handlePlain(c net.Conn) {
+	a := f.agent
+	head := fmt.Sprintf("forward %s → %s (plain TLS)", f.ln.Addr(), f.via)
+	log := a.log.With("client", c.RemoteAddr().String())
+	peer, err := f.plain.DialPlain(a.relayCtx)
+	if err != nil {
+		log.Warn(fmt.Sprintf("%s: connection from %s reset: %v", head, c.RemoteAddr(), err))
+		tunnel.ResetConn(c)
+		return
+	}
+	head = fmt.Sprintf("%s via %s", head, peer.RemoteAddr())
+	stats, err := tunnel.RelayRaw(a.relayCtx, c, peer)
+	a.logRelayEnd(log, head, stats, err)
+}
+
 func asRefused(err error) (*tunnel.RefusedError, bool) {
 	var r *tunnel.RefusedError
 	ok := errors.As(err, &r)
 	return r, ok
+}
+
+// peerSource picks among the accepted tunnels whose peer matches an
+// identity: the tunnels of a reverse forward.
+type peerSource struct {
+	agent   *Agent
+	pattern identity.Pattern
+}
+
+// Tunnel returns the least loaded connected tunnel of a matching peer,
+// waiting for one to connect until ctx is done.
+func (p *peerSource) Tunnel(ctx context.Context) (*tunnel.Tunnel, error) {
+	a := p.agent
+	for {
+		a.mu.Lock()
+		var best *tunnel.Tunnel
+		for t := range a.tunnels {
+			if t.Session.IsClosed() || !p.pattern.Match(t.Peer) {
+				continue
+			}
+			if best == nil || t.Session.NumStreams() < best.Session.NumStreams() {
+				best = t
+			}
+		}
+		ch := a.tunnelsChangedCh()
+		a.mu.Unlock()
+		if best != nil {
+			return best, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("no connected peer matches %s", p.pattern)
+		}
+	}
+}
+
+// tunnelsChanged wakes reverse forwards waiting for a peer; a.mu must be
+// held.
+func (a *Agent) tunnelsChanged() {
+	if a.tunnelsChange != nil {
+		close(a.tunnelsChange)
+		a.tunnelsChange = nil
+	}
+}
+
+// tunnelsChangedCh must be called with a.mu held.
+func (a *Agent) tunnelsChangedCh() chan struct{} {
+	if a.tunnelsChange == nil {
+		a.tunnelsChange = make(chan struct{})
+	}
+	return a.tunnelsChange
 }

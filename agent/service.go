@@ -2,24 +2,58 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
+	"github.com/pires/go-proxyproto"
 	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/tunnel"
 )
 
 // service is a configured target that peers may reach.
 type service struct {
-	name        string
-	target      string
-	allow       identity.List
-	dialTimeout time.Duration
+	name          string
+	target        string
+	allow         identity.List
+	dialTimeout   time.Duration
+	proxyProtocol byte // 0 (off), 1 or 2: PROXY header version sent to the target
+}
+
+// dial connects to the service's target and, when configured, sends the
+// PROXY protocol header naming the original client (source) and the
+// address it connected to (dest), both "ip:port".
+func (s *service) dial(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), source, dest string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.dialTimeout)
+	defer cancel()
+	c, err := dial(ctx, "tcp", s.target)
+	if err != nil || s.proxyProtocol == 0 {
+		return c, err
+	}
+	h := proxyproto.HeaderProxyFromAddrs(s.proxyProtocol, tcpAddr(source), tcpAddr(dest))
+	c.SetWriteDeadline(time.Now().Add(s.dialTimeout))
+	if _, err := h.WriteTo(c); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("send PROXY header: %w", err)
+	}
+	c.SetWriteDeadline(time.Time{})
+	return c, nil
+}
+
+// tcpAddr parses "ip:port"; anything else yields nil, and the PROXY
+// header then says the address is unknown (LOCAL / UNKNOWN).
+func tcpAddr(s string) net.Addr {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return nil
+	}
+	return net.TCPAddrFromAddrPort(ap)
 }
 
 // acceptors is how many goroutines accept streams on one tunnel at once.
@@ -99,9 +133,7 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *yamux.Stream, open int64) {
 		log.Warn(fmt.Sprintf("%s: refused: identity not in allow (%v)", head, allowString(svc.allow)))
 		return
 	}
-	ctx, cancel := context.WithTimeout(a.relayCtx, svc.dialTimeout)
-	target, err := a.opts.Dial(ctx, "tcp", svc.target)
-	cancel()
+	target, err := svc.dial(a.relayCtx, a.opts.Dial, req.Source, req.Destination)
 	if err != nil {
 		refuse(st, tunnel.StatusTargetUnreachable, fmt.Sprintf("service %q: target unreachable", req.Service))
 		log.Warn(fmt.Sprintf("%s: target %s unreachable: %v", head, svc.target, err))
@@ -146,3 +178,39 @@ func (a *Agent) logRelayEnd(log interface {
 
 // isClosed reports the errors of a listener that was closed on purpose.
 func isClosed(err error) bool { return errors.Is(err, net.ErrClosed) }
+
+// servePlain handles a connection accepted by a mux = false server: a plain
+// mutual-TLS client (stunnel, or a TLS-capable application) whose bytes go
+// to svc, if its identity is allowed.
+func (a *Agent) servePlain(c *tls.Conn, svc *service) {
+	a.streams.Add()
+	defer a.streams.Done()
+	peer := c.ConnectionState().PeerCertificates[0]
+	who := identity.Describe(peer)
+	head := fmt.Sprintf("plain TLS from %s (%s) → service %q", c.RemoteAddr(), who, svc.name)
+	log := a.log.With("peer_addr", c.RemoteAddr().String())
+	if a.draining.Load() {
+		log.Info(head + ": refused: agent is shutting down")
+		c.Close()
+		return
+	}
+	if _, ok := svc.allow.Match(peer); !ok {
+		log.Warn(fmt.Sprintf("%s: refused: identity not in allow (%v)", head, allowString(svc.allow)))
+		resetTLS(c)
+		return
+	}
+	target, err := svc.dial(a.relayCtx, a.opts.Dial, c.RemoteAddr().String(), c.LocalAddr().String())
+	if err != nil {
+		log.Warn(fmt.Sprintf("%s: target %s unreachable: %v", head, svc.target, err))
+		resetTLS(c)
+		return
+	}
+	stats, err := tunnel.RelayRaw(a.relayCtx, target, c)
+	a.logRelayEnd(log, head+" ("+svc.target+")", stats, err)
+}
+
+// resetTLS drops a TLS connection without close_notify, with a TCP reset,
+// so the peer cannot take it for a clean, empty answer.
+func resetTLS(c *tls.Conn) {
+	tunnel.ResetConn(c.NetConn())
+}

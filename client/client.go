@@ -1,5 +1,7 @@
-// Package client dials and keeps up the tunnel of one [[client]]: servers in
-// failover order, reconnect with exponential backoff and jitter.
+// Package client dials and keeps up the tunnels of one [[client]]: servers in
+// failover (or round-robin) order, N parallel tunnels, reconnect with
+// exponential backoff and jitter, return to the preferred server, and
+// make-before-break renewal after max_tunnel_lifetime.
 package client
 
 import (
@@ -20,18 +22,30 @@ import (
 // DialFunc opens a TCP connection (net.Dialer.DialContext in production).
 type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
-// Client keeps one tunnel up to the first reachable of its servers while Run
-// runs. Configure the exported fields, then call Run once; Tunnel may be
-// called from any goroutine.
+// Strategies for choosing a server.
+const (
+	Ordered    = "ordered"     // the first reachable server; return to it when it is back
+	RoundRobin = "round-robin" // spread tunnels over the servers; rotate on reconnect
+)
+
+// Client keeps Parallel tunnels up while Run runs. Configure the exported
+// fields, then call Run once; Tunnel and Tunnels may be called from any
+// goroutine.
 type Client struct {
-	Name        string
-	Servers     []string // failover order
-	ServerName  string   // name the server certificate must carry; "" = host of the address
-	Creds       *tunnel.Credentials
+	Name       string
+	Servers    []string // in order of preference
+	ServerName string   // name the server certificate must carry; "" = host of the address
+	Creds      *tunnel.Credentials
+	// TLSConfig, if set, builds the TLS configuration for a dial (it may
+	// add checks such as peer pins); nil uses tunnel.ClientConfig.
+	TLSConfig   func(serverName string) *tls.Config
 	Dial        DialFunc
 	DialTimeout time.Duration // TCP connect plus TLS handshake plus first ping
 	BackoffMin  time.Duration
 	BackoffMax  time.Duration
+	Parallel    int           // parallel tunnels (config: tunnels), default 1
+	Strategy    string        // Ordered (default) or RoundRobin
+	MaxLifetime time.Duration // renew each tunnel this often; 0 = never
 	Options     tunnel.Options
 	Log         *slog.Logger
 	// Handle runs for each established tunnel on its own goroutine (the
@@ -39,80 +53,181 @@ type Client struct {
 	Handle func(t *tunnel.Tunnel)
 
 	mu      sync.Mutex
-	cur     *tunnel.Tunnel
+	slots   []*tunnel.Tunnel // tunnel taking new streams, per slot
+	all     map[*tunnel.Tunnel]struct{}
 	lastErr error
-	changed chan struct{} // closed and replaced whenever cur changes
+	changed chan struct{} // closed and replaced whenever slots change
 }
 
 // ErrNoTunnel is returned by Tunnel when no tunnel came up in time.
 var ErrNoTunnel = errors.New("no tunnel up")
 
-// Run dials and re-dials until ctx is done, then closes the tunnel.
+// Run keeps the tunnels up until ctx is done, then closes them.
 func (c *Client) Run(ctx context.Context) error {
 	c.defaults()
+	c.mu.Lock()
+	c.slots = make([]*tunnel.Tunnel, c.Parallel)
+	c.all = map[*tunnel.Tunnel]struct{}{}
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for i := range c.Parallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.runSlot(ctx, i)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// runSlot keeps slot i's tunnel up.
+func (c *Client) runSlot(ctx context.Context, slot int) {
 	backoff := c.BackoffMin
-	for ctx.Err() == nil {
-		t, err := c.connect(ctx)
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		t, idx, err := c.connect(ctx, c.order(slot, attempt), -1)
 		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
 			c.setErr(err)
 			wait := jitter(backoff)
 			c.Log.Warn(fmt.Sprintf("tunnel %s: %v; retrying in %s", c.Name, err, wait.Round(time.Millisecond)))
 			select {
 			case <-time.After(wait):
 			case <-ctx.Done():
+				return
 			}
 			backoff = min(2*backoff, c.BackoffMax)
 			continue
 		}
 		backoff = c.BackoffMin
-		c.serve(ctx, t)
+		c.serve(ctx, slot, t, idx)
 	}
-	return nil
 }
 
-// serve publishes t until it ends or ctx is done.
-func (c *Client) serve(ctx context.Context, t *tunnel.Tunnel) {
-	c.set(t, nil)
-	handled := make(chan struct{})
-	go func() {
-		defer close(handled)
-		if c.Handle != nil {
-			c.Handle(t)
+// serve publishes t in its slot and keeps the slot's tunnel up until one is
+// lost or ctx is done. Along the way it moves back to a more preferred
+// server once that is reachable again, and renews the tunnel after
+// MaxLifetime; both are make-before-break: the old tunnel stops taking new
+// streams and closes once its streams have finished.
+func (c *Client) serve(ctx context.Context, slot int, t *tunnel.Tunnel, idx int) {
+	for t != nil {
+		c.publish(slot, t)
+		next, nextIdx := c.watch(ctx, slot, t, idx)
+		if next != nil {
+			c.retire(t)
 		}
-	}()
-	select {
-	case <-t.Done():
-		cause := "connection closed"
-		if err := t.Err(); err != nil {
-			cause = tunnel.Explain(err, tunnel.SideClient, c.Creds.Load().CASubjects, time.Now())
-		}
-		c.set(nil, fmt.Errorf("tunnel lost: %s", cause))
-		c.Log.Warn(fmt.Sprintf("tunnel %s (%s): lost: %s; reconnecting", c.Name, t.RemoteAddr(), cause))
-	case <-ctx.Done():
-		c.set(nil, errors.New("agent stopping"))
-		t.Close()
+		t, idx = next, nextIdx
 	}
-	<-handled
 }
 
-// connect tries each server in order and returns the first tunnel that
-// completes its handshake and answers a ping.
-func (c *Client) connect(ctx context.Context) (*tunnel.Tunnel, error) {
+// watch waits until t ends (nil result) or a replacement is up.
+func (c *Client) watch(ctx context.Context, slot int, t *tunnel.Tunnel, idx int) (*tunnel.Tunnel, int) {
+	var prefer, renew <-chan time.Time
+	if c.Strategy == Ordered && idx > 0 {
+		tick := time.NewTicker(c.preferInterval())
+		defer tick.Stop()
+		prefer = tick.C
+	}
+	renewTimer := time.NewTimer(jitterUp(c.MaxLifetime))
+	defer renewTimer.Stop()
+	if c.MaxLifetime > 0 {
+		renew = renewTimer.C
+	}
+	for {
+		select {
+		case <-t.Done():
+			c.lost(slot, t)
+			return nil, -1
+		case <-ctx.Done():
+			c.unpublish(slot, t, errors.New("agent stopping"))
+			t.Close()
+			return nil, -1
+		case <-prefer:
+			// Only servers before the current one are worth a try.
+			if n, i, err := c.connect(ctx, c.order(slot, 0), idx); err == nil {
+				c.Log.Info(fmt.Sprintf("tunnel %s: %s is reachable again; new streams move to it", c.Name, c.Servers[i]))
+				return n, i
+			}
+		case <-renew:
+			n, i, err := c.connect(ctx, c.order(slot, 0), -1)
+			if err != nil {
+				c.Log.Warn(fmt.Sprintf("tunnel %s: renewing after max_tunnel_lifetime: %v; keeping the current tunnel for now", c.Name, err))
+				renewTimer.Reset(c.BackoffMax)
+				continue
+			}
+			c.Log.Info(fmt.Sprintf("tunnel %s: renewed after max_tunnel_lifetime; the old tunnel closes when its streams end", c.Name))
+			return n, i
+		}
+	}
+}
+
+// connect tries the servers in order and returns the first tunnel that
+// completes its handshake and answers a ping, with its index in Servers.
+// With before >= 0 only servers with a smaller index are tried.
+func (c *Client) connect(ctx context.Context, order []int, before int) (*tunnel.Tunnel, int, error) {
 	var msgs []string
-	for _, addr := range c.Servers {
-		t, err := c.dial(ctx, addr)
-		if err == nil {
-			return t, nil
+	for _, i := range order {
+		if before >= 0 && i >= before {
+			continue
 		}
-		msgs = append(msgs, fmt.Sprintf("%s: %v", addr, err))
+		t, err := c.dial(ctx, c.Servers[i])
+		if err == nil {
+			return t, i, nil
+		}
+		msgs = append(msgs, fmt.Sprintf("%s: %v", c.Servers[i], err))
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	return nil, errors.New(strings.Join(msgs, "; "))
+	if len(msgs) == 0 {
+		return nil, -1, errors.New("no server to try")
+	}
+	return nil, -1, errors.New(strings.Join(msgs, "; "))
+}
+
+// order is the sequence of server indexes slot tries on its attempt-th
+// connection.
+func (c *Client) order(slot, attempt int) []int {
+	n := len(c.Servers)
+	out := make([]int, n)
+	start := 0
+	if c.Strategy == RoundRobin {
+		start = (slot + attempt) % n
+	}
+	for i := range out {
+		out[i] = (start + i) % n
+	}
+	return out
 }
 
 func (c *Client) dial(ctx context.Context, addr string) (*tunnel.Tunnel, error) {
+	tc, err := c.dialTLS(ctx, addr, true)
+	if err != nil {
+		return nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, c.DialTimeout)
+	defer cancel()
+	t, err := tunnel.New(tc, true, c.Options)
+	if err != nil {
+		tc.Close()
+		return nil, err
+	}
+	t.Name = c.Name
+	if err := t.Confirm(dctx); err != nil {
+		t.Close()
+		return nil, errors.New(tunnel.Explain(err, tunnel.SideClient, c.Creds.Load().CASubjects, time.Now()))
+	}
+	c.Log.Info(fmt.Sprintf("tunnel %s: connected to %s", c.Name, addr),
+		"server", tunnel.Subject(t.Peer), "tls", tls.VersionName(tc.ConnectionState().Version))
+	return t, nil
+}
+
+// dialTLS connects to addr and completes a verified TLS handshake. With
+// mux it insists on the Postern ALPN; without it the peer may be any
+// mutual-TLS endpoint (stunnel, nginx, HAProxy).
+func (c *Client) dialTLS(ctx context.Context, addr string, mux bool) (*tls.Conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, c.DialTimeout)
 	defer cancel()
 	conn, err := c.Dial(dctx, "tcp", addr)
@@ -123,43 +238,59 @@ func (c *Client) dial(ctx context.Context, addr string) (*tunnel.Tunnel, error) 
 	if name == "" {
 		name, _, _ = net.SplitHostPort(addr)
 	}
-	creds := c.Creds.Load()
-	tc := tls.Client(conn, tunnel.ClientConfig(c.Creds, name))
+	var cfg *tls.Config
+	if c.TLSConfig != nil {
+		cfg = c.TLSConfig(name)
+	} else {
+		cfg = tunnel.ClientConfig(c.Creds, name)
+	}
+	if !mux {
+		cfg = cfg.Clone()
+		cfg.NextProtos = nil
+	}
+	tc := tls.Client(conn, cfg)
 	if err := tc.HandshakeContext(dctx); err != nil {
 		conn.Close()
-		return nil, errors.New(tunnel.Explain(err, tunnel.SideClient, creds.CASubjects, time.Now()))
+		return nil, errors.New(tunnel.Explain(err, tunnel.SideClient, c.Creds.Load().CASubjects, time.Now()))
 	}
-	if err := tunnel.CheckALPN(tc.ConnectionState()); err != nil {
-		tc.Close()
-		return nil, err
+	if mux {
+		if err := tunnel.CheckALPN(tc.ConnectionState()); err != nil {
+			tc.Close()
+			return nil, err
+		}
 	}
-	t, err := tunnel.New(tc, true, c.Options)
-	if err != nil {
-		tc.Close()
-		return nil, err
-	}
-	t.Name = c.Name
-	if err := t.Confirm(dctx); err != nil {
-		t.Close()
-		return nil, errors.New(tunnel.Explain(err, tunnel.SideClient, creds.CASubjects, time.Now()))
-	}
-	c.Log.Info(fmt.Sprintf("tunnel %s: connected to %s", c.Name, addr),
-		"server", tunnel.Subject(t.Peer), "tls", tls.VersionName(tc.ConnectionState().Version))
-	return t, nil
+	return tc, nil
 }
 
-// Tunnel returns the live tunnel, waiting for one until ctx is done.
+// DialPlain opens one verified TLS connection to the first reachable
+// server, for a client with mux = false: each forwarded connection gets its
+// own TLS connection and carries raw bytes.
+func (c *Client) DialPlain(ctx context.Context) (*tls.Conn, error) {
+	c.defaults()
+	var msgs []string
+	for _, i := range c.order(0, 0) {
+		tc, err := c.dialTLS(ctx, c.Servers[i], false)
+		if err == nil {
+			return tc, nil
+		}
+		msgs = append(msgs, fmt.Sprintf("%s: %v", c.Servers[i], err))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("tunnel %s: %s", c.Name, strings.Join(msgs, "; "))
+}
+
+// Tunnel returns the least loaded live tunnel, waiting for one until ctx
+// is done.
 func (c *Client) Tunnel(ctx context.Context) (*tunnel.Tunnel, error) {
 	for {
 		c.mu.Lock()
-		t, ch, lastErr := c.cur, c.changedCh(), c.lastErr
+		best := leastLoaded(c.slots)
+		ch, lastErr := c.changedCh(), c.lastErr
 		c.mu.Unlock()
-		if t != nil {
-			select {
-			case <-t.Done():
-			default:
-				return t, nil
-			}
+		if best != nil {
+			return best, nil
 		}
 		select {
 		case <-ch:
@@ -172,21 +303,107 @@ func (c *Client) Tunnel(ctx context.Context) (*tunnel.Tunnel, error) {
 	}
 }
 
-func (c *Client) set(t *tunnel.Tunnel, err error) {
+// Tunnels returns every live tunnel of this client, including ones that no
+// longer take new streams but still carry some.
+func (c *Client) Tunnels() []*tunnel.Tunnel {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.cur = t
-	c.lastErr = err
-	if c.changed != nil {
-		close(c.changed)
-		c.changed = nil
+	out := make([]*tunnel.Tunnel, 0, len(c.all))
+	for t := range c.all {
+		out = append(out, t)
 	}
+	return out
+}
+
+func leastLoaded(ts []*tunnel.Tunnel) *tunnel.Tunnel {
+	var best *tunnel.Tunnel
+	bestN := 0
+	for _, t := range ts {
+		if t == nil || t.Session.IsClosed() {
+			continue
+		}
+		if n := t.Session.NumStreams(); best == nil || n < bestN {
+			best, bestN = t, n
+		}
+	}
+	return best
+}
+
+// publish makes t its slot's tunnel for new streams and starts handling
+// the peer's streams on it.
+func (c *Client) publish(slot int, t *tunnel.Tunnel) {
+	c.mu.Lock()
+	c.slots[slot] = t
+	c.all[t] = struct{}{}
+	c.lastErr = nil
+	c.notify()
+	c.mu.Unlock()
+	go func() {
+		if c.Handle != nil {
+			c.Handle(t)
+		}
+	}()
+	go func() {
+		<-t.Done()
+		c.mu.Lock()
+		delete(c.all, t)
+		c.mu.Unlock()
+	}()
+}
+
+func (c *Client) unpublish(slot int, t *tunnel.Tunnel, err error) {
+	c.mu.Lock()
+	if c.slots[slot] == t {
+		c.slots[slot] = nil
+	}
+	c.lastErr = err
+	c.notify()
+	c.mu.Unlock()
+}
+
+func (c *Client) lost(slot int, t *tunnel.Tunnel) {
+	cause := "connection closed"
+	if err := t.Err(); err != nil {
+		cause = tunnel.Explain(err, tunnel.SideClient, c.Creds.Load().CASubjects, time.Now())
+	}
+	c.unpublish(slot, t, fmt.Errorf("tunnel lost: %s", cause))
+	c.Log.Warn(fmt.Sprintf("tunnel %s (%s): lost: %s; reconnecting", c.Name, t.RemoteAddr(), cause))
+}
+
+// retire stops t from taking new streams (ours, and with a GoAway the
+// peer's) and closes it once its streams have ended.
+func (c *Client) retire(t *tunnel.Tunnel) {
+	t.Session.GoAway()
+	go func() {
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for t.Session.NumStreams() > 0 {
+			select {
+			case <-t.Done():
+				return
+			case <-tick.C:
+			}
+		}
+		t.Close()
+	}()
+}
+
+func (c *Client) preferInterval() time.Duration {
+	return min(max(c.BackoffMax, time.Second), 30*time.Second)
 }
 
 func (c *Client) setErr(err error) {
 	c.mu.Lock()
 	c.lastErr = err
 	c.mu.Unlock()
+}
+
+// notify wakes Tunnel waiters; mu must be held.
+func (c *Client) notify() {
+	if c.changed != nil {
+		close(c.changed)
+		c.changed = nil
+	}
 }
 
 // changedCh must be called with mu held.
@@ -198,6 +415,8 @@ func (c *Client) changedCh() chan struct{} {
 }
 
 func (c *Client) defaults() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.Dial == nil {
 		var d net.Dialer
 		c.Dial = d.DialContext
@@ -211,6 +430,12 @@ func (c *Client) defaults() {
 	if c.BackoffMax < c.BackoffMin {
 		c.BackoffMax = max(30*time.Second, c.BackoffMin)
 	}
+	if c.Parallel <= 0 {
+		c.Parallel = 1
+	}
+	if c.Strategy == "" {
+		c.Strategy = Ordered
+	}
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
@@ -220,6 +445,11 @@ func (c *Client) defaults() {
 // hub restart do not arrive at once.
 func jitter(d time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
+}
+
+// jitterUp spreads d over [d, 1.1d) so parallel tunnels do not renew at once.
+func jitterUp(d time.Duration) time.Duration {
+	return d + rand.N(d/10+1)
 }
 
 func unwrapOp(err error) error {

@@ -25,6 +25,10 @@ type Server struct {
 	// Handle runs for each established tunnel, on its own goroutine, and
 	// owns it from then on (Serve does not wait for it).
 	Handle func(t *tunnel.Tunnel)
+	// Plain, if set, makes this a mux = false server: each verified TLS
+	// connection (any ALPN or none) is handed to Plain on its own goroutine
+	// instead of becoming a tunnel.
+	Plain func(c *tls.Conn)
 
 	failures *failureLog
 }
@@ -43,6 +47,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.failures = newFailureLog(s.Log, time.Minute)
 	cfg := tunnel.ServerConfig(s.Creds)
+	if s.Plain != nil {
+		// Plain mutual-TLS peers (stunnel, applications) speak no Postern ALPN.
+		perHello := cfg.GetConfigForClient
+		cfg.NextProtos = nil
+		cfg.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+			c, err := perHello(h)
+			if c != nil {
+				c.NextProtos = nil
+			}
+			return c, err
+		}
+	}
 	slots := make(chan struct{}, s.MaxHandshakes)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -92,6 +108,11 @@ func (s *Server) handshake(ctx context.Context, conn net.Conn, cfg *tls.Config) 
 		m := s.Creds.Load()
 		s.failures.log(conn.RemoteAddr(), "tunnel refused: "+tunnel.Explain(err, tunnel.SideServer, m.CASubjects, time.Now()))
 		conn.Close()
+		return
+	}
+	if s.Plain != nil {
+		conn.SetDeadline(time.Time{})
+		go s.Plain(tc)
 		return
 	}
 	if err := tunnel.CheckALPN(tc.ConnectionState()); err != nil {

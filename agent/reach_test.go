@@ -1,0 +1,282 @@
+package agent
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pires/go-proxyproto"
+)
+
+// reverseHubTOML is a hub whose forward reaches the "echo" service offered
+// by the connected peer site-a.
+func reverseHubTOML(p *pki) string {
+	return hubTOML(p, `[[forward]]
+listen = "127.0.0.1:0"
+service = "echo"
+via = "dns:site-a.test"
+tunnel_wait = "1s"
+`)
+}
+
+// reverseSiteTOML dials the hub and offers echo to whoever allow names.
+func reverseSiteTOML(p *pki, hubAddr, target string, allow ...string) string {
+	return siteTOML(p, hubAddr) + serviceTOML("echo", target, allow...)
+}
+
+func echoOnce(t *testing.T, addr net.Addr, msg string) (string, error) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr.String(), 5*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte(msg))
+	c.(*net.TCPConn).CloseWrite()
+	b, err := io.ReadAll(c)
+	return string(b), err
+}
+
+// TestReverseForward: a connection to the hub's reverse forward reaches a
+// service on the dialing side; it is reset with a clear log while the peer
+// is not connected, and works again once it reconnects.
+func TestReverseForward(t *testing.T) {
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	ln := listen(t)
+	serve(t, ln, echo)
+	hub := start(t, dir, "hub", reverseHubTOML(p))
+	fwd := hub.ForwardAddrs()[0]
+
+	// No peer yet: reset after tunnel_wait, and the log names the peer.
+	if _, err := echoOnce(t, fwd, "anyone?"); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("with no peer connected: %v, want connection reset", err)
+	}
+	hub.log.waitFor(t, 5*time.Second, "no connected peer matches dns:site-a.test")
+
+	site := start(t, dir, "site", reverseSiteTOML(p, hub.ServerAddrs()[0].String(), ln.Addr().String(), "dns:hub.test"))
+	site.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
+	if got, err := echoOnce(t, fwd, "through the reverse tunnel"); err != nil || got != "through the reverse tunnel" {
+		t.Fatalf("reverse round trip: %q, %v", got, err)
+	}
+
+	// The site goes away and comes back.
+	site.stop(t)
+	hub.log.waitFor(t, 5*time.Second, "tunnel from", "closed")
+	if _, err := echoOnce(t, fwd, "gone?"); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("after the peer left: %v, want connection reset", err)
+	}
+	site2 := start(t, dir, "site2", reverseSiteTOML(p, hub.ServerAddrs()[0].String(), ln.Addr().String(), "dns:hub.test"))
+	site2.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
+	if got, err := echoOnce(t, fwd, "back again"); err != nil || got != "back again" {
+		t.Fatalf("after the peer reconnected: %q, %v", got, err)
+	}
+}
+
+// TestReverseForwardDenied: the dialing side's own allow list decides.
+func TestReverseForwardDenied(t *testing.T) {
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	ln := listen(t)
+	serve(t, ln, echo)
+	hub := start(t, dir, "hub", reverseHubTOML(p))
+	site := start(t, dir, "site", reverseSiteTOML(p, hub.ServerAddrs()[0].String(), ln.Addr().String(), "dns:someone-else.test"))
+	site.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
+	if _, err := echoOnce(t, hub.ForwardAddrs()[0], "let me in"); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("denied reverse stream: %v, want connection reset", err)
+	}
+	site.log.waitFor(t, 5*time.Second, `service \"echo\": refused: identity not in allow`, `CN=\"hub\"`)
+	hub.log.waitFor(t, 5*time.Second, "refused by peer: not allowed")
+}
+
+// namedService answers every connection with its name, then echoes.
+func namedService(t *testing.T, name string) net.Listener {
+	ln := listen(t)
+	serve(t, ln, func(c *net.TCPConn) {
+		c.Write([]byte(name + ":"))
+		io.Copy(c, c)
+		c.CloseWrite()
+	})
+	return ln
+}
+
+// whoAnswers asks the forward which hub serves it.
+func whoAnswers(t *testing.T, fwd net.Addr) string {
+	got, err := echoOnce(t, fwd, "")
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return strings.TrimSuffix(got, ":")
+}
+
+// TestFailover: the first server down at start → the second is used; the
+// first comes back → new streams return to it; the first dies → new
+// connections go to the second within a few seconds.
+func TestFailover(t *testing.T) {
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	svc1, svc2 := namedService(t, "hub1"), namedService(t, "hub2")
+	hub1 := start(t, dir, "hub1", hubTOML(p, serviceTOML("who", svc1.Addr().String(), "*")))
+	addr1 := hub1.ServerAddrs()[0].String()
+	hub1.stop(t) // down at start
+	hub2 := start(t, dir, "hub2", hubTOML(p, serviceTOML("who", svc2.Addr().String(), "*")))
+	addr2 := hub2.ServerAddrs()[0].String()
+
+	site := start(t, dir, "site", strings.Replace(siteTOML(p, addr1, "who"),
+		fmt.Sprintf("servers = [%q]", addr1), fmt.Sprintf("servers = [%q, %q]", addr1, addr2), 1))
+	fwd := site.ForwardAddrs()[0]
+	site.log.waitFor(t, 10*time.Second, "tunnel hub: connected to "+addr2)
+	if got := whoAnswers(t, fwd); got != "hub2" {
+		t.Fatalf("with hub1 down, answered by %q, want hub2", got)
+	}
+
+	var cuts connTracker
+	hub1b := startWith(t, dir, "hub1b", strings.Replace(hubTOML(p, serviceTOML("who", svc1.Addr().String(), "*")), "127.0.0.1:0", addr1, 1), Options{Listen: cuts.listen})
+	site.log.waitFor(t, 10*time.Second, addr1+" is reachable again")
+	if got := whoAnswers(t, fwd); got != "hub1" {
+		t.Fatalf("after hub1 returned, answered by %q, want hub1", got)
+	}
+
+	cuts.cut()
+	hub1b.stop(t)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := whoAnswers(t, fwd)
+		if got == "hub2" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hub1 died; new connections answered by %q, want hub2 within 5s", got)
+		}
+	}
+}
+
+// TestParallelTunnels: with tunnels = 4, cutting one session's TCP
+// connection resets only the streams on it; the others finish intact.
+func TestParallelTunnels(t *testing.T) {
+	const streams, size = 16, 1 << 20
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	release := make(chan struct{})
+	ln := listen(t)
+	serve(t, ln, func(c *net.TCPConn) {
+		var seed [1]byte
+		if _, err := io.ReadFull(c, seed[:]); err != nil {
+			return
+		}
+		rng := rand.NewChaCha8([32]byte{seed[0]})
+		io.CopyN(c, rng, 64<<10)
+		<-release
+		io.CopyN(c, rng, size-64<<10)
+		c.CloseWrite()
+		io.Copy(io.Discard, c)
+	})
+	var cuts connTracker
+	hub := startWith(t, dir, "hub", hubTOML(p, serviceTOML("bulk", ln.Addr().String(), "*")), Options{Listen: cuts.listen})
+	site := start(t, dir, "site", strings.Replace(siteTOML(p, hub.ServerAddrs()[0].String(), "bulk"),
+		"[[client]]\n", "[[client]]\ntunnels = 4\n", 1))
+	waitTunnels(t, site, 4)
+
+	type outcome struct {
+		reset bool
+		ok    bool
+	}
+	results := make(chan outcome, streams)
+	var started sync.WaitGroup
+	for i := range streams {
+		started.Add(1)
+		go func() {
+			c := dial(t, site.ForwardAddrs()[0])
+			c.Write([]byte{byte(i)})
+			want := sha256.New()
+			io.CopyN(want, rand.NewChaCha8([32]byte{byte(i)}), size)
+			got := sha256.New()
+			_, err := io.CopyN(got, c, 64<<10)
+			started.Done()
+			if err == nil {
+				c.SetReadDeadline(time.Now().Add(20 * time.Second))
+				_, err = io.Copy(got, c)
+			}
+			results <- outcome{reset: errors.Is(err, syscall.ECONNRESET), ok: err == nil && bytes.Equal(got.Sum(nil), want.Sum(nil))}
+		}()
+	}
+	started.Wait()
+	cuts.mu.Lock()
+	victim := cuts.conns[0]
+	cuts.mu.Unlock()
+	victim.Close()
+	site.log.waitFor(t, 10*time.Second, "lost")
+	close(release)
+
+	var resets, intact int
+	for range streams {
+		r := <-results
+		switch {
+		case r.reset:
+			resets++
+		case r.ok:
+			intact++
+		}
+	}
+	if resets != streams/4 || intact != streams-streams/4 {
+		t.Fatalf("%d streams reset and %d intact; want %d reset (those on the cut tunnel) and %d intact", resets, intact, streams/4, streams-streams/4)
+	}
+}
+
+// waitTunnels waits (polling, with a deadline) until the agent's client
+// has n live tunnels published.
+func waitTunnels(t *testing.T, r *running, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(r.clients["hub"].Tunnels()) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d tunnels up, want %d", len(r.clients["hub"].Tunnels()), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestProxyProtocol: the target, behind a real PROXY protocol parser, sees
+// the original client address and port.
+func TestProxyProtocol(t *testing.T) {
+	for _, version := range []string{"v1", "v2"} {
+		t.Run(version, func(t *testing.T) {
+			raw := listen(t)
+			pl := &proxyproto.Listener{Listener: raw}
+			seen := make(chan string, 1)
+			go func() {
+				c, err := pl.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				seen <- c.RemoteAddr().String() + " → " + c.LocalAddr().String()
+				line, _ := bufio.NewReader(c).ReadString('\n')
+				c.Write([]byte(line))
+			}()
+			svc := serviceTOML("svc", raw.Addr().String(), "*") + fmt.Sprintf("proxy_protocol = %q\n", version)
+			_, site := startPair(t, svc, "svc")
+			c := dial(t, site.ForwardAddrs()[0])
+			c.Write([]byte("hello\n"))
+			got, err := bufio.NewReader(c).ReadString('\n')
+			if err != nil || got != "hello\n" {
+				t.Fatalf("echo through PROXY target: %q, %v", got, err)
+			}
+			want := c.LocalAddr().String() + " → " + c.RemoteAddr().String()
+			if s := <-seen; s != want {
+				t.Fatalf("target saw %s, want %s (the app's address → the forward's)", s, want)
+			}
+		})
+	}
+}
