@@ -4,7 +4,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin/postern
 
-.PHONY: build test unit cross vet demo lint bench bench-quick package clean
+.PHONY: build test unit cross vet demo lint bench bench-quick package wine-shim clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/postern
@@ -30,6 +30,21 @@ demo: build
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+
+# Release artifacts in dist/: .tar.gz (linux amd64, arm64), .zip (windows
+# amd64), .deb and .rpm (nfpm), .msi (wixl), SHA256SUMS; version from git.
+# SIGN_PKCS12 (+SIGN_PASSWORD_FILE) or SIGN_CERT+SIGN_KEY Authenticode-sign
+# postern.exe and the MSI; see packaging/build.sh.
+package:
+	VERSION=$(VERSION) GO=$(GO) DIST=dist packaging/build.sh
+
+# bcryptprimitives.dll that lets Go Windows binaries run under wine 8
+# (tests/service_wine_test.go builds its own); copy it into the prefix's
+# windows/system32.
+wine-shim:
+	mkdir -p bin
+	x86_64-w64-mingw32-gcc -shared -O2 -s -o bin/bcryptprimitives.dll \
+		packaging/windows/prngshim/bcryptprimitives.c packaging/windows/prngshim/bcryptprimitives.def -ladvapi32
 
 clean:
 	rm -rf bin dist

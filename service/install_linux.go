@@ -74,7 +74,11 @@ func Install(c Config, warnf func(format string, args ...any)) error {
 		// behind (empty, or not enabled), and every later install then stops
 		// at "already installed". Take it back out.
 		cleanupFailedInstall(c.Name, path)
-		return fmt.Errorf("install service %q: %v", c.Name, err)
+		var exit *exec.ExitError
+		if errors.As(err, &exit) { // kardianos/service drops systemctl's own message
+			return fmt.Errorf("install service %q: systemctl enable or daemon-reload: %v; the unit was removed again (run `systemctl daemon-reload` to see systemd's message)", c.Name, err)
+		}
+		return fmt.Errorf("install service %q: %v; the unit was removed again", c.Name, err)
 	}
 	return nil
 }
