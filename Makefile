@@ -31,6 +31,14 @@ lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
 
+# Side-by-side benchmark: direct TCP, Postern, stunnel4, HAProxy on loopback
+# (installs them if missing); see docs/performance.md. Not part of `test`.
+bench:
+	GO=$(GO) bench/bench.sh
+
+bench-quick:
+	GO=$(GO) bench/bench.sh --quick
+
 # Release artifacts in dist/: .tar.gz (linux amd64, arm64), .zip (windows
 # amd64), .deb and .rpm (nfpm), .msi (wixl), SHA256SUMS; version from git.
 # SIGN_PKCS12 (+SIGN_PASSWORD_FILE) or SIGN_CERT+SIGN_KEY Authenticode-sign

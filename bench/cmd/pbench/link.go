@@ -1,0 +1,164 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/postern-tunnel/postern/bench/report"
+)
+
+// The long, thin link: two network namespaces joined by a veth pair with
+// netem delaying each direction by half the round trip. The addresses
+// exist only inside these namespaces.
+const (
+	nsClient   = "pbench-a"
+	nsServer   = "pbench-b"
+	nsProbe    = "pbench-probe"
+	vethClient = "pbench-va"
+	vethServer = "pbench-vb"
+	addrClient = "10.203.77.1"
+	addrServer = "10.203.77.2"
+	linkRTT    = 40 * time.Millisecond
+)
+
+func ip(args ...string) error {
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func inNS(ns string, args ...string) error {
+	return ip(append([]string{"netns", "exec", ns}, args...)...)
+}
+
+// probeNetem reports why netem cannot be used, or nil. It tries netem on
+// the loopback device of a namespace of its own, so nothing else is
+// touched.
+func probeNetem() error {
+	ip("netns", "del", nsProbe)
+	if err := ip("netns", "add", nsProbe); err != nil {
+		return err
+	}
+	defer ip("netns", "del", nsProbe)
+	return inNS(nsProbe, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms")
+}
+
+// setupLink builds the two namespaces and the delayed veth between them.
+// delay 0 leaves netem out (for checking the wiring on a kernel without it).
+func setupLink(delay time.Duration) (cleanup func(), err error) {
+	cleanup = func() {
+		ip("netns", "del", nsClient)
+		ip("netns", "del", nsServer)
+	}
+	cleanup() // leftovers of an interrupted run
+	steps := [][]string{
+		{"netns", "add", nsClient},
+		{"netns", "add", nsServer},
+		{"link", "add", vethClient, "netns", nsClient, "type", "veth", "peer", "name", vethServer, "netns", nsServer},
+		{"-n", nsClient, "addr", "add", addrClient + "/30", "dev", vethClient},
+		{"-n", nsServer, "addr", "add", addrServer + "/30", "dev", vethServer},
+		{"-n", nsClient, "link", "set", "lo", "up"},
+		{"-n", nsServer, "link", "set", "lo", "up"},
+		{"-n", nsClient, "link", "set", vethClient, "up"},
+		{"-n", nsServer, "link", "set", vethServer, "up"},
+	}
+	for _, s := range steps {
+		if err := ip(s...); err != nil {
+			cleanup()
+			return nil, err
+		}
+	}
+	if delay > 0 {
+		half := fmt.Sprintf("%dms", delay.Milliseconds()/2)
+		for _, d := range [][2]string{{nsClient, vethClient}, {nsServer, vethServer}} {
+			// A queue long enough for a full window in flight.
+			if err := inNS(d[0], "tc", "qdisc", "add", "dev", d[1], "root", "netem", "delay", half, "limit", "100000"); err != nil {
+				cleanup()
+				return nil, err
+			}
+		}
+	}
+	return cleanup, nil
+}
+
+// benchLink runs one stream over the 40 ms link, directly and through
+// Postern, in turn.
+func (r *runner) benchLink(ctx context.Context) error {
+	delay := linkRTT
+	if r.linkNoDelay {
+		delay = 0
+		r.note("%s: run without netem (-link-no-delay): checks the wiring only", report.Link40ms)
+	} else if err := probeNetem(); err != nil {
+		r.note("%s: skipped: this kernel refused netem (%v); the 40 ms link needs sch_netem", report.Link40ms, err)
+		return nil
+	}
+	cleanup, err := setupLink(delay)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+
+	const iperfPort, tunnelPort, frontPort = "5201", "7443", "15201"
+	iperf, err := startProc(r.dir, "link-iperf3-server", "ip", "netns", "exec", nsServer, "iperf3", "-s", "-p", iperfPort)
+	if err != nil {
+		return err
+	}
+	defer iperf.stop()
+	srvConf, err := writeFile(r.dir, "link-postern-server.toml", fmt.Sprintf(posternServer,
+		r.certs.serverCert, r.certs.serverKy, r.certs.ca, r.set.window, addrServer+":"+tunnelPort,
+		"127.0.0.1:9", "127.0.0.1:"+iperfPort))
+	if err != nil {
+		return err
+	}
+	cliConf, err := writeFile(r.dir, "link-postern-client.toml", fmt.Sprintf(posternClient,
+		r.certs.clientCert, r.certs.clientKy, r.certs.ca, r.set.window, addrServer+":"+tunnelPort, serverName,
+		"127.0.0.1:15080", "127.0.0.1:"+frontPort))
+	if err != nil {
+		return err
+	}
+	srv, err := startProc(r.dir, "link-postern-server", "ip", "netns", "exec", nsServer, r.bin, "run", "-c", srvConf)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+	cli, err := startProc(r.dir, "link-postern-client", "ip", "netns", "exec", nsClient, r.bin, "run", "-c", cliConf)
+	if err != nil {
+		return err
+	}
+	defer cli.stop()
+
+	prefix := []string{"ip", "netns", "exec", nsClient}
+	runs := map[string][]float64{}
+	for rep := range r.set.reps {
+		for _, c := range []struct{ tunnel, addr string }{
+			{report.Direct, addrServer + ":" + iperfPort},
+			{report.Postern, "127.0.0.1:" + frontPort},
+		} {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			res, err := runIperfRetry(ctx, prefix, c.addr, r.set.link, 1)
+			if err != nil {
+				for _, p := range []*proc{srv, cli, iperf} {
+					if p.exited() {
+						err = fmt.Errorf("%v; %s exited: %s", err, p.name, p.tail())
+					}
+				}
+				return fmt.Errorf("%s: %w", c.tunnel, err)
+			}
+			runs[c.tunnel] = append(runs[c.tunnel], res.bps/1e9)
+			r.logf("%-8s %-14s run %d/%d: %6.3f Gbit/s", c.tunnel, report.Link40ms, rep+1, r.set.reps, res.bps/1e9)
+		}
+	}
+	for t, v := range runs {
+		r.rep.Add(t, report.Link40ms, report.Gbps, v)
+	}
+	return nil
+}

@@ -1,0 +1,392 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/postern-tunnel/postern/bench/loadgen"
+	"github.com/postern-tunnel/postern/bench/report"
+)
+
+// settings are the durations and repeats of one mode.
+type settings struct {
+	mode      string
+	reps      int           // repeats of every timed scenario
+	memReps   int           // repeats of the memory scenario (each on fresh tunnel ends)
+	httpWarm  time.Duration // request/response warm-up, not counted
+	httpDur   time.Duration // request/response counted time
+	bulk1     time.Duration // one-stream iperf3 run
+	bulk8     time.Duration // eight-stream iperf3 run
+	link      time.Duration // one stream over the 40 ms link
+	holds     []int         // connections held for the memory scenario, cumulative
+	window    string        // Postern stream_window
+	budget    time.Duration // the whole run is cut after this
+	holdBurst int           // connections opened at once while holding
+}
+
+func modeSettings(quick bool) settings {
+	if quick {
+		return settings{mode: "quick", reps: 1, memReps: 1, httpWarm: 300 * time.Millisecond, httpDur: 1500 * time.Millisecond,
+			bulk1: 3 * time.Second, bulk8: 2 * time.Second, link: 4 * time.Second,
+			holds: []int{1000}, window: "16MiB", budget: 110 * time.Second, holdBurst: 32}
+	}
+	return settings{mode: "full", reps: 3, memReps: 1, httpWarm: 500 * time.Millisecond, httpDur: 3 * time.Second,
+		bulk1: 10 * time.Second, bulk8: 5 * time.Second, link: 10 * time.Second,
+		holds: []int{1000, 10000}, window: "16MiB", budget: 570 * time.Second, holdBurst: 32}
+}
+
+// httpScenarios are the request/response scenarios.
+var httpScenarios = []struct {
+	key  string
+	mode loadgen.Mode
+	conc int
+}{
+	{report.ShortC1, loadgen.Short, 1},
+	{report.ShortC32, loadgen.Short, 32},
+	{report.KeepAliveC1, loadgen.KeepAlive, 1},
+	{report.KeepAliveC32, loadgen.KeepAlive, 32},
+}
+
+// runner runs the benchmark: the targets, each tunnel in turn, the report.
+type runner struct {
+	set       settings
+	dir       string // work folder: certificates, configs, logs
+	bin       string // the postern binary
+	tunnels   []string
+	scenarios map[string]bool
+	progress  io.Writer
+	// linkNoDelay runs the link scenario without netem, to check its wiring.
+	linkNoDelay bool
+
+	fileLimit uint64 // RLIMIT_NOFILE in force for this process and its children
+
+	certs   certs
+	targets routes
+	target  *proc // the HTTP target (pbench serve)
+	rep     *report.Report
+}
+
+// fitHolds lowers the held-connection counts to what the open-file limit
+// allows: the client end of a per-connection TLS proxy holds two
+// descriptors per connection (plaintext and TLS), so it is the first to
+// run out.
+func (r *runner) fitHolds() {
+	fit := int(r.fileLimit-400) / 2 / 100 * 100
+	for i, n := range r.set.holds {
+		if n > fit {
+			r.set.holds[i] = fit
+			r.note("memory: held %d connections instead of %d: the open-file limit here is %d and cannot be raised (a TLS proxy's client end needs 2 descriptors per connection); per-connection figures are computed at %d",
+				fit, n, r.fileLimit, fit)
+		}
+	}
+}
+
+func (r *runner) logf(format string, args ...any) {
+	fmt.Fprintf(r.progress, "bench: "+format+"\n", args...)
+}
+
+func (r *runner) note(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	r.logf("%s", msg)
+	r.rep.Notes = append(r.rep.Notes, msg)
+}
+
+func (r *runner) run(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, r.set.budget)
+	defer cancel()
+	var err error
+	if r.certs, err = makeCerts(r.bin, r.dir); err != nil {
+		return err
+	}
+	// The targets: the HTTP target (this binary) and iperf3's server.
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	httpAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	if r.target, err = startProc(r.dir, "http-target", self, "serve", "-addr", httpAddr); err != nil {
+		return err
+	}
+	defer r.target.stop()
+	if err := waitListening(ctx, httpAddr, 10*time.Second, r.target); err != nil {
+		return err
+	}
+	bulkAddr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	host, port, _ := net.SplitHostPort(bulkAddr)
+	iperf, err := startProc(r.dir, "iperf3-server", "iperf3", "-s", "-B", host, "-p", port)
+	if err != nil {
+		return err
+	}
+	defer iperf.stop()
+	if err := waitListening(ctx, bulkAddr, 10*time.Second, iperf); err != nil {
+		return err
+	}
+	r.targets = routes{http: httpAddr, bulk: bulkAddr}
+
+	for _, name := range r.tunnels {
+		if ctx.Err() != nil {
+			r.note("time budget (%s) used up: %s and later not measured", r.set.budget, name)
+			break
+		}
+		if err := r.benchTunnel(ctx, name); err != nil {
+			r.note("%s: %v", name, err)
+		}
+	}
+	if r.scenarios[report.Link40ms] && ctx.Err() == nil {
+		if err := r.benchLink(ctx); err != nil {
+			r.note("%s: %v", report.Link40ms, err)
+		}
+	}
+	return nil
+}
+
+func (r *runner) env() tunnelEnv {
+	return tunnelEnv{dir: r.dir, bin: r.bin, certs: r.certs, targets: r.targets, window: r.set.window,
+		maxconn: int(r.fileLimit-100) / 2}
+}
+
+// benchTunnel runs every selected scenario through one tunnel.
+func (r *runner) benchTunnel(ctx context.Context, name string) error {
+	if name != report.Direct && r.scenarios[report.Memory] {
+		for rep := range r.set.memReps {
+			if err := r.memory(ctx, name, rep); err != nil {
+				r.note("%s memory: %v", name, err)
+				break
+			}
+		}
+	}
+	t, err := startTunnel(name, r.env())
+	if err != nil {
+		return err
+	}
+	defer t.stop()
+	if err := r.ready(ctx, t); err != nil {
+		return err
+	}
+	for _, sc := range httpScenarios {
+		if !r.scenarios[sc.key] {
+			continue
+		}
+		if err := r.httpScenario(ctx, t, sc.key, sc.mode, sc.conc); err != nil {
+			r.note("%s %s: %v", name, sc.key, err)
+		}
+	}
+	for _, sc := range []struct {
+		key     string
+		d       time.Duration
+		streams int
+	}{{report.Bulk1, r.set.bulk1, 1}, {report.Bulk8, r.set.bulk8, 8}} {
+		if !r.scenarios[sc.key] {
+			continue
+		}
+		if err := r.bulkScenario(ctx, t, sc.key, sc.d, sc.streams); err != nil {
+			r.note("%s %s: %v", name, sc.key, err)
+		}
+	}
+	return t.alive()
+}
+
+// ready waits until a request goes through the tunnel end to end.
+func (r *runner) ready(ctx context.Context, t *tunnel) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		res, err := loadgen.Run(ctx, loadgen.Load{Addr: t.fronts.http, Mode: loadgen.KeepAlive, Concurrency: 1, Duration: 100 * time.Millisecond})
+		if err == nil && res.Completed > 0 {
+			return nil
+		}
+		if err == nil {
+			err = res.FirstError
+		}
+		if aerr := t.alive(); aerr != nil {
+			return aerr
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("no request got through in 15 s: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (r *runner) httpScenario(ctx context.Context, t *tunnel, key string, mode loadgen.Mode, conc int) error {
+	var rps, p50, p99, cpu []float64
+	for rep := range r.set.reps {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		c0, err := sumOver(t.pids(), cpuSeconds)
+		if err != nil {
+			return err
+		}
+		res, err := loadgen.Run(ctx, loadgen.Load{Addr: t.fronts.http, Mode: mode, Concurrency: conc, Warmup: r.set.httpWarm, Duration: r.set.httpDur})
+		if err != nil {
+			return err
+		}
+		c1, err := sumOver(t.pids(), cpuSeconds)
+		if err != nil {
+			return err
+		}
+		if res.Requests == 0 || res.Errors > res.Completed/100 {
+			return fmt.Errorf("%d requests, %d errors (first: %v)", res.Requests, res.Errors, res.FirstError)
+		}
+		if res.Errors > 0 {
+			r.note("%s %s: %d of %d requests failed (first: %v)", t.name, key, res.Errors, res.Completed+res.Errors, res.FirstError)
+		}
+		rps = append(rps, res.RPS())
+		p50 = append(p50, ms(res.Latency.Quantile(0.50)))
+		p99 = append(p99, ms(res.Latency.Quantile(0.99)))
+		if len(t.ends) > 0 {
+			cpu = append(cpu, (c1-c0)/(float64(res.Completed)/1000))
+		}
+		r.logf("%-8s %-14s run %d/%d: %8.0f req/s  p50 %.3f ms  p99 %.3f ms", t.name, key, rep+1, r.set.reps, res.RPS(), p50[rep], p99[rep])
+	}
+	r.rep.Add(t.name, key, report.RPS, rps)
+	r.rep.Add(t.name, key, report.P50, p50)
+	r.rep.Add(t.name, key, report.P99, p99)
+	if len(cpu) > 0 {
+		r.rep.Add(t.name, key, report.CPUPer1k, cpu)
+	}
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func (r *runner) bulkScenario(ctx context.Context, t *tunnel, key string, d time.Duration, streams int) error {
+	var gbps, cpu []float64
+	for rep := range r.set.reps {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		c0, err := sumOver(t.pids(), cpuSeconds)
+		if err != nil {
+			return err
+		}
+		res, err := runIperfRetry(ctx, nil, t.fronts.bulk, d, streams)
+		if err != nil {
+			return err
+		}
+		c1, err := sumOver(t.pids(), cpuSeconds)
+		if err != nil {
+			return err
+		}
+		gbps = append(gbps, res.bps/1e9)
+		if len(t.ends) > 0 {
+			cpu = append(cpu, (c1-c0)/(res.bytes/1e9))
+		}
+		r.logf("%-8s %-14s run %d/%d: %6.2f Gbit/s", t.name, key, rep+1, r.set.reps, res.bps/1e9)
+	}
+	r.rep.Add(t.name, key, report.Gbps, gbps)
+	if len(cpu) > 0 {
+		r.rep.Add(t.name, key, report.CPUPerGB, cpu)
+	}
+	return nil
+}
+
+// runIperfRetry retries a run the iperf3 server refused because it was
+// still finishing the previous one.
+func runIperfRetry(ctx context.Context, prefix []string, addr string, d time.Duration, streams int) (bulkResult, error) {
+	var err error
+	for try := range 3 {
+		if try > 0 {
+			time.Sleep(time.Second)
+		}
+		var res bulkResult
+		if res, err = runIperf(ctx, prefix, addr, d, streams); err == nil {
+			return res, nil
+		}
+	}
+	return bulkResult{}, err
+}
+
+// memory starts fresh tunnel ends, measures their RSS idle and then with
+// each number of connections held open through them.
+func (r *runner) memory(ctx context.Context, name string, rep int) error {
+	t, err := startTunnel(name, r.env())
+	if err != nil {
+		return err
+	}
+	defer t.stop()
+	if err := r.ready(ctx, t); err != nil {
+		return err
+	}
+	base := openFiles(r.target.pid())
+	settle := func() { time.Sleep(500 * time.Millisecond) }
+	settle()
+	idle, err := sumOver(t.pids(), rssKiB)
+	if err != nil {
+		return err
+	}
+	r.addRun(name, report.Memory, report.RSSIdle, idle/1024)
+	var held []net.Conn
+	defer func() {
+		loadgen.CloseAll(held)
+		r.waitTargetConns(base, 60*time.Second)
+	}()
+	for _, n := range r.set.holds {
+		more, err := loadgen.Hold(ctx, t.fronts.http, n-len(held), r.set.holdBurst)
+		if err != nil {
+			return fmt.Errorf("holding %d connections: %w", n, err)
+		}
+		held = append(held, more...)
+		settle()
+		rss, err := sumOver(t.pids(), rssKiB)
+		if err != nil {
+			return err
+		}
+		perConn := (rss - idle) / float64(n)
+		if n <= 1000 {
+			r.addRun(name, report.Memory, report.RSS1k, rss/1024)
+			r.addRun(name, report.Memory, report.KiBPer1k, perConn)
+		} else {
+			r.addRun(name, report.Memory, report.RSS10k, rss/1024)
+			r.addRun(name, report.Memory, report.KiBPer10k, perConn)
+		}
+		r.logf("%-8s memory         run %d/%d: %5d conns held: RSS both ends %.1f MiB (idle %.1f), %.1f KiB per conn",
+			name, rep+1, r.set.memReps, n, rss/1024, idle/1024, perConn)
+	}
+	return t.alive()
+}
+
+// addRun appends one run to a metric's runs and re-summarizes it.
+func (r *runner) addRun(tunnel, scenario, metric string, v float64) {
+	var runs []float64
+	if e := r.rep.Entry(tunnel, scenario); e != nil {
+		runs = slices.Clone(e.Metrics[metric].Runs)
+	}
+	r.rep.Add(tunnel, scenario, metric, append(runs, v))
+}
+
+// waitTargetConns waits until the target is back to base open files, so
+// the next scenario does not pay for the last one's teardown.
+func (r *runner) waitTargetConns(base int, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for openFiles(r.target.pid()) > base && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// writeResults writes latest.json, latest.md and chart.png to dir.
+func (r *runner) writeResults(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return errors.Join(
+		r.rep.WriteJSON(filepath.Join(dir, "latest.json")),
+		os.WriteFile(filepath.Join(dir, "latest.md"), []byte(r.rep.Markdown()), 0o644),
+		r.rep.WritePNG(filepath.Join(dir, "chart.png")),
+	)
+}

@@ -1,0 +1,144 @@
+package loadgen
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestHistogramQuantiles(t *testing.T) {
+	var h Histogram
+	for i := 1; i <= 1000; i++ {
+		h.Record(time.Duration(i) * time.Microsecond)
+	}
+	if h.Count() != 1000 || h.Min() != time.Microsecond || h.Max() != time.Millisecond {
+		t.Fatalf("count %d min %s max %s", h.Count(), h.Min(), h.Max())
+	}
+	for _, tc := range []struct {
+		q    float64
+		want time.Duration
+	}{{0.5, 500 * time.Microsecond}, {0.99, 990 * time.Microsecond}, {1, time.Millisecond}, {0, time.Microsecond}} {
+		got := h.Quantile(tc.q)
+		if d := got - tc.want; d < -tc.want/50 || d > tc.want/50 {
+			t.Errorf("Quantile(%v) = %s, want %s ±2%%", tc.q, got, tc.want)
+		}
+	}
+}
+
+func TestHistogramMerge(t *testing.T) {
+	var a, b, empty Histogram
+	a.Record(10 * time.Millisecond)
+	b.Record(time.Microsecond)
+	b.Record(3 * time.Second) // grows b's buckets past a's
+	a.Merge(&b)
+	a.Merge(&empty)
+	if a.Count() != 3 || a.Min() != time.Microsecond || a.Max() != 3*time.Second {
+		t.Fatalf("merged: count %d min %s max %s", a.Count(), a.Min(), a.Max())
+	}
+	if q := a.Quantile(0.5); q < 9*time.Millisecond || q > 11*time.Millisecond {
+		t.Errorf("median %s, want about 10ms", q)
+	}
+	if empty.Quantile(0.5) != 0 {
+		t.Error("empty histogram has a median")
+	}
+}
+
+func TestBucketsAreMonotonic(t *testing.T) {
+	prev := -1
+	for v := uint64(0); v < 1<<20; v += 7 {
+		b := bucket(v)
+		if b < prev {
+			t.Fatalf("bucket(%d) = %d < %d", v, b, prev)
+		}
+		prev = b
+		if mid := bucketValue(b); v > 64 && (mid < v-v/60 || mid > v+v/60) {
+			t.Fatalf("bucketValue(bucket(%d)) = %d, off by more than 1/60", v, mid)
+		}
+	}
+}
+
+func TestReadResponse(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     int
+		err      error
+	}{
+		{"ok", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcNEXT", 3, nil},
+		{"case and spaces", "HTTP/1.0 200 OK\r\ncontent-length:  0 \r\nX: y\r\n\r\n", 0, nil},
+		{"not 200", "HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n", 0, ErrBadResponse},
+		{"no length", "HTTP/1.1 200 OK\r\n\r\n", 0, ErrBadResponse},
+		{"bad length", "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", 0, ErrBadResponse},
+		{"short body", "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab", 0, errUnexpectedEOF},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, err := ReadResponse(bufio.NewReader(strings.NewReader(tc.in)))
+			if !errors.Is(err, tc.err) || n != tc.want {
+				t.Fatalf("ReadResponse = %d, %v; want %d, %v", n, err, tc.want, tc.err)
+			}
+		})
+	}
+}
+
+var errUnexpectedEOF = func() error {
+	_, err := bufio.NewReader(strings.NewReader("")).Discard(1)
+	return noEOF(err)
+}()
+
+func TestReadRequest(t *testing.T) {
+	br := bufio.NewReader(strings.NewReader(string(requestKeepAlive) + string(requestClose)))
+	if c, err := readRequest(br); err != nil || c {
+		t.Fatalf("keep-alive request: close=%v err=%v", c, err)
+	}
+	if c, err := readRequest(br); err != nil || !c {
+		t.Fatalf("close request: close=%v err=%v", c, err)
+	}
+}
+
+// TestRunAndHold runs the load against the target on loopback, in both
+// modes, and holds connections: what the benchmark does, briefly.
+func TestRunAndHold(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var srv Server
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	defer func() {
+		ln.Close()
+		<-done
+	}()
+	for _, mode := range []Mode{Short, KeepAlive} {
+		r, err := Run(context.Background(), Load{Addr: ln.Addr().String(), Mode: mode, Concurrency: 2,
+			Warmup: 20 * time.Millisecond, Duration: 150 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Requests == 0 || r.Errors != 0 || r.RPS() <= 0 || r.Latency.Count() != r.Requests {
+			t.Fatalf("%s: %d requests, %d errors (%v), %.0f/s", mode, r.Requests, r.Errors, r.FirstError, r.RPS())
+		}
+	}
+	conns, err := Hold(context.Background(), ln.Addr().String(), 20, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range conns {
+		if c == nil {
+			t.Fatalf("connection %d not held", i)
+		}
+	}
+	// The load's own connections close asynchronously; wait for the count
+	// to settle on exactly the held ones.
+	deadline := time.Now().Add(5 * time.Second)
+	for srv.Active() != 20 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := srv.Active(); n != 20 {
+		t.Errorf("target sees %d connections, want the 20 held", n)
+	}
+	CloseAll(conns)
+}
