@@ -182,6 +182,8 @@ func TestParallelTunnels(t *testing.T) {
 		c.CloseWrite()
 		io.Copy(io.Discard, c)
 	})
+	closeRelease := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(closeRelease) // runs before serve's cleanup waits for handlers
 	var cuts connTracker
 	hub := startWith(t, dir, "hub", hubTOML(p, serviceTOML("bulk", ln.Addr().String(), "*")), Options{Listen: cuts.listen})
 	site := start(t, dir, "site", strings.Replace(siteTOML(p, hub.ServerAddrs()[0].String(), "bulk"),
@@ -217,7 +219,7 @@ func TestParallelTunnels(t *testing.T) {
 	cuts.mu.Unlock()
 	victim.Close()
 	site.log.waitFor(t, 10*time.Second, "lost")
-	close(release)
+	closeRelease()
 
 	var resets, intact int
 	for range streams {
@@ -279,4 +281,48 @@ func TestProxyProtocol(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMaxTunnelLifetime: a tunnel is renewed make-before-break: the new
+// tunnel is up before the old one stops taking streams, and a stream on the
+// old tunnel finishes intact.
+func TestMaxTunnelLifetime(t *testing.T) {
+	release := make(chan struct{})
+	ln := listen(t)
+	serve(t, ln, func(c *net.TCPConn) {
+		c.Write([]byte("first half;"))
+		<-release
+		c.Write([]byte("second half"))
+		c.CloseWrite()
+		io.Copy(io.Discard, c)
+	})
+	closeRelease := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(closeRelease) // runs before serve's cleanup waits for handlers
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	hub := start(t, dir, "hub", hubTOML(p, serviceTOML("slow", ln.Addr().String(), "*")))
+	site := start(t, dir, "site", strings.Replace(siteTOML(p, hub.ServerAddrs()[0].String(), "slow"),
+		"[[client]]\n", "[[client]]\nmax_tunnel_lifetime = \"1s\"\n", 1))
+	site.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
+
+	old := dial(t, site.ForwardAddrs()[0])
+	old.CloseWrite()
+	if _, err := io.ReadFull(old, make([]byte, len("first half;"))); err != nil {
+		t.Fatal(err)
+	}
+	site.log.waitFor(t, 10*time.Second, "renewed after max_tunnel_lifetime")
+	if n := len(site.clients["hub"].Tunnels()); n != 2 {
+		t.Fatalf("%d tunnels after renewal, want 2 (the new one, and the old one draining its stream)", n)
+	}
+	// A new connection goes over the new tunnel while the old stream is open.
+	fresh := dial(t, site.ForwardAddrs()[0])
+	if _, err := io.ReadFull(fresh, make([]byte, len("first half;"))); err != nil {
+		t.Fatalf("new connection after renewal: %v", err)
+	}
+	closeRelease()
+	rest, err := io.ReadAll(old)
+	if err != nil || string(rest) != "second half" {
+		t.Fatalf("stream on the old tunnel: %q, %v; want the rest and a clean end", rest, err)
+	}
+	hub.log.waitFor(t, 10*time.Second, "tunnel from", "closed")
 }

@@ -9,11 +9,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/postern-tunnel/postern/tunnel"
@@ -112,18 +115,22 @@ func (c *Client) runSlot(ctx context.Context, slot int) {
 // MaxLifetime; both are make-before-break: the old tunnel stops taking new
 // streams and closes once its streams have finished.
 func (c *Client) serve(ctx context.Context, slot int, t *tunnel.Tunnel, idx int) {
-	for t != nil {
-		c.publish(slot, t)
-		next, nextIdx := c.watch(ctx, slot, t, idx)
-		if next != nil {
-			c.retire(t)
+	c.publish(slot, t)
+	for {
+		next, nextIdx, why := c.watch(ctx, slot, t, idx)
+		if next == nil {
+			return
 		}
+		c.publish(slot, next) // new streams go to next from here on
+		c.Log.Info(fmt.Sprintf("tunnel %s: %s; the old tunnel closes when its streams end", c.Name, why))
+		c.retire(t)
 		t, idx = next, nextIdx
 	}
 }
 
-// watch waits until t ends (nil result) or a replacement is up.
-func (c *Client) watch(ctx context.Context, slot int, t *tunnel.Tunnel, idx int) (*tunnel.Tunnel, int) {
+// watch waits until t ends (nil result) or a replacement is up, and says
+// why it was made.
+func (c *Client) watch(ctx context.Context, slot int, t *tunnel.Tunnel, idx int) (*tunnel.Tunnel, int, string) {
 	var prefer, renew <-chan time.Time
 	if c.Strategy == Ordered && idx > 0 {
 		tick := time.NewTicker(c.preferInterval())
@@ -139,16 +146,15 @@ func (c *Client) watch(ctx context.Context, slot int, t *tunnel.Tunnel, idx int)
 		select {
 		case <-t.Done():
 			c.lost(slot, t)
-			return nil, -1
+			return nil, -1, ""
 		case <-ctx.Done():
 			c.unpublish(slot, t, errors.New("agent stopping"))
 			t.Close()
-			return nil, -1
+			return nil, -1, ""
 		case <-prefer:
 			// Only servers before the current one are worth a try.
 			if n, i, err := c.connect(ctx, c.order(slot, 0), idx); err == nil {
-				c.Log.Info(fmt.Sprintf("tunnel %s: %s is reachable again; new streams move to it", c.Name, c.Servers[i]))
-				return n, i
+				return n, i, fmt.Sprintf("%s is reachable again; new streams move to it", c.Servers[i])
 			}
 		case <-renew:
 			n, i, err := c.connect(ctx, c.order(slot, 0), -1)
@@ -157,8 +163,7 @@ func (c *Client) watch(ctx context.Context, slot int, t *tunnel.Tunnel, idx int)
 				renewTimer.Reset(c.BackoffMax)
 				continue
 			}
-			c.Log.Info(fmt.Sprintf("tunnel %s: renewed after max_tunnel_lifetime; the old tunnel closes when its streams end", c.Name))
-			return n, i
+			return n, i, "renewed after max_tunnel_lifetime"
 		}
 	}
 }
@@ -362,10 +367,7 @@ func (c *Client) unpublish(slot int, t *tunnel.Tunnel, err error) {
 }
 
 func (c *Client) lost(slot int, t *tunnel.Tunnel) {
-	cause := "connection closed"
-	if err := t.Err(); err != nil {
-		cause = tunnel.Explain(err, tunnel.SideClient, c.Creds.Load().CASubjects, time.Now())
-	}
+	cause := describeLoss(t.Err(), c.Creds.Load().CASubjects)
 	c.unpublish(slot, t, fmt.Errorf("tunnel lost: %s", cause))
 	c.Log.Warn(fmt.Sprintf("tunnel %s (%s): lost: %s; reconnecting", c.Name, t.RemoteAddr(), cause))
 }
@@ -452,10 +454,37 @@ func jitterUp(d time.Duration) time.Duration {
 	return d + rand.N(d/10+1)
 }
 
+// unwrapOp drops the "dial tcp ...: connect:" wrapping the caller's own
+// message already says.
 func unwrapOp(err error) error {
 	var op *net.OpError
 	if errors.As(err, &op) && op.Err != nil {
-		return op.Err
+		err = op.Err
+	}
+	var se *os.SyscallError
+	if errors.As(err, &se) {
+		return se.Err
 	}
 	return err
+}
+
+// describeLoss says why an established tunnel ended, from the first error
+// its connection read.
+func describeLoss(err error, trusted []string) string {
+	var ne net.Error
+	switch {
+	case err == nil:
+		return "connection closed"
+	case errors.Is(err, net.ErrClosed):
+		return "closed by this agent (keepalive unanswered within keepalive_timeout, or stopping)"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "the server closed the connection"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timed out"
+	}
+	// A TLS alert after the handshake: for example the server rejected our
+	// certificate (TLS 1.3 reports that on the first read).
+	return tunnel.Explain(err, tunnel.SideClient, trusted, time.Now())
 }

@@ -35,7 +35,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	ctx, stop := signalContext(stderr)
+	ctx, stop, _ := signalContext(stderr)
 	defer stop()
 	if err := runDemo(ctx, f, stdout, stderr); err != nil {
 		fmt.Fprintf(stderr, "postern demo: %v\n", err)

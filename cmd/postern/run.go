@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/postern-tunnel/postern/agent"
@@ -34,12 +35,12 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	if f.service != "" {
 		return serviceRun(f.service, func(ctx context.Context, ready func()) error {
-			return runAgent(ctx, f.config, stderr, ready)
+			return runAgent(ctx, f.config, stderr, func(*agent.Agent) { ready() })
 		}, stderr)
 	}
-	ctx, stop := signalContext(stderr)
+	ctx, stop, onSecond := signalContext(stderr)
 	defer stop()
-	if err := runAgent(ctx, f.config, stderr, func() {}); err != nil {
+	if err := runAgent(ctx, f.config, stderr, func(a *agent.Agent) { onSecond.Store(a) }); err != nil {
 		fmt.Fprintf(stderr, "postern: %v\n", err)
 		return 1
 	}
@@ -47,27 +48,32 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 }
 
 // signalContext ends on the first SIGINT or SIGTERM (the agent then
-// drains); a second one exits at once.
-func signalContext(stderr io.Writer) (context.Context, func()) {
+// drains); a second one resets every stream of the agent stored in the
+// returned pointer and exits at once.
+func signalContext(stderr io.Writer) (context.Context, func(), *atomic.Pointer[agent.Agent]) {
 	ctx, cancel := context.WithCancel(context.Background())
+	var running atomic.Pointer[agent.Agent]
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-sigs
 		cancel()
 		<-sigs
-		fmt.Fprintln(stderr, "postern: second signal: exiting now without draining")
+		fmt.Fprintln(stderr, "postern: second signal: exiting now without draining; open connections are reset")
+		if a := running.Load(); a != nil {
+			a.Abort()
+		}
 		os.Exit(1)
 	}()
 	return ctx, func() {
 		signal.Stop(sigs)
 		cancel()
-	}
+	}, &running
 }
 
 // runAgent loads the config, starts the agent, calls ready once it serves,
 // and runs until ctx is done; then it drains and returns.
-func runAgent(ctx context.Context, path string, stderr io.Writer, ready func()) error {
+func runAgent(ctx context.Context, path string, stderr io.Writer, ready func(*agent.Agent)) error {
 	cfg, err := config.Load(path)
 	if err != nil {
 		return err
@@ -77,7 +83,7 @@ func runAgent(ctx context.Context, path string, stderr io.Writer, ready func()) 
 	if err != nil {
 		return err
 	}
-	ready()
+	ready(a)
 	return a.Run(ctx)
 }
 

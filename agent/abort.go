@@ -1,0 +1,14 @@
+package agent
+
+import "time"
+
+// Abort cuts every stream at once, as a second stop signal asks: each
+// application connection is reset, so none mistakes the cut for a complete
+// transfer. It waits at most a second for the resets to be sent.
+func (a *Agent) Abort() {
+	a.abortRelays()
+	select {
+	case <-a.streams.Idle():
+	case <-time.After(time.Second):
+	}
+}
