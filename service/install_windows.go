@@ -69,6 +69,12 @@ func Install(c Config, warnf func(format string, args ...any)) error {
 		return err
 	}
 	hadSource := eventSourceExists(c.Name)
+	// The Event Log source goes under the Application log's key, which
+	// eventlog.Install opens but does not create. Windows always has it;
+	// a wine prefix may not, once an uninstall removed its last source.
+	if k, _, err := registry.CreateKey(registry.LOCAL_MACHINE, eventLogKey, registry.CREATE_SUB_KEY); err == nil {
+		k.Close()
+	}
 	err = ks.Install()
 	if err == nil {
 		err = setRecovery(m, c.Name, warnf)
@@ -90,8 +96,10 @@ func Install(c Config, warnf func(format string, args ...any)) error {
 	return nil
 }
 
+const eventLogKey = `SYSTEM\CurrentControlSet\Services\EventLog\Application`
+
 func eventSourceExists(name string) bool {
-	k, err := registry.OpenKey(registry.LOCAL_MACHINE, `SYSTEM\CurrentControlSet\Services\EventLog\Application\`+name, registry.QUERY_VALUE)
+	k, err := registry.OpenKey(registry.LOCAL_MACHINE, eventLogKey+`\`+name, registry.QUERY_VALUE)
 	if err != nil {
 		return false
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"syscall"
@@ -93,7 +94,17 @@ func (h *handler) Execute(_ []string, req <-chan svc.ChangeRequest, status chan<
 	readyc := make(chan struct{})
 	ready := sync.OnceFunc(func() { close(readyc) })
 	done := make(chan error, 1)
-	go func() { done <- h.fn(ctx, ready) }()
+	go func() {
+		// A panic would end the process with the SCM told nothing and its
+		// stack on a stderr nobody reads: put it in the Event Log and stop
+		// as a failure instead, so the recovery actions restart the agent.
+		defer func() {
+			if r := recover(); r != nil {
+				done <- fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+			}
+		}()
+		done <- h.fn(ctx, ready)
+	}()
 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()

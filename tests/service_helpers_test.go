@@ -95,10 +95,23 @@ func svcRun(t *testing.T, timeout time.Duration, env []string, name string, args
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(os.Environ(), env...)
-	cmd.WaitDelay = 5 * time.Second
-	out, err := cmd.CombinedOutput()
+	// Output goes to a file, not a pipe: wine leaves wineserver and
+	// services.exe running with the pipe's write end, and reading a pipe
+	// would wait for them too.
+	f, err := os.CreateTemp("", "svc-output-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	cmd.Stdout, cmd.Stderr = f, f
+	err = cmd.Run()
 	if ctx.Err() != nil {
 		err = fmt.Errorf("%s %s: no answer within %s", name, strings.Join(args, " "), timeout)
+	}
+	out, rerr := os.ReadFile(f.Name())
+	if rerr != nil {
+		t.Fatal(rerr)
 	}
 	return string(out), err
 }
