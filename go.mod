@@ -9,5 +9,6 @@ require (
 	github.com/kardianos/service v1.3.0 // indirect
 	github.com/pires/go-proxyproto v0.15.0 // indirect
 	go.uber.org/goleak v1.3.0 // indirect
-	golang.org/x/sys v0.34.0 // indirect
+	golang.org/x/crypto v0.58.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
 )

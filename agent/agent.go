@@ -58,6 +58,8 @@ type Agent struct {
 	mu            sync.Mutex
 	tunnels       map[*tunnel.Tunnel]struct{} // accepted tunnels, closed at the end
 	tunnelsChange chan struct{}               // closed and replaced when tunnels change
+
+	certs certWatch // certificate reload, revocation and expiry upkeep (reload.go)
 }
 
 type listenedServer struct {
@@ -139,7 +141,7 @@ func (a *Agent) buildServices() error {
 }
 
 func loadCreds(where string, t config.TLS) (*tunnel.Credentials, error) {
-	m, err := tunnel.LoadMaterial(tunnel.Files{Cert: t.Cert, Key: t.Key, CA: t.CA, MinVersion: t.MinVersion})
+	m, err := tunnel.LoadMaterial(tlsFiles(t))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
@@ -152,13 +154,17 @@ func (a *Agent) buildClients() error {
 		if err != nil {
 			return err
 		}
+		tlsConfig, err := clientTLSConfig(creds, cc.Peer)
+		if err != nil {
+			return fmt.Errorf("%s: client %q: %w", a.where(cc.Line), cc.Name, err)
+		}
 		servers := make([]string, len(cc.Servers))
 		for i, s := range cc.Servers {
 			servers[i] = string(s)
 		}
 		c := &client.Client{
 			Name: cc.Name, Servers: servers, ServerName: cc.ServerName,
-			Creds: creds, Dial: a.opts.Dial, DialTimeout: cc.DialTimeout.D(),
+			Creds: creds, TLSConfig: tlsConfig, Dial: a.opts.Dial, DialTimeout: cc.DialTimeout.D(),
 			BackoffMin: cc.BackoffMin.D(), BackoffMax: cc.BackoffMax.D(),
 			Parallel: cc.Tunnels, Strategy: cc.Strategy, MaxLifetime: cc.MaxTunnelLifetime.D(),
 			Options: a.tun, Log: a.log,
@@ -249,6 +255,7 @@ func (a *Agent) ServerAddrs() []net.Addr {
 // streams in flight finish for up to shutdown_timeout, aborts the rest and
 // closes the tunnels.
 func (a *Agent) Run(ctx context.Context) error {
+	defer a.startCertificateWatch(ctx)()
 	for _, s := range a.servers {
 		a.log.Info(fmt.Sprintf("tunnel server listening on %s", s.ln.Addr()))
 	}
