@@ -160,6 +160,8 @@ func hubTOML(p *pki, services string) string {
 	return fmt.Sprintf(`
 name = "hub"
 shutdown_timeout = "5s"
+[tunnel]
+open_timeout = "60s" # loaded CI machines run -race tests side by side
 [tls]
 cert = %q
 key = %q
@@ -176,6 +178,8 @@ func siteTOML(p *pki, addr string, services ...string) string {
 	fmt.Fprintf(&b, `
 name = "site-a"
 shutdown_timeout = "5s"
+[tunnel]
+open_timeout = "60s"
 [tls]
 cert = %q
 key = %q
