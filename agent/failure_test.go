@@ -379,3 +379,20 @@ func TestDrainDeadline(t *testing.T) {
 	site.log.waitFor(t, time.Second, "shutdown_timeout (300ms) reached")
 	hub.log.waitFor(t, 5*time.Second, "aborted by peer: agent shutting down")
 }
+
+// TestNoTunnelUp: a connection that arrives while no tunnel is up waits
+// tunnel_wait for one, then is reset, and the log says why.
+func TestNoTunnelUp(t *testing.T) {
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	hub := start(t, dir, "hub", hubTOML(p, ""))
+	addr := hub.ServerAddrs()[0].String()
+	hub.stop(t) // nothing listens there any more
+	site := start(t, dir, "site", strings.Replace(siteTOML(p, addr, "svc"), `tunnel_wait = "3s"`, `tunnel_wait = "300ms"`, 1))
+	c := dial(t, site.ForwardAddrs()[0])
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := drain(c); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("with no tunnel up the app's read ended with %v, want connection reset", err)
+	}
+	site.log.waitFor(t, 5*time.Second, "→ hub/svc: connection from", "reset: no tunnel up", "connection refused", "(waited 300ms)")
+}

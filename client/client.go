@@ -292,7 +292,7 @@ func (c *Client) Tunnel(ctx context.Context) (*tunnel.Tunnel, error) {
 	for {
 		c.mu.Lock()
 		best := leastLoaded(c.slots)
-		ch, lastErr := c.changedCh(), c.lastErr
+		ch := c.changedCh()
 		c.mu.Unlock()
 		if best != nil {
 			return best, nil
@@ -300,6 +300,9 @@ func (c *Client) Tunnel(ctx context.Context) (*tunnel.Tunnel, error) {
 		select {
 		case <-ch:
 		case <-ctx.Done():
+			c.mu.Lock()
+			lastErr := c.lastErr
+			c.mu.Unlock()
 			if lastErr != nil {
 				return nil, fmt.Errorf("%w: %v", ErrNoTunnel, lastErr)
 			}
