@@ -216,7 +216,7 @@ func (w *certWatch) reload(a *Agent, e *certEndpoint, explicit bool) (bool, erro
 		return false, fmt.Errorf("%s: %w", e.name, err)
 	}
 	if e.loggedErr != "" && !changed {
-		a.log.Info(fmt.Sprintf("%s: certificate files readable again; still using the material loaded before", e.name))
+		a.log.Info(fmt.Sprintf("%s: certificate files match the material in use again", e.name))
 	}
 	e.seenErr, e.loggedErr = "", ""
 	if changed {

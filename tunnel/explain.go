@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -69,7 +70,7 @@ func Explain(err error, side Side, trusted []string, now time.Time) string {
 		return fmt.Sprintf("the %s does not speak %s (ALPN): is it a Postern agent?", side.peer(), ALPN)
 	case strings.Contains(msg, "protocol version not supported"), strings.Contains(msg, "no supported versions"),
 		strings.Contains(msg, "unsupported versions"), strings.Contains(msg, "server selected unsupported protocol version"):
-		return fmt.Sprintf("no common TLS version with the %s: Postern needs TLS 1.3 (or 1.2 when min_version = \"1.2\" on both sides) (%s)", side.peer(), msg)
+		return fmt.Sprintf("no common TLS version with the %s%s: Postern needs TLS 1.3, or 1.2 when min_version = \"1.2\" on both sides", side.peer(), offeredVersions(msg))
 	case strings.Contains(msg, "no cipher suite supported"), strings.Contains(msg, "no mutual cipher suite"):
 		return fmt.Sprintf("no common TLS cipher suite with the %s: it offers none that Go's TLS accepts; use TLS 1.3, or a current ECDHE-AES-GCM / ChaCha20 suite with 1.2", side.peer())
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), strings.Contains(msg, "connection reset"):
@@ -79,6 +80,25 @@ func Explain(err error, side Side, trusted []string, now time.Time) string {
 		return "the client closed the connection during the TLS handshake (it may have rejected our certificate, or it is not a Postern agent)"
 	}
 	return msg
+}
+
+// offeredVersions turns crypto/tls's "offered only unsupported versions:
+// [303 302]" into " (it offers only TLS 1.2, TLS 1.1)".
+func offeredVersions(msg string) string {
+	_, list, ok := strings.Cut(msg, "unsupported versions: [")
+	if !ok {
+		return ""
+	}
+	list, _, _ = strings.Cut(list, "]")
+	var names []string
+	for _, v := range strings.Fields(list) {
+		n, err := strconv.ParseUint(v, 16, 16)
+		if err != nil {
+			return ""
+		}
+		names = append(names, tls.VersionName(uint16(n)))
+	}
+	return " (it offers only " + strings.Join(names, ", ") + ")"
 }
 
 // explainPostern explains the refusals Postern adds to crypto/tls's own
@@ -190,7 +210,7 @@ func remoteAlert(err error) (string, bool) {
 // certificate" for a revoked certificate or a pin mismatch too: its own
 // log says which.
 var certAlerts = map[string]string{
-	"bad certificate":               "check that it trusts our CA, that our certificate is valid and not revoked, and that it matches the peer identities the other side pins; its log says which",
+	"bad certificate":               "check that it trusts our CA and that our certificate is valid and not revoked; its log says which check failed",
 	"unknown certificate authority": "it does not trust the CA that signed our certificate: give it our CA, or get a certificate from one it trusts",
 	"unknown certificate":           "check that it trusts our CA",
 	"unsupported certificate":       "check our certificate's key type and usage (clientAuth/serverAuth)",
@@ -205,7 +225,10 @@ func explainAlert(desc string, side Side) string {
 		if side == SideClient {
 			return fmt.Sprintf("the server rejected our certificate (alert: %s): %s", desc, hint)
 		}
-		return fmt.Sprintf("the client rejected our certificate (alert: %s): %s; and that it expects one of our names (server_name)", desc, hint)
+		if desc == "bad certificate" {
+			hint = "check that it trusts our CA, that our certificate is valid and not revoked, that it carries the name the client dials (server_name), and that it matches what the client pins (peer); the client's log says which check failed"
+		}
+		return fmt.Sprintf("the client rejected our certificate (alert: %s): %s", desc, hint)
 	}
 	switch desc {
 	case "protocol version not supported":
