@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hashicorp/yamux"
 )
 
 // How long an agent waits, after the peer has closed its end, for its own
@@ -74,6 +76,7 @@ type relay struct {
 	wg     sync.WaitGroup
 
 	stopping atomic.Bool // set before deadlines are forced, see receive
+	lost     atomic.Bool // the session died after the peer's CLOSE_WRITE, see wait
 	midFrame atomic.Bool // a stream write was cut inside a frame
 	sent     atomic.Int64
 	received atomic.Int64
@@ -111,6 +114,15 @@ func (r *relay) wait(ctx context.Context) error {
 				recvCW = true
 			case evPeerClosed:
 				if !senderDone {
+					if tunnelLost(r.stream) {
+						// The stream ended because the session died, not
+						// because the peer closed it: nothing this side
+						// sends can arrive. Wake the sender rather than let
+						// an idle application wait out the grace; it
+						// reports the end (or the CLOSE_WRITE it just sent).
+						r.lost.Store(true)
+						r.plain.SetReadDeadline(time.Now())
+					}
 					t := time.NewTimer(peerCloseGrace)
 					defer t.Stop()
 					grace = t.C
@@ -173,6 +185,11 @@ func (r *relay) send() {
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				r.sendCloseWrite()
+				return
+			}
+			if r.lost.Load() {
+				r.report(relayEvent{kind: evAbort, abort: &AbortError{Dir: dir, Code: AbortTunnel, ByPeer: true,
+					Err: errors.New("tunnel lost while this side was still sending")}})
 				return
 			}
 			r.report(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{Dir: dir, Code: AbortReset, Err: err}})
@@ -273,6 +290,13 @@ func (r *relay) reportReadEnd(err error, closed bool) {
 	default:
 		r.report(relayEvent{kind: evAbort, abort: &AbortError{Dir: dir, Code: AbortTunnel, Err: err}})
 	}
+}
+
+// tunnelLost reports whether c is a yamux stream whose session has ended.
+// yamux reads a dead session as a clean end of every stream.
+func tunnelLost(c net.Conn) bool {
+	s, ok := c.(interface{ Session() *yamux.Session })
+	return ok && s.Session().IsClosed()
 }
 
 // closeWrite half-closes c (TCP FIN) when it can.
