@@ -291,6 +291,9 @@ func newSvcWine(t *testing.T, prefix string) *svcWine {
 		"DISPLAY=", "WAYLAND_DISPLAY=", // headless
 		"WINEDLLOVERRIDES=mscoree,mshtml=", // no Mono/Gecko install prompts
 	}}
+	if os.Getenv("HOME") == "" { // wine keeps per-user state under HOME
+		w.env = append(w.env, "HOME="+filepath.Dir(prefix))
+	}
 	t.Cleanup(func() {
 		// Ends services.exe, the agents and every other process of the prefix.
 		svcRun(t, 30*time.Second, w.env, "wineserver", "-k")
