@@ -66,7 +66,8 @@ func Explain(err error, side Side, trusted []string, now time.Time) string {
 	switch {
 	case strings.Contains(msg, "client didn't provide a certificate"), strings.Contains(msg, "certificate required"):
 		return "the client presented no certificate: every tunnel client needs cert and key configured (mutual TLS)"
-	case strings.Contains(msg, "no application protocol"):
+	case strings.Contains(msg, "no application protocol"), strings.Contains(msg, "unsupported application protocols"):
+		// The second is crypto/tls's server-side wording.
 		return fmt.Sprintf("the %s does not speak %s (ALPN): is it a Postern agent?", side.peer(), ALPN)
 	case strings.Contains(msg, "protocol version not supported"), strings.Contains(msg, "no supported versions"),
 		strings.Contains(msg, "unsupported versions"), strings.Contains(msg, "server selected unsupported protocol version"):

@@ -252,7 +252,7 @@ func TestExplainHandshakes(t *testing.T) {
 				return c
 			}(),
 			clientWants: []string{"the server refused our TLS version", "min_version"},
-			serverWants: []string{"version"},
+			serverWants: []string{"no common TLS version with the client", "TLS 1.2", "min_version"},
 		},
 		{
 			name: "TLS 1.3 client, TLS 1.2 server",
@@ -263,7 +263,7 @@ func TestExplainHandshakes(t *testing.T) {
 			}(),
 			client:      clientConfig(p.site, p.ca, p.serverName),
 			clientWants: []string{"the server refused our TLS version", "min_version"},
-			serverWants: []string{"version"},
+			serverWants: []string{"no common TLS version with the client", "TLS 1.3", "min_version"},
 		},
 		{
 			name:   "not a Postern client (ALPN)",
@@ -274,7 +274,7 @@ func TestExplainHandshakes(t *testing.T) {
 				return c
 			}(),
 			clientWants: []string{"the server does not speak postern/1", "Postern agent"},
-			serverWants: []string{"application protocol"},
+			serverWants: []string{"the client does not speak postern/1 (ALPN)"},
 		},
 	}
 	for _, tt := range tests {
