@@ -1,0 +1,442 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/postern-tunnel/postern/config"
+	"github.com/postern-tunnel/postern/identity"
+	"github.com/postern-tunnel/postern/tunnel"
+)
+
+// `postern check -c FILE [--connect]` validates a config and everything it
+// points at, the way the agent will load it, and says what is wrong in one
+// line per problem. With --connect it also opens each configured tunnel.
+// Exit status: 0 when nothing is wrong (warnings allowed), 1 on any error,
+// 2 on bad usage.
+
+type checkFlags struct {
+	config  string
+	connect bool
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) int {
+	var f checkFlags
+	fs := flag.NewFlagSet("postern check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.config, "c", "", "config `FILE` (TOML)")
+	fs.BoolVar(&f.connect, "connect", false, "also open each [[client]] tunnel and report the result")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if f.config == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: postern check -c FILE [--connect]")
+		return 2
+	}
+	r := &checkReport{w: stdout, now: time.Now()}
+	cfg, err := config.Load(f.config)
+	if err != nil {
+		r.fail("%v", err)
+		return r.finish()
+	}
+	r.ok("config %s: %d server(s), %d client(s), %d forward(s), %d service(s)",
+		f.config, len(cfg.Servers), len(cfg.Clients), len(cfg.Forwards), len(cfg.Services))
+	checkServices(r, cfg)
+	for _, s := range cfg.Servers {
+		r.section("server %s (line %d)", s.Listen, s.Line)
+		checkEndpoint(r, s.TLS, x509.ExtKeyUsageServerAuth)
+	}
+	creds := map[string]*tunnel.Credentials{}
+	for _, c := range cfg.Clients {
+		r.section("client %q (line %d)", c.Name, c.Line)
+		if ok := checkEndpoint(r, c.TLS, x509.ExtKeyUsageClientAuth) && checkPins(r, c.Peer); ok {
+			if m, err := tunnel.LoadMaterial(filesOf(c.TLS)); err == nil {
+				creds[c.Name] = tunnel.NewCredentials(m)
+			}
+		}
+	}
+	if f.connect {
+		for _, c := range cfg.Clients {
+			r.section("tunnel %s", c.Name)
+			checkConnect(r, c, creds[c.Name])
+		}
+	}
+	return r.finish()
+}
+
+// checkReport prints one line per finding and counts errors and warnings.
+type checkReport struct {
+	w                io.Writer
+	now              time.Time
+	errors, warnings int
+}
+
+func (r *checkReport) section(format string, args ...any) {
+	fmt.Fprintf(r.w, "%s:\n", fmt.Sprintf(format, args...))
+}
+
+func (r *checkReport) ok(format string, args ...any) { r.line("ok     ", format, args...) }
+func (r *checkReport) note(format string, args ...any) {
+	r.line("note   ", format, args...)
+}
+
+func (r *checkReport) warn(format string, args ...any) {
+	r.warnings++
+	r.line("WARNING", format, args...)
+}
+
+func (r *checkReport) fail(format string, args ...any) {
+	r.errors++
+	r.line("ERROR  ", format, args...)
+}
+
+func (r *checkReport) line(tag, format string, args ...any) {
+	fmt.Fprintf(r.w, "  %s %s\n", tag, fmt.Sprintf(format, args...))
+}
+
+func (r *checkReport) finish() int {
+	plural := func(n int, word string) string {
+		if n == 1 {
+			return fmt.Sprintf("1 %s", word)
+		}
+		return fmt.Sprintf("%d %ss", n, word)
+	}
+	if r.errors > 0 {
+		fmt.Fprintf(r.w, "postern check: %s, %s\n", plural(r.errors, "error"), plural(r.warnings, "warning"))
+		return 1
+	}
+	fmt.Fprintf(r.w, "postern check: ok (%s)\n", plural(r.warnings, "warning"))
+	return 0
+}
+
+// filesOf is the agent's view of a [tls] table (agent.tlsFiles).
+func filesOf(t config.TLS) tunnel.Files {
+	return tunnel.Files{
+		Cert: t.Cert, Key: t.Key, CA: t.CA, CRL: t.CRL,
+		MinVersion: t.MinVersion, CRLStale: t.CRLStale, OCSP: t.OCSP,
+	}
+}
+
+func checkServices(r *checkReport, cfg *config.Config) {
+	if len(cfg.Services) == 0 {
+		return
+	}
+	r.section("services")
+	for _, s := range cfg.Services {
+		allow, err := identity.ParseList(s.Allow)
+		switch {
+		case err != nil:
+			r.fail("service %q (line %d): %v", s.Name, s.Line, err)
+		case len(allow) == 0:
+			r.warn("service %q (line %d): empty allow list: every stream to it is refused", s.Name, s.Line)
+		default:
+			r.ok("service %q → %s: allow %s", s.Name, s.Target, strings.Join(allow.Strings(), ", "))
+		}
+	}
+}
+
+// checkEndpoint checks the certificate material of one [[server]] or
+// [[client]] and reports whether it would load.
+func checkEndpoint(r *checkReport, t config.TLS, usage x509.ExtKeyUsage) bool {
+	errorsBefore := r.errors
+	files := map[string][]byte{}
+	read := func(role, path string) {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			r.fail("%s %s: cannot read: %v", role, path, unwrapPath(err))
+			return
+		}
+		files[path] = data
+	}
+	read("cert", t.Cert)
+	read("key", t.Key)
+	read("ca", t.CA)
+	for _, c := range t.CRL {
+		read("crl", c)
+	}
+	if _, ok := files[t.Key]; ok {
+		if p := keyPermissionProblem(t.Key); p != "" {
+			r.warn("key %s: %s", t.Key, p)
+		}
+	}
+	var leaf *x509.Certificate
+	var chain []*x509.Certificate
+	if files[t.Cert] != nil && files[t.Key] != nil {
+		cert, l, err := tunnel.LoadKeyPair(t.Cert, t.Key)
+		if err != nil {
+			r.fail("%v", err)
+		} else {
+			leaf = l
+			for _, der := range cert.Certificate[1:] {
+				if c, err := x509.ParseCertificate(der); err == nil {
+					chain = append(chain, c)
+				}
+			}
+			r.ok("cert %s: %s, serial %s; key %s matches", t.Cert, identity.Describe(leaf), leaf.SerialNumber.Text(16), t.Key)
+			checkValidity(r, "cert "+t.Cert+": certificate", leaf, t.ExpiryWarning.D())
+			checkUsage(r, t.Cert, leaf, usage)
+			for _, ic := range chain {
+				checkValidity(r, "cert "+t.Cert+": intermediate CA", ic, t.ExpiryWarning.D())
+			}
+		}
+	}
+	var cas []*x509.Certificate
+	if files[t.CA] != nil {
+		var err error
+		if cas, err = tunnel.LoadCACerts(t.CA); err != nil {
+			r.fail("%v", err)
+		} else {
+			checkCAs(r, t, cas)
+		}
+	}
+	if leaf != nil && cas != nil {
+		checkChain(r, t, leaf, chain, cas, usage)
+	}
+	if cas != nil {
+		for _, path := range t.CRL {
+			if files[path] != nil {
+				checkCRL(r, t, path, cas, leaf)
+			}
+		}
+	}
+	return r.errors == errorsBefore
+}
+
+// unwrapPath drops the "open PATH: " a PathError repeats.
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func checkValidity(r *checkReport, what string, c *x509.Certificate, within time.Duration) {
+	now := r.now
+	switch left := c.NotAfter.Sub(now); {
+	case now.Before(c.NotBefore):
+		r.fail("%s %s is not valid yet: valid from %s (local clock %s) — check this host's clock (NTP)",
+			what, tunnel.Subject(c), stamp(c.NotBefore), stamp(now))
+	case left <= 0:
+		r.fail("%s %s expired %s ago (not after %s; local clock %s) — renew it",
+			what, tunnel.Subject(c), tunnel.RoundDuration(-left), stamp(c.NotAfter), stamp(now))
+	case left <= within:
+		r.warn("%s %s expires in %s (not after %s) — renew it soon", what, tunnel.Subject(c), tunnel.RoundDuration(left), stamp(c.NotAfter))
+	default:
+		r.ok("%s %s valid until %s (%s left)", what, tunnel.Subject(c), stamp(c.NotAfter), tunnel.RoundDuration(left))
+	}
+}
+
+func checkUsage(r *checkReport, path string, c *x509.Certificate, want x509.ExtKeyUsage) {
+	if len(c.ExtKeyUsage) == 0 {
+		return
+	}
+	for _, u := range c.ExtKeyUsage {
+		if u == want || u == x509.ExtKeyUsageAny {
+			return
+		}
+	}
+	role, name := "a [[server]]", "serverAuth"
+	if want == x509.ExtKeyUsageClientAuth {
+		role, name = "a [[client]]", "clientAuth"
+	}
+	r.fail("cert %s: %s lacks extended key usage %s, so peers refuse it for %s — issue it with --usage both (postern pki)",
+		path, tunnel.Subject(c), name, role)
+}
+
+func checkCAs(r *checkReport, t config.TLS, cas []*x509.Certificate) {
+	for _, ca := range cas {
+		if !ca.IsCA {
+			r.note("ca %s: %s is not a CA certificate: it can only stand for itself (a pinned self-signed peer)", t.CA, tunnel.Subject(ca))
+		}
+		checkValidity(r, "ca "+t.CA+": CA", ca, t.ExpiryWarning.D())
+	}
+}
+
+// checkChain verifies this endpoint's own certificate against its own CA
+// bundle. That the peer's CA differs is normal between partners, so an
+// unknown issuer is a note; anything else that breaks the chain is an error.
+func checkChain(r *checkReport, t config.TLS, leaf *x509.Certificate, chain, cas []*x509.Certificate, usage x509.ExtKeyUsage) {
+	opts := x509.VerifyOptions{Roots: x509.NewCertPool(), Intermediates: x509.NewCertPool(), CurrentTime: r.now,
+		KeyUsages: []x509.ExtKeyUsage{usage}}
+	for _, c := range cas {
+		opts.Roots.AddCert(c)
+	}
+	for _, c := range chain {
+		opts.Intermediates.AddCert(c)
+	}
+	chains, err := leaf.Verify(opts)
+	var ua x509.UnknownAuthorityError
+	switch {
+	case err == nil:
+		names := make([]string, len(chains[0]))
+		for i, c := range chains[0] {
+			names[i] = tunnel.Subject(c)
+		}
+		r.ok("chain: %s (the last one from ca)", strings.Join(names, " ← "))
+	case errors.As(err, &ua):
+		r.note("chain: %s was issued by %s, which is not in ca %s: fine when the peer's ca holds it (between partners each side trusts the other's CA)",
+			tunnel.Subject(leaf), issuerOf(leaf), t.CA)
+	default:
+		var ci x509.CertificateInvalidError
+		if errors.As(err, &ci) && (ci.Reason == x509.Expired || ci.Reason == x509.IncompatibleUsage) && ci.Cert == leaf {
+			return // reported above with more detail
+		}
+		r.fail("chain: %s does not verify against ca %s: %v", tunnel.Subject(leaf), t.CA, err)
+	}
+}
+
+func issuerOf(c *x509.Certificate) string {
+	if c.Issuer.CommonName != "" {
+		return fmt.Sprintf("CN=%q", c.Issuer.CommonName)
+	}
+	return c.Issuer.String()
+}
+
+func checkCRL(r *checkReport, t config.TLS, path string, cas []*x509.Certificate, leaf *x509.Certificate) {
+	crls, err := tunnel.LoadCRLFile(path, cas)
+	if err != nil {
+		r.fail("%v", err)
+		return
+	}
+	for _, c := range crls {
+		l := c.List
+		switch next := l.NextUpdate; {
+		case !next.IsZero() && r.now.After(next):
+			msg := "crl %s of %s is stale: its next update was %s (%s ago) — publish a fresh one (postern pki crl)%s"
+			args := []any{path, tunnel.Subject(c.Issuer), stamp(next), tunnel.RoundDuration(r.now.Sub(next))}
+			if t.CRLStale == tunnel.CRLStaleWarn {
+				r.warn(msg, append(args, "; used anyway (crl_stale = \"warn\")")...)
+			} else {
+				r.fail(msg, append(args, "; until then every peer it covers is refused (crl_stale = \"refuse\")")...)
+			}
+		case !next.IsZero() && next.Sub(r.now) < 24*time.Hour:
+			r.warn("crl %s of %s goes stale in %s (next update %s) — publish a fresh one soon", path, tunnel.Subject(c.Issuer), tunnel.RoundDuration(next.Sub(r.now)), stamp(next))
+		default:
+			r.ok("crl %s of %s: %d revoked, next update %s", path, tunnel.Subject(c.Issuer), len(l.RevokedCertificateEntries), stampOrNever(next))
+		}
+		if leaf != nil && bytes.Equal(leaf.RawIssuer, c.Issuer.RawSubject) {
+			for _, e := range l.RevokedCertificateEntries {
+				if e.SerialNumber != nil && e.SerialNumber.Cmp(leaf.SerialNumber) == 0 {
+					r.fail("cert %s: this agent's own certificate (serial %s) is revoked by crl %s — get a new one", t.Cert, leaf.SerialNumber.Text(16), path)
+				}
+			}
+		}
+	}
+}
+
+func checkPins(r *checkReport, peer []string) bool {
+	ok := true
+	for _, p := range peer {
+		if _, err := identity.Parse(p); err != nil {
+			r.fail("peer %q: %v", p, err)
+			ok = false
+		}
+	}
+	if ok && len(peer) > 0 {
+		r.ok("peer: the server must also match one of %s", strings.Join(peer, ", "))
+	}
+	return ok
+}
+
+// checkConnect opens the client's tunnel to each of its servers and says
+// what happened, in the words the agent's log would use.
+func checkConnect(r *checkReport, c config.Client, creds *tunnel.Credentials) {
+	if creds == nil {
+		r.fail("not tried: fix the errors of client %q above first", c.Name)
+		return
+	}
+	var pins identity.List
+	for _, p := range c.Peer {
+		pat, _ := identity.Parse(p) // checked by checkPins
+		pins = append(pins, pat)
+	}
+	for _, addr := range c.Servers {
+		name := c.ServerName
+		if name == "" {
+			name, _, _ = net.SplitHostPort(string(addr))
+		}
+		verdict, err := connectOnce(string(addr), name, creds, pins, *c.Mux, c.DialTimeout.D())
+		if err != nil {
+			r.fail("%s: %v", addr, err)
+			continue
+		}
+		r.ok("%s: %s", addr, verdict)
+	}
+}
+
+func connectOnce(addr, serverName string, creds *tunnel.Credentials, pins identity.List, mux bool, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("connect: %w", unwrapOpError(err))
+	}
+	defer conn.Close()
+	cfg := tunnel.ClientConfig(creds, serverName, pins...)
+	if !mux {
+		cfg.NextProtos = nil
+	}
+	tc := tls.Client(conn, cfg)
+	explain := func(err error) error {
+		return errors.New(tunnel.Explain(err, tunnel.SideClient, creds.Load().CASubjects, time.Now()))
+	}
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return "", explain(err)
+	}
+	cs := tc.ConnectionState()
+	peer := cs.PeerCertificates[0]
+	if mux {
+		if err := tunnel.CheckALPN(cs); err != nil {
+			return "", err
+		}
+		t, err := tunnel.New(tc, true, tunnel.Options{})
+		if err != nil {
+			return "", err
+		}
+		defer t.Close()
+		if err := t.Confirm(ctx); err != nil {
+			return "", explain(err)
+		}
+	} else {
+		// A plain TLS peer says nothing until we do; with TLS 1.3 a refusal
+		// of our certificate arrives as an alert shortly after the handshake.
+		tc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		if _, err := tc.Read(make([]byte, 1)); err != nil {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				return "", explain(err)
+			}
+		}
+	}
+	return fmt.Sprintf("connected: server %s, %s, serial %s, valid until %s",
+		identity.Describe(peer), tls.VersionName(cs.Version), peer.SerialNumber.Text(16), stamp(peer.NotAfter)), nil
+}
+
+func unwrapOpError(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err
+	}
+	return err
+}
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+func stampOrNever(t time.Time) string {
+	if t.IsZero() {
+		return "none (never stale)"
+	}
+	return stamp(t)
+}
