@@ -293,6 +293,13 @@ func TestErrors(t *testing.T) {
 		{"service without target", validClient + "[[service]]\nname = \"erp\"\n",
 			`config FILE:8: service "erp": target is required, like target = "10.0.0.5:5432"`},
 
+		{"service name the protocol cannot carry", validClient + "[[service]]\nname = \"erp db\"\ntarget = \"h:1\"\n",
+			`config FILE:8: service "erp db": name: ' ' is not allowed: use only A-Z a-z 0-9 . _ -`},
+		{"forward to a service name the protocol cannot carry", validClient + "[[forward]]\nlisten = \"127.0.0.1:1\"\nservice = \"erp/db\"\nvia = \"hub\"\n",
+			`config FILE:8: forward 127.0.0.1:1: service "erp/db": '/' is not allowed: use only A-Z a-z 0-9 . _ -`},
+		{"service name too long", validClient + "[[service]]\nname = \"" + strings.Repeat("s", 256) + "\"\ntarget = \"h:1\"\n",
+			`config FILE:8: service "` + strings.Repeat("s", 256) + `": name: 256 characters; at most 255`},
+
 		// Cross-references and duplicates.
 		{"via names no client", validClient + "[[forward]]\nlisten = \"127.0.0.1:1\"\nservice = \"erp\"\nvia = \"hbu\"\n",
 			`config FILE:8: forward 127.0.0.1:1: via "hbu": no [[client]] has that name (for a reverse forward, name the peer identity, like via = "dns:partner.example.com")`},

@@ -166,6 +166,9 @@ func (c *Config) validateForward(f *Forward, clients map[string]bool) error {
 	if f.Service == "" {
 		return c.errorf(f.Line, "%s: service is required: the name of a [[service]] on the peer", where)
 	}
+	if err := checkServiceName(f.Service); err != nil {
+		return c.errorf(f.Line, "%s: service %q: %v", where, f.Service, err)
+	}
 	if f.Via == "" {
 		return c.errorf(f.Line, "%s: via is required: the name of the [[client]] whose tunnel carries it", where)
 	}
@@ -191,6 +194,9 @@ func (c *Config) validateService(s *Service) error {
 		return c.errorf(s.Line, "[[service]]: name is required")
 	}
 	where := fmt.Sprintf("service %q", s.Name)
+	if err := checkServiceName(s.Name); err != nil {
+		return c.errorf(s.Line, "%s: name: %v", where, err)
+	}
 	if s.Target == "" {
 		return c.errorf(s.Line, "%s: target is required, like target = \"10.0.0.5:5432\"", where)
 	}
@@ -219,6 +225,20 @@ func isIdentity(s string) bool {
 		}
 	}
 	return false
+}
+
+// checkServiceName allows what an open request can carry (see
+// docs/protocol.md): the peer refuses anything else as a protocol error.
+func checkServiceName(name string) error {
+	if len(name) > 255 {
+		return fmt.Errorf("%d characters; at most 255", len(name))
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return fmt.Errorf("%q is not allowed: use only A-Z a-z 0-9 . _ -", r)
+		}
+	}
+	return nil
 }
 
 func checkAllow(a string) error {
