@@ -38,6 +38,7 @@ type certWatch struct {
 	endpoints []*certEndpoint
 	warned    map[string]time.Time // expiry warnings given, by certificate
 	lastFull  time.Time            // last recheck of every live tunnel
+	tick      time.Duration        // the poll period: the shortest reload_interval
 }
 
 // certEndpoint is the credentials of one [[server]] or [[client]].
@@ -100,7 +101,7 @@ func (a *Agent) Reload() error {
 	if !changed && len(errs) == 0 {
 		a.log.Info("reload: certificate files unchanged")
 	}
-	a.recheckTunnels(w.endpoints, now, true)
+	a.recheckTunnels(w.endpoints, now)
 	w.lastFull = now
 	w.checkExpiry(a, now)
 	return errors.Join(errs...)
@@ -121,7 +122,7 @@ func (a *Agent) startCertificateWatch(ctx context.Context) (wait func()) {
 			interval = e.interval
 		}
 	}
-	w.lastFull = now
+	w.lastFull, w.tick = now, interval
 	w.checkExpiry(a, now)
 	w.mu.Unlock()
 	done := make(chan struct{})
@@ -178,8 +179,8 @@ func (w *certWatch) poll(a *Agent, now time.Time) {
 	var recheck []*certEndpoint
 	full := now.Sub(w.lastFull) >= fullRecheckEvery
 	for _, e := range w.endpoints {
-		if now.Before(e.next) {
-			continue
+		if now.Add(w.tick / 2).Before(e.next) {
+			continue // not due; half a tick of slack so timer jitter does not skip a period
 		}
 		e.next = now.Add(e.interval)
 		changed, _ := w.reload(a, e, false)
@@ -194,7 +195,7 @@ func (w *certWatch) poll(a *Agent, now time.Time) {
 		recheck, w.lastFull = w.endpoints, now
 	}
 	if len(recheck) > 0 {
-		a.recheckTunnels(recheck, now, false)
+		a.recheckTunnels(recheck, now)
 	}
 	w.checkExpiry(a, now)
 }
@@ -241,8 +242,8 @@ func describeChange(old, m *tunnel.Material) string {
 }
 
 // recheckTunnels closes the live tunnels of the given endpoints whose peer
-// no longer verifies. explicit rechecks every endpoint.
-func (a *Agent) recheckTunnels(endpoints []*certEndpoint, now time.Time, explicit bool) {
+// no longer verifies.
+func (a *Agent) recheckTunnels(endpoints []*certEndpoint, now time.Time) {
 	want := map[*tunnel.Credentials]bool{}
 	for _, e := range endpoints {
 		want[e.creds] = true
