@@ -83,6 +83,7 @@ func runAgent(ctx context.Context, path string, stderr io.Writer, ready func(*ag
 	if err != nil {
 		return err
 	}
+	defer reloadOnHangup(a)() // SIGHUP: reload certificates, keys, CAs and CRLs
 	ready(a)
 	return a.Run(ctx)
 }
