@@ -145,10 +145,21 @@ func Uninstall(name string) error {
 		return notInstalled("uninstall", name, err)
 	}
 	err = stopWait(s)
-	s.Close()
 	if err != nil {
+		s.Close()
 		return fmt.Errorf("uninstall service %q: %w", name, err)
 	}
+	if !eventSourceExists(name) {
+		// kardianos/service would delete the service and then fail on the
+		// missing Event Log source; there is nothing else to remove.
+		err = s.Delete()
+		s.Close()
+		if err != nil {
+			return fmt.Errorf("uninstall service %q: %w", name, err)
+		}
+		return nil
+	}
+	s.Close()
 	ks, err := newService(Config{Name: name})
 	if err != nil {
 		return err
