@@ -16,8 +16,11 @@ const (
 	frameHeaderSize = 4
 	// MaxFramePayload bounds what a receiver accepts in one frame.
 	MaxFramePayload = 1 << 20
-	// chunkSize is how much a sender reads from the plaintext side per frame.
-	chunkSize = 64 << 10
+	// chunkSize is how much a sender reads from the plaintext side per
+	// frame. With the frame header and yamux's 12-byte header a full frame
+	// is exactly 64 KiB: four full 16 KiB TLS records, not four and a
+	// 16-byte fifth that costs its own seal and system call.
+	chunkSize = 64<<10 - frameHeaderSize - yamuxHeaderSize
 )
 
 // frameHeader is type (1 byte) and payload length (3 bytes, big endian).

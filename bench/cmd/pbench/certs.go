@@ -14,11 +14,11 @@ import (
 func makeCerts(bin, dir string) (certs, error) {
 	ca := filepath.Join(dir, "ca")
 	steps := [][]string{
-		{"pki", "init", "--dir", ca, "--key-type", "ecdsa-p256", "--cn", "Postern bench CA", "--validity", "30d"},
+		{"pki", "init", "--dir", ca, "--key-type", "ecdsa-p256", "--cn", "Postern bench CA"},
 		{"pki", "issue", "--dir", ca, "--usage", "server", "--dns", serverName, "--ip", "127.0.0.1",
-			"--key-type", "ecdsa-p256", "--validity", "7d", "--out", filepath.Join(dir, "server")},
+			"--key-type", "ecdsa-p256", "--validity", "365d", "--out", filepath.Join(dir, "server")},
 		{"pki", "issue", "--dir", ca, "--usage", "client", "--cn", "bench-client",
-			"--key-type", "ecdsa-p256", "--validity", "7d", "--out", filepath.Join(dir, "client")},
+			"--key-type", "ecdsa-p256", "--validity", "365d", "--out", filepath.Join(dir, "client")},
 	}
 	for _, args := range steps {
 		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {

@@ -8,6 +8,8 @@
 //	pbench run [-quick] [-bin FILE] [-out DIR] [-tunnels LIST] [-scenarios LIST]
 //	pbench report [-in FILE] [-out DIR]    redraw the table and chart from a JSON result
 //	pbench serve -addr HOST:PORT           the HTTP target (run by pbench run)
+//	pbench load -addr HOST:PORT [-mode short|keepalive] [-c N] [-d 5s]   one load run, by hand
+//	pbench hold -addr HOST:PORT -n N [-for 30s]   hold N idle connections, by hand
 package main
 
 import (
@@ -41,6 +43,10 @@ func main() {
 		err = cmdReport(os.Args[2:], os.Stdout)
 	case "serve":
 		err = cmdServe(os.Args[2:])
+	case "load":
+		err = cmdLoad(os.Args[2:], os.Stdout)
+	case "hold":
+		err = cmdHold(os.Args[2:], os.Stdout)
 	default:
 		err = fmt.Errorf("unknown command %q (run, report)", os.Args[1])
 	}
@@ -161,6 +167,49 @@ func cmdServe(args []string) error {
 	}
 	var srv loadgen.Server
 	return srv.Serve(ln)
+}
+
+// cmdLoad runs one request/response load by hand (for profiling).
+func cmdLoad(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("pbench load", flag.ContinueOnError)
+	var l loadgen.Load
+	fs.StringVar(&l.Addr, "addr", "", "`address` to send requests to")
+	mode := fs.String("mode", "keepalive", "short (a connection per request) or keepalive")
+	fs.IntVar(&l.Concurrency, "c", 1, "concurrent connections")
+	fs.DurationVar(&l.Duration, "d", 5*time.Second, "counted duration")
+	fs.DurationVar(&l.Warmup, "warmup", 500*time.Millisecond, "warm-up, not counted")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	l.Mode = loadgen.Mode(*mode)
+	res, err := loadgen.Run(context.Background(), l)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%.0f req/s  p50 %.3f ms  p99 %.3f ms  errors %d (%v)\n", res.RPS(),
+		ms(res.Latency.Quantile(0.5)), ms(res.Latency.Quantile(0.99)), res.Errors, res.FirstError)
+	return nil
+}
+
+// cmdHold opens n connections through addr and holds them (for looking at
+// a tunnel's memory by hand).
+func cmdHold(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("pbench hold", flag.ContinueOnError)
+	addr := fs.String("addr", "", "`address` to connect to")
+	n := fs.Int("n", 1000, "connections")
+	d := fs.Duration("for", 30*time.Second, "how long to hold them")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	raiseFileLimit(1 << 20)
+	conns, err := loadgen.Hold(context.Background(), *addr, *n, 32)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "holding %d connections for %s\n", len(conns), *d)
+	time.Sleep(*d)
+	loadgen.CloseAll(conns)
+	return nil
 }
 
 func (s settings) describe() []string {

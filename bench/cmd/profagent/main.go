@@ -7,6 +7,9 @@
 //	PROFAGENT_DIR=/tmp/prof bench/.bin/pbench run -bin bench/.bin/profagent -tunnels postern -scenarios keepalive-c1
 //	go tool pprof -top bench/.bin/profagent /tmp/prof/cpu-<pid>.prof
 //
+// While it runs, it serves net/http/pprof and /memstats on a loopback port
+// written to PROFAGENT_DIR/debug-NAME.addr (NAME is the agent's name).
+//
 // The `pki` and `version` commands are passed to bench/.bin/postern, so
 // pbench can use this binary in its place.
 package main
@@ -16,6 +19,9 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -66,6 +72,9 @@ func run(path string) error {
 		return err
 	}
 	name := fmt.Sprintf("%s-%d", cfg.Name, os.Getpid())
+	if err := serveDebug(filepath.Join(dir, "debug-"+cfg.Name+".addr")); err != nil {
+		return err
+	}
 	cpu, err := os.Create(filepath.Join(dir, "cpu-"+name+".prof"))
 	if err != nil {
 		return err
@@ -88,4 +97,22 @@ func run(path string) error {
 		return err
 	}
 	return runErr
+}
+
+// serveDebug serves pprof and the runtime's memory statistics on a free
+// loopback port and writes the address to addrFile.
+func serveDebug(addrFile string) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	http.HandleFunc("/memstats", func(w http.ResponseWriter, _ *http.Request) {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		fmt.Fprintf(w, "goroutines %d\nheap_inuse %d\nheap_alloc %d\nheap_sys %d\nheap_released %d\nstack_inuse %d\nsys %d\nmspan_inuse %d\ngc_sys %d\nother_sys %d\n",
+			runtime.NumGoroutine(), m.HeapInuse, m.HeapAlloc, m.HeapSys, m.HeapReleased, m.StackInuse, m.Sys, m.MSpanInuse, m.GCSys, m.OtherSys)
+	})
+	go http.Serve(ln, nil)
+	return os.WriteFile(addrFile, []byte(ln.Addr().String()), 0o644)
 }
