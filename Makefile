@@ -29,7 +29,7 @@ demo: build
 
 lint: vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt: $$out"; exit 1; fi
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 # Side-by-side benchmark: direct TCP, Postern, stunnel4, HAProxy on loopback
 # (installs them if missing); see docs/performance.md. Not part of `test`.

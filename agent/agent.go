@@ -46,7 +46,9 @@ type Agent struct {
 	forwards     []*forward
 
 	draining atomic.Bool
-	streams  inflight // every stream in progress, both kinds
+	metrics  *metrics
+	admin    net.Listener // [admin] endpoint, or nil
+	streams  inflight     // every stream in progress, both kinds
 
 	// relayCtx ends every relay at the drain deadline.
 	relayCtx    context.Context
@@ -69,7 +71,7 @@ type listenedServer struct {
 
 // New builds the agent and binds its listeners. On error nothing is left
 // open.
-func New(cfg *config.Config, log *slog.Logger, opts Options) (a *Agent, err error) {
+func New(cfg *config.Config, log *slog.Logger, opts Options) (_ *Agent, err error) {
 	if opts.Listen == nil {
 		opts.Listen = net.Listen
 	}
@@ -77,7 +79,9 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (a *Agent, err erro
 		var d net.Dialer
 		opts.Dial = d.DialContext
 	}
-	a = &Agent{
+	// a, not the named result, is what the cleanup below sees: the result
+	// is nil on every error return.
+	a := &Agent{
 		cfg: cfg, log: log, opts: opts,
 		services:     map[string]*service{},
 		clients:      map[string]*client.Client{},
@@ -95,8 +99,17 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (a *Agent, err erro
 	defer func() {
 		if err != nil {
 			a.closeListeners()
+			if a.admin != nil {
+				a.admin.Close()
+			}
 		}
 	}()
+	a.metrics = a.newMetrics()
+	if cfg.Admin.Listen != "" {
+		if a.admin, err = opts.Listen("tcp", string(cfg.Admin.Listen)); err != nil {
+			return nil, fmt.Errorf("%s: admin listen %s: %w", a.where(0), cfg.Admin.Listen, err)
+		}
+	}
 	if err := a.buildServices(); err != nil {
 		return nil, err
 	}
@@ -286,8 +299,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info(fmt.Sprintf("agent %s running", a.name()), "servers", len(a.servers), "clients", len(a.clients),
 		"forwards", len(a.forwards), "services", len(a.services))
+	adminCtx, stopAdmin := context.WithCancel(context.Background())
+	if a.admin != nil {
+		a.log.Info(fmt.Sprintf("admin endpoint listening on %s (/healthz, /readyz, /metrics)", a.admin.Addr()))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.serveAdmin(adminCtx)
+		}()
+	}
 	<-ctx.Done()
 	a.drain()
+	stopAdmin() // /readyz says "shutting down" while the agent drains
 	wg.Wait()
 	return nil
 }

@@ -107,10 +107,11 @@ func (f *forward) handle(c net.Conn) {
 	}
 	stats, err := tunnel.Relay(a.relayCtx, c, st, awaitStatus)
 	if refused, ok := asRefused(err); ok {
+		a.metrics.countStream("forward", stats.Sent, 0, nil, true)
 		log.Warn(fmt.Sprintf("%s: %v", head, refused))
 		return
 	}
-	a.logRelayEnd(log, head, stats, err)
+	a.logRelayEnd(log, "forward", head, stats, err)
 }
 
 // handlePlain carries one plaintext connection over its own TLS connection
@@ -127,7 +128,7 @@ func (f *forward) handlePlain(c net.Conn) {
 	}
 	head = fmt.Sprintf("%s via %s", head, peer.RemoteAddr())
 	stats, err := tunnel.RelayRaw(a.relayCtx, c, peer)
-	a.logRelayEnd(log, head, stats, err)
+	a.logRelayEnd(log, "forward", head, stats, err)
 }
 
 func asRefused(err error) (*tunnel.RefusedError, bool) {

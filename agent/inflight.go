@@ -40,3 +40,10 @@ func (f *inflight) Idle() <-chan struct{} {
 	}
 	return f.zero
 }
+
+// Count is the work in progress now.
+func (f *inflight) Count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n
+}

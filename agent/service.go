@@ -101,7 +101,7 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *yamux.Stream, open int64) {
 	if err != nil {
 		if errors.Is(err, tunnel.ErrProtocol) {
 			log.Warn(fmt.Sprintf("stream %d from %s: bad open request: %v", st.StreamID(), t.RemoteAddr(), err), "peer", identity.Describe(t.Peer))
-			refuse(st, tunnel.StatusProtocolError, "malformed open request")
+			a.refuse(st, tunnel.StatusProtocolError, "malformed open request")
 		} else {
 			log.Debug("stream closed before its open request", "err", err)
 			st.Close()
@@ -116,26 +116,26 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *yamux.Stream, open int64) {
 	svc := a.services[req.Service]
 	switch {
 	case a.draining.Load():
-		refuse(st, tunnel.StatusOverloaded, errDraining.Error())
+		a.refuse(st, tunnel.StatusOverloaded, errDraining.Error())
 		log.Info(head + ": refused: agent is shutting down")
 		return
 	case a.tun.MaxStreams > 0 && open > int64(a.tun.MaxStreams):
-		refuse(st, tunnel.StatusOverloaded, "too many streams on this tunnel")
+		a.refuse(st, tunnel.StatusOverloaded, "too many streams on this tunnel")
 		log.Warn(fmt.Sprintf("%s: refused: %d streams open on this tunnel (max_streams %d)", head, open-1, a.tun.MaxStreams))
 		return
 	case svc == nil:
-		refuse(st, tunnel.StatusUnknownService, fmt.Sprintf("unknown service %q", req.Service))
+		a.refuse(st, tunnel.StatusUnknownService, fmt.Sprintf("unknown service %q", req.Service))
 		log.Warn(head + ": refused: no such service here")
 		return
 	}
 	if _, ok := svc.allow.Match(t.Peer); !ok {
-		refuse(st, tunnel.StatusNotAllowed, "not allowed for "+who)
+		a.refuse(st, tunnel.StatusNotAllowed, "not allowed for "+who)
 		log.Warn(fmt.Sprintf("%s: refused: identity not in allow (%v)", head, allowString(svc.allow)))
 		return
 	}
 	target, err := svc.dial(a.relayCtx, a.opts.Dial, req.Source, req.Destination)
 	if err != nil {
-		refuse(st, tunnel.StatusTargetUnreachable, fmt.Sprintf("service %q: target unreachable", req.Service))
+		a.refuse(st, tunnel.StatusTargetUnreachable, fmt.Sprintf("service %q: target unreachable", req.Service))
 		log.Warn(fmt.Sprintf("%s: target %s unreachable: %v", head, svc.target, err))
 		return
 	}
@@ -146,10 +146,11 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *yamux.Stream, open int64) {
 	}
 	log.Debug(head + ": connected to " + svc.target)
 	stats, err := tunnel.Relay(a.relayCtx, target, st, nil)
-	a.logRelayEnd(log, head+" ("+svc.target+")", stats, err)
+	a.logRelayEnd(log, "service", head+" ("+svc.target+")", stats, err)
 }
 
-func refuse(st *yamux.Stream, code tunnel.Code, reason string) {
+func (a *Agent) refuse(st *yamux.Stream, code tunnel.Code, reason string) {
+	a.metrics.countStream("service", 0, 0, nil, true)
 	st.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	st.Write(tunnel.AppendStatus(nil, tunnel.Status{Code: code, Reason: reason}))
 	st.Close()
@@ -168,7 +169,8 @@ func allowString(l identity.List) string {
 func (a *Agent) logRelayEnd(log interface {
 	Debug(string, ...any)
 	Info(string, ...any)
-}, head string, stats tunnel.RelayStats, err error) {
+}, side, head string, stats tunnel.RelayStats, err error) {
+	a.metrics.countStream(side, stats.Sent, stats.Received, err, false)
 	if err == nil {
 		log.Debug(head+": closed", "sent", stats.Sent, "received", stats.Received)
 		return
@@ -196,6 +198,7 @@ func (a *Agent) servePlain(c *tls.Conn, svc *service) {
 	}
 	if _, ok := svc.allow.Match(peer); !ok {
 		log.Warn(fmt.Sprintf("%s: refused: identity not in allow (%v)", head, allowString(svc.allow)))
+		a.metrics.countStream("service", 0, 0, nil, true)
 		resetTLS(c)
 		return
 	}
@@ -206,7 +209,7 @@ func (a *Agent) servePlain(c *tls.Conn, svc *service) {
 		return
 	}
 	stats, err := tunnel.RelayRaw(a.relayCtx, target, c)
-	a.logRelayEnd(log, head+" ("+svc.target+")", stats, err)
+	a.logRelayEnd(log, "service", head+" ("+svc.target+")", stats, err)
 }
 
 // resetTLS drops a TLS connection without close_notify, with a TCP reset,

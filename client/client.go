@@ -364,6 +364,9 @@ func (c *Client) unpublish(slot int, t *tunnel.Tunnel, err error) {
 	if c.slots[slot] == t {
 		c.slots[slot] = nil
 	}
+	if t.Session.IsClosed() {
+		delete(c.all, t)
+	}
 	c.lastErr = err
 	c.notify()
 	c.mu.Unlock()

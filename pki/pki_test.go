@@ -471,7 +471,7 @@ func TestRevokeAndCRL(t *testing.T) {
 	if _, ok := reasons[pki.FormatSerial(kept.SerialNumber)]; ok {
 		t.Error("CRL lists a certificate that was not revoked")
 	}
-	if d := crl.NextUpdate.Sub(time.Now()); d < pki.DefaultCRLValidity-time.Minute || d > pki.DefaultCRLValidity {
+	if d := time.Until(crl.NextUpdate); d < pki.DefaultCRLValidity-time.Minute || d > pki.DefaultCRLValidity {
 		t.Errorf("nextUpdate in %v, want %v", d, pki.DefaultCRLValidity)
 	}
 

@@ -105,12 +105,11 @@ func (f Frame) AbortInfo() (AbortCode, string) {
 //
 // A frameReader is used by one goroutine.
 type frameReader struct {
-	r        io.Reader
-	buf      *[]byte
-	big      []byte // for a payload larger than the pooled buffer
-	start    int
-	end      int
-	released bool
+	r     io.Reader
+	buf   *[]byte
+	big   []byte // for a payload larger than the pooled buffer
+	start int
+	end   int
 }
 
 func newFrameReader(r io.Reader) *frameReader { return &frameReader{r: r} }

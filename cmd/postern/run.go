@@ -13,6 +13,7 @@ import (
 
 	"github.com/postern-tunnel/postern/agent"
 	"github.com/postern-tunnel/postern/config"
+	"github.com/postern-tunnel/postern/service"
 )
 
 type runFlags struct {
@@ -35,7 +36,9 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	}
 	if f.service != "" {
 		return serviceRun(f.service, func(ctx context.Context, ready func()) error {
-			return runAgent(ctx, f.config, stderr, func(*agent.Agent) { ready() })
+			// Under the Windows SCM there is no stderr: the log goes to the
+			// Event Log.
+			return runAgent(ctx, f.config, service.LogWriter(f.service, stderr), func(*agent.Agent) { ready() })
 		}, stderr)
 	}
 	ctx, stop, onSecond := signalContext(stderr)

@@ -1,0 +1,131 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the agent's counters, registered on its own registry (so
+// several agents in one process, as in tests and the demo, do not clash).
+type metrics struct {
+	registry *prometheus.Registry
+	streams  *prometheus.CounterVec // by side (forward|service) and result (ok|reset|refused)
+	bytes    *prometheus.CounterVec // by direction (sent|received) from the plaintext side's view
+}
+
+func (a *Agent) newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		streams: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "postern_streams_total",
+			Help: "Streams ended, by side (forward: opened here; service: accepted here) and result (ok, reset, refused).",
+		}, []string{"side", "result"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "postern_bytes_total",
+			Help: "Payload bytes relayed, by direction as seen from the plaintext side (sent into the tunnel, received from it).",
+		}, []string{"direction"}),
+	}
+	m.registry.MustRegister(m.streams, m.bytes,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "postern_streams_active", Help: "Streams in progress.",
+		}, func() float64 { return float64(a.streams.Count()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "postern_tunnels_accepted", Help: "Tunnels accepted from peers and up now.",
+		}, func() float64 {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			return float64(len(a.tunnels))
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "postern_tunnels_dialed", Help: "Tunnels this agent dialed and up now.",
+		}, func() float64 {
+			n := 0
+			for _, c := range a.clients {
+				n += len(c.Tunnels())
+			}
+			return float64(n)
+		}),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// countStream records how a stream ended.
+func (m *metrics) countStream(side string, sent, received int64, err error, refused bool) {
+	result := "ok"
+	switch {
+	case refused:
+		result = "refused"
+	case err != nil:
+		result = "reset"
+	}
+	m.streams.WithLabelValues(side, result).Inc()
+	m.bytes.WithLabelValues("sent").Add(float64(sent))
+	m.bytes.WithLabelValues("received").Add(float64(received))
+}
+
+// adminHandler serves /healthz (the process answers), /readyz (every
+// tunnel this agent dials is up) and /metrics (Prometheus).
+func (a *Agent) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if missing := a.notReady(); len(missing) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready: %s\n", strings.Join(missing, "; "))
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// notReady lists what keeps the agent from being ready: draining, or a
+// [[client]] (with a tunnel) that has none up.
+func (a *Agent) notReady() []string {
+	var missing []string
+	if a.draining.Load() {
+		missing = append(missing, "shutting down")
+	}
+	for name, c := range a.clients {
+		if !a.plainClients[name] && len(c.Tunnels()) == 0 {
+			missing = append(missing, fmt.Sprintf("no tunnel %q up", name))
+		}
+	}
+	return missing
+}
+
+// serveAdmin runs the admin endpoint until ctx is done.
+func (a *Agent) serveAdmin(ctx context.Context) {
+	srv := &http.Server{Handler: a.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	stop := context.AfterFunc(ctx, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	})
+	defer stop()
+	if err := srv.Serve(a.admin); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+		a.log.Warn(fmt.Sprintf("admin endpoint %s: %v", a.admin.Addr(), err))
+	}
+}
+
+// AdminAddr is the bound address of the admin endpoint, or nil.
+func (a *Agent) AdminAddr() net.Addr {
+	if a.admin == nil {
+		return nil
+	}
+	return a.admin.Addr()
+}
