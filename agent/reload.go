@@ -327,9 +327,9 @@ func peerChain(t *tunnel.Tunnel) []*x509.Certificate {
 // closeUntrusted closes a live tunnel whose peer no longer verifies and
 // says why.
 func (a *Agent) closeUntrusted(t *tunnel.Tunnel, where string, err error, side tunnel.Side, creds *tunnel.Credentials, now time.Time) {
-	a.log.Warn(fmt.Sprintf("%s: closing: the peer no longer passes verification: %s",
-		where, tunnel.Explain(err, side, creds.Load().CASubjects, now)), "peer", identity.Describe(t.Peer))
-	t.Close()
+	why := "the peer no longer passes verification: " + tunnel.Explain(err, side, creds.Load().CASubjects, now)
+	a.log.Warn(fmt.Sprintf("%s: closing: %s", where, why), "peer", identity.Describe(t.Peer))
+	t.CloseFor(why)
 }
 
 // checkExpiry warns about every certificate that expires within its

@@ -373,7 +373,10 @@ func (c *Client) unpublish(slot int, t *tunnel.Tunnel, err error) {
 }
 
 func (c *Client) lost(slot int, t *tunnel.Tunnel) {
-	cause := describeLoss(t.Err(), c.Creds.Load().CASubjects)
+	cause := t.CloseReason()
+	if cause == "" {
+		cause = describeLoss(t.Err(), c.Creds.Load().CASubjects)
+	}
 	c.unpublish(slot, t, fmt.Errorf("tunnel lost: %s", cause))
 	c.Log.Warn(fmt.Sprintf("tunnel %s (%s): lost: %s; reconnecting", c.Name, t.RemoteAddr(), cause))
 }

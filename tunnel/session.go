@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -60,7 +61,8 @@ type Tunnel struct {
 	// Peer is the verified peer leaf certificate.
 	Peer *x509.Certificate
 
-	conn *tunnelConn
+	conn        *tunnelConn
+	closeReason atomic.Pointer[string]
 }
 
 // New runs yamux over an established, verified TLS connection. The dialer
@@ -92,6 +94,20 @@ func (t *Tunnel) RemoteAddr() net.Addr { return t.Conn.RemoteAddr() }
 
 // Close ends the tunnel and every stream on it.
 func (t *Tunnel) Close() error { return t.Session.Close() }
+
+// CloseFor ends the tunnel and records why, for whoever reports its end.
+func (t *Tunnel) CloseFor(reason string) error {
+	t.closeReason.CompareAndSwap(nil, &reason)
+	return t.Session.Close()
+}
+
+// CloseReason is the reason given to CloseFor, or "".
+func (t *Tunnel) CloseReason() string {
+	if r := t.closeReason.Load(); r != nil {
+		return *r
+	}
+	return ""
+}
 
 // Done is closed when the tunnel has ended.
 func (t *Tunnel) Done() <-chan struct{} { return t.Session.CloseChan() }
