@@ -172,7 +172,7 @@ func writeDemoPKI(dir string) error {
 		{"hub", pki.Names{CommonName: "hub", DNSNames: []string{"hub.demo.internal"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}},
 		{"site", pki.Names{CommonName: "site-a", DNSNames: []string{"site-a.demo.internal"}}},
 	} {
-		certPEM, keyPEM, err := ca.Issue(pki.IssueOptions{Names: leaf.names, Usage: pki.UsageBoth, Validity: 24 * time.Hour})
+		certPEM, keyPEM, err := ca.Issue(pki.IssueOptions{Names: leaf.names, Usage: pki.UsageBoth})
 		if err != nil {
 			return err
 		}
