@@ -374,7 +374,11 @@ func (c *Client) unpublish(slot int, t *tunnel.Tunnel, err error) {
 
 func (c *Client) lost(slot int, t *tunnel.Tunnel) {
 	cause := t.CloseReason()
-	if cause == "" {
+	switch {
+	case cause != "":
+	case t.KeepaliveFailed():
+		cause = fmt.Sprintf("no answer to a keepalive ping within keepalive_timeout (%s): the server or the network between is down", c.Options.KeepaliveTimeout)
+	default:
 		cause = describeLoss(t.Err(), c.Creds.Load().CASubjects)
 	}
 	c.unpublish(slot, t, fmt.Errorf("tunnel lost: %s", cause))
@@ -485,7 +489,7 @@ func describeLoss(err error, trusted []string) string {
 	case err == nil:
 		return "connection closed"
 	case errors.Is(err, net.ErrClosed):
-		return "closed by this agent (keepalive unanswered within keepalive_timeout, or stopping)"
+		return "closed by this agent"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "the server closed the connection"
 	case errors.Is(err, syscall.ECONNRESET):

@@ -1,14 +1,15 @@
 package tunnel
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,7 +48,6 @@ func (o Options) yamuxConfig() *yamux.Config {
 	// is a dead tunnel.
 	c.StreamOpenTimeout = 30 * time.Second
 	c.StreamCloseTimeout = 60 * time.Second
-	c.LogOutput = io.Discard
 	return c
 }
 
@@ -62,6 +62,7 @@ type Tunnel struct {
 	Peer *x509.Certificate
 
 	conn        *tunnelConn
+	ylog        *yamuxLog
 	closeReason atomic.Pointer[string]
 }
 
@@ -70,6 +71,8 @@ type Tunnel struct {
 func New(conn *tls.Conn, isClient bool, opts Options) (*Tunnel, error) {
 	tc := &tunnelConn{Conn: conn}
 	cfg := opts.yamuxConfig()
+	ylog := &yamuxLog{}
+	cfg.LogOutput = ylog
 	var (
 		sess *yamux.Session
 		err  error
@@ -82,7 +85,7 @@ func New(conn *tls.Conn, isClient bool, opts Options) (*Tunnel, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Tunnel{Session: sess, Conn: conn, conn: tc}
+	t := &Tunnel{Session: sess, Conn: conn, conn: tc, ylog: ylog}
 	if certs := conn.ConnectionState().PeerCertificates; len(certs) > 0 {
 		t.Peer = certs[0]
 	}
@@ -116,6 +119,34 @@ func (t *Tunnel) Done() <-chan struct{} { return t.Session.CloseChan() }
 // the tunnel ended (for example the peer's TLS alert). It is nil while the
 // tunnel is up or when it ended locally.
 func (t *Tunnel) Err() error { return t.conn.readErr() }
+
+// KeepaliveFailed reports whether the tunnel ended because the peer did
+// not answer a keepalive ping in time.
+func (t *Tunnel) KeepaliveFailed() bool {
+	return strings.Contains(t.ylog.last(), "keepalive failed")
+}
+
+// yamuxLog keeps yamux's last error line: yamux reports why it ended a
+// session (a keepalive without answer, a protocol error) only in its log.
+type yamuxLog struct {
+	mu   sync.Mutex
+	line string
+}
+
+func (l *yamuxLog) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("[ERR]")) {
+		l.mu.Lock()
+		l.line = string(bytes.TrimSpace(p))
+		l.mu.Unlock()
+	}
+	return len(p), nil
+}
+
+func (l *yamuxLog) last() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.line
+}
 
 // Confirm waits for the peer to answer a ping. With TLS 1.3 a client learns
 // that the server rejected its certificate only on its first read, so a
