@@ -1,15 +1,16 @@
 package agent
 
 import (
-	"log/slog"
-	"os"
-
-	"github.com/postern-tunnel/postern/config"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/postern-tunnel/postern/config"
+	"github.com/postern-tunnel/postern/internal/testca"
+	"github.com/postern-tunnel/postern/internal/testnet"
 )
 
 func get(t *testing.T, url string) (int, string) {
@@ -28,13 +29,13 @@ func get(t *testing.T, url string) (int, string) {
 func TestAdminEndpoint(t *testing.T) {
 	dir := t.TempDir()
 	p := newPKI(t, dir)
-	ln := listen(t)
-	serve(t, ln, echo)
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, testnet.Echo)
 	hub := start(t, dir, "hub", hubTOML(p, serviceTOML("echo", ln.Addr().String(), "*")))
 	hubAddr := hub.ServerAddrs()[0].String()
 	site := start(t, dir, "site", siteTOML(p, hubAddr, "echo")+"[admin]\nlisten = \"127.0.0.1:0\"\n")
 	base := "http://" + site.AdminAddr().String()
-	site.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
 	waitTunnels(t, site, 1)
 
 	if code, body := get(t, base+"/healthz"); code != 200 || body != "ok\n" {
@@ -60,7 +61,7 @@ func TestAdminEndpoint(t *testing.T) {
 	}
 
 	hub.stop(t)
-	site.log.waitFor(t, 10*time.Second, "lost")
+	site.log.WaitFor(t, 10*time.Second, "lost")
 	code, body := get(t, base+"/readyz")
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, `no tunnel "hub" up`) {
 		t.Fatalf("/readyz with the hub gone: %d %q", code, body)
@@ -74,7 +75,7 @@ func TestNewFailsCleanly(t *testing.T) {
 	p := newPKI(t, dir)
 	toml := strings.Replace(hubTOML(p, ""), p.hub.Cert, dir+"/missing.crt", 1) + "[admin]\nlisten = \"127.0.0.1:0\"\n"
 	path := dir + "/hub.toml"
-	testcaWrite(t, path, toml)
+	testca.WriteFile(t, path, []byte(toml))
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -82,12 +83,5 @@ func TestNewFailsCleanly(t *testing.T) {
 	_, err = New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
 	if err == nil || !strings.Contains(err.Error(), "missing.crt") {
 		t.Fatalf("New with a missing certificate: %v", err)
-	}
-}
-
-func testcaWrite(t *testing.T, path, data string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
-		t.Fatal(err)
 	}
 }

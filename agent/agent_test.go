@@ -12,14 +12,16 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/postern-tunnel/postern/internal/testnet"
 )
 
 // TestRoundTrip: bytes go both ways through a forward, two services share
 // one tunnel, and one agent runs many forwards.
 func TestRoundTrip(t *testing.T) {
-	echoLn, upperLn := listen(t), listen(t)
-	serve(t, echoLn, echo)
-	serve(t, upperLn, func(c *net.TCPConn) {
+	echoLn, upperLn := testnet.Listen(t), testnet.Listen(t)
+	testnet.Serve(t, echoLn, testnet.Echo)
+	testnet.Serve(t, upperLn, func(c *net.TCPConn) {
 		b, _ := io.ReadAll(c)
 		c.Write(bytes.ToUpper(b))
 	})
@@ -37,7 +39,7 @@ func TestRoundTrip(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := dial(t, addr)
+			c := testnet.Dial(t, addr.String())
 			msg := []byte(fmt.Sprintf("hello %d from the legacy app", i))
 			if _, err := c.Write(msg); err != nil {
 				t.Error(err)
@@ -65,9 +67,9 @@ func TestRoundTrip(t *testing.T) {
 // service reads to EOF, then answers; the app receives the whole answer.
 func TestHalfClose(t *testing.T) {
 	answer := bytes.Repeat([]byte("answer "), 200_000)
-	ln := listen(t)
+	ln := testnet.Listen(t)
 	gotRequest := make(chan []byte, 1)
-	serve(t, ln, func(c *net.TCPConn) {
+	testnet.Serve(t, ln, func(c *net.TCPConn) {
 		req, err := io.ReadAll(c) // until the app's half-close arrives
 		if err != nil {
 			return
@@ -76,7 +78,7 @@ func TestHalfClose(t *testing.T) {
 		c.Write(answer)
 	})
 	_, site := startPair(t, serviceTOML("svc", ln.Addr().String(), "*"), "svc")
-	c := dial(t, site.ForwardAddrs()[0])
+	c := testnet.Dial(t, site.ForwardAddrs()[0].String())
 	c.Write([]byte("the whole request"))
 	if err := c.CloseWrite(); err != nil {
 		t.Fatal(err)
@@ -104,8 +106,8 @@ func TestIntegrity(t *testing.T) {
 	// data, whose hash it reports.
 	type result struct{ recv, sent [32]byte }
 	results := make(chan result, streams)
-	ln := listen(t)
-	serve(t, ln, func(c *net.TCPConn) {
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, func(c *net.TCPConn) {
 		var seed [8]byte
 		if _, err := io.ReadFull(c, seed[:]); err != nil {
 			return
@@ -133,7 +135,7 @@ func TestIntegrity(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := dial(t, addr)
+			c := testnet.Dial(t, addr.String())
 			var seed [8]byte
 			seed[0], seed[1] = byte(i), byte(i>>8)
 			c.Write(seed[:])
@@ -185,9 +187,9 @@ func TestIntegrity(t *testing.T) {
 func TestAbortOnTunnelLoss(t *testing.T) {
 	dir := t.TempDir()
 	p := newPKI(t, dir)
-	ln := listen(t)
+	ln := testnet.Listen(t)
 	started := make(chan struct{}, 1)
-	serve(t, ln, func(c *net.TCPConn) {
+	testnet.Serve(t, ln, func(c *net.TCPConn) {
 		chunk := make([]byte, 32<<10)
 		started <- struct{}{}
 		for {
@@ -199,9 +201,9 @@ func TestAbortOnTunnelLoss(t *testing.T) {
 	var cuts connTracker
 	hub := startWith(t, dir, "hub", hubTOML(p, serviceTOML("stream", ln.Addr().String(), "*")), Options{Listen: cuts.listen})
 	site := start(t, dir, "site", siteTOML(p, hub.ServerAddrs()[0].String(), "stream"))
-	site.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
 
-	c := dial(t, site.ForwardAddrs()[0])
+	c := testnet.Dial(t, site.ForwardAddrs()[0].String())
 	<-started
 	buf := make([]byte, 64<<10)
 	if _, err := io.ReadAtLeast(c, buf, 1); err != nil {
@@ -209,18 +211,18 @@ func TestAbortOnTunnelLoss(t *testing.T) {
 	}
 	cuts.cut()
 	c.SetReadDeadline(time.Now().Add(20 * time.Second))
-	err := drain(c)
+	err := testnet.Drain(c)
 	if !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("app read ended with %v, want connection reset", err)
 	}
-	site.log.waitFor(t, 5*time.Second, "reset:")
+	site.log.WaitFor(t, 5*time.Second, "reset:")
 }
 
 // TestAbortOnTargetReset: a target that resets its connection resets the
 // app's connection too.
 func TestAbortOnTargetReset(t *testing.T) {
-	ln := listen(t)
-	serve(t, ln, func(c *net.TCPConn) {
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, func(c *net.TCPConn) {
 		c.Write([]byte("partial answer"))
 		buf := make([]byte, 5)
 		io.ReadFull(c, buf)
@@ -228,21 +230,11 @@ func TestAbortOnTargetReset(t *testing.T) {
 		c.Close()
 	})
 	_, site := startPair(t, serviceTOML("svc", ln.Addr().String(), "*"), "svc")
-	c := dial(t, site.ForwardAddrs()[0])
+	c := testnet.Dial(t, site.ForwardAddrs()[0].String())
 	c.Write([]byte("hello"))
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	err := drain(c)
+	err := testnet.Drain(c)
 	if !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("app read ended with %v, want connection reset", err)
-	}
-}
-
-// drain reads until an error; a clean EOF is reported as io.EOF.
-func drain(c net.Conn) error {
-	buf := make([]byte, 64<<10)
-	for {
-		if _, err := c.Read(buf); err != nil {
-			return err
-		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/postern-tunnel/postern/internal/testca"
+	"github.com/postern-tunnel/postern/internal/testnet"
 	"github.com/postern-tunnel/postern/tunnel"
 )
 
@@ -181,9 +182,9 @@ func TestCertificateFailures(t *testing.T) {
 				}
 			} else {
 				site := start(t, dir, "site", withClientKeys(siteTOML(p, addr), siteKeys))
-				site.log.waitFor(t, 10*time.Second, tc.siteLog...)
+				site.log.WaitFor(t, 10*time.Second, tc.siteLog...)
 			}
-			hub.log.waitFor(t, 10*time.Second, tc.hubLog...)
+			hub.log.WaitFor(t, 10*time.Second, tc.hubLog...)
 		})
 	}
 }
@@ -194,13 +195,13 @@ func TestCertificateFailures(t *testing.T) {
 func TestNotTLS(t *testing.T) {
 	dir := t.TempDir()
 	p := newPKI(t, dir)
-	web := listen(t)
-	serve(t, web, func(c *net.TCPConn) {
+	web := testnet.Listen(t)
+	testnet.Serve(t, web, func(c *net.TCPConn) {
 		c.Read(make([]byte, 4096))
 		io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 	})
 	site := start(t, dir, "site", siteTOML(p, web.Addr().String()))
-	site.log.waitFor(t, 10*time.Second, "tunnel hub:", "the server answered with plain HTTP, not TLS", "servers")
+	site.log.WaitFor(t, 10*time.Second, "tunnel hub:", "the server answered with plain HTTP, not TLS", "servers")
 
 	hub := start(t, dir, "hub", hubTOML(p, ""))
 	c, err := net.Dial("tcp", hub.ServerAddrs()[0].String())
@@ -209,7 +210,7 @@ func TestNotTLS(t *testing.T) {
 	}
 	defer c.Close()
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: hub\r\n\r\n")
-	hub.log.waitFor(t, 5*time.Second, "tunnel refused: the client sent a plain HTTP request, not TLS")
+	hub.log.WaitFor(t, 5*time.Second, "tunnel refused: the client sent a plain HTTP request, not TLS")
 }
 
 // TestPeerPinMatch: a client whose peer list names the server connects.
@@ -218,5 +219,5 @@ func TestPeerPinMatch(t *testing.T) {
 	p := newPKI(t, dir)
 	hub := start(t, dir, "hub", hubTOML(p, ""))
 	site := start(t, dir, "site", withClientKeys(siteTOML(p, hub.ServerAddrs()[0].String()), `peer = ["cn:nobody", "dns:hub.test"]`))
-	site.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
 }

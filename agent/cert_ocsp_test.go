@@ -23,6 +23,7 @@ import (
 	"golang.org/x/crypto/ocsp"
 
 	"github.com/postern-tunnel/postern/internal/testca"
+	"github.com/postern-tunnel/postern/internal/testnet"
 )
 
 // ocspResponder is a real OCSP responder on loopback, signing with the CA's
@@ -40,7 +41,7 @@ type ocspResponder struct {
 func newOCSPResponder(t *testing.T, ca *testca.CA, nextUpdate time.Duration) *ocspResponder {
 	t.Helper()
 	r := &ocspResponder{ca: ca, nextUpdate: nextUpdate, status: map[string]int{}}
-	ln := listen(t)
+	ln := testnet.Listen(t)
 	srv := &http.Server{Handler: r}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
@@ -168,18 +169,18 @@ func TestOCSP(t *testing.T) {
 			addr := hub.ServerAddrs()[0].String()
 			site := start(t, dir, "site", siteTOML(p, addr))
 			if tc.connected {
-				site.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
+				site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
 			} else {
-				site.log.waitFor(t, 10*time.Second, "tunnel hub:", "the server rejected our certificate")
+				site.log.WaitFor(t, 10*time.Second, "tunnel hub:", "the server rejected our certificate")
 			}
 			if len(tc.hubLog) > 0 {
-				hub.log.waitFor(t, 10*time.Second, tc.hubLog...)
+				hub.log.WaitFor(t, 10*time.Second, tc.hubLog...)
 			}
 			if tc.name == "good" {
 				// A second agent with the same certificate is answered from
 				// the cache.
 				again := start(t, t.TempDir(), "site2", siteTOML(p, addr))
-				again.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
+				again.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
 				if n := resp.hits.Load(); n != 1 {
 					t.Errorf("responder asked %d times for two handshakes, want once (cached until nextUpdate)", n)
 				}
@@ -199,12 +200,12 @@ func TestOCSPRevokesLiveTunnel(t *testing.T) {
 	resp.set(cert.SerialNumber, ocsp.Good)
 	hub := start(t, dir, "hub", withServerKeys(hubTOML(p, ""), "ocsp = \"hard\"\nreload_interval = \"100ms\""))
 	site := start(t, dir, "site", siteTOML(p, hub.ServerAddrs()[0].String()))
-	site.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
 
 	resp.set(cert.SerialNumber, ocsp.Revoked)
-	hub.log.waitFor(t, 10*time.Second, "tunnel from", "closing: the peer no longer passes verification",
+	hub.log.WaitFor(t, 10*time.Second, "tunnel from", "closing: the peer no longer passes verification",
 		`client certificate CN=\"site-a\" was revoked`, "according to OCSP responder "+resp.url)
-	site.log.waitFor(t, 10*time.Second, "tunnel hub:", "the server rejected our certificate")
+	site.log.WaitFor(t, 10*time.Second, "tunnel hub:", "the server rejected our certificate")
 	if n := strings.Count(site.log.String(), "tunnel hub: connected"); n != 1 {
 		t.Errorf("site connected %d times, want once", n)
 	}

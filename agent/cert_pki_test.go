@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/postern-tunnel/postern/internal/testca"
+	"github.com/postern-tunnel/postern/internal/testnet"
 	capki "github.com/postern-tunnel/postern/pki"
 )
 
@@ -52,8 +53,8 @@ func TestPKIRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ln := listen(t)
-	serve(t, ln, echo)
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, testnet.Echo)
 	hubCfg := fmt.Sprintf(`
 name = "hub"
 shutdown_timeout = "5s"
@@ -85,8 +86,8 @@ service = "erp"
 via = "hub"
 `, write("partner.crt", capki.CertPEM(partner)), write("partner.key", partnerKey), caFile, hub.ServerAddrs()[0].String())
 	site := start(t, dir, "partner", partnerCfg)
-	site.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
-	c := dial(t, site.ForwardAddrs()[0])
+	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	c := testnet.Dial(t, site.ForwardAddrs()[0].String())
 	roundTrip(t, c, "order 4711")
 
 	// Revoke: the CA rewrites its CRL; the hub reloads it.
@@ -102,7 +103,7 @@ via = "hub"
 	if err := hub.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	hub.log.waitFor(t, 5*time.Second, "closing: the peer no longer passes verification", `client certificate CN=\"partner-b\" was revoked`, "reason: key-compromise", capki.CRLFile)
-	hub.log.waitFor(t, 10*time.Second, "tunnel refused:", `client certificate CN=\"partner-b\" was revoked`, "serial "+capki.FormatSerial(partner.SerialNumber))
-	site.log.waitFor(t, 10*time.Second, "tunnel hub:", "the server rejected our certificate")
+	hub.log.WaitFor(t, 5*time.Second, "closing: the peer no longer passes verification", `client certificate CN=\"partner-b\" was revoked`, "reason: key-compromise", capki.CRLFile)
+	hub.log.WaitFor(t, 10*time.Second, "tunnel refused:", `client certificate CN=\"partner-b\" was revoked`, "serial "+capki.FormatSerial(partner.SerialNumber))
+	site.log.WaitFor(t, 10*time.Second, "tunnel hub:", "the server rejected our certificate")
 }

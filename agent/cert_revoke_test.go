@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/postern-tunnel/postern/internal/testca"
+	"github.com/postern-tunnel/postern/internal/testnet"
 )
 
 // TestRevokeConnectedClient: two sites are connected; site-a's certificate
@@ -25,31 +26,31 @@ func TestRevokeConnectedClient(t *testing.T) {
 
 	crl := filepath.Join(dir, "partners.crl")
 	writeCRL(t, p.ca, crl, time.Now().Add(24*time.Hour))
-	ln := listen(t)
-	serve(t, ln, echo)
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, testnet.Echo)
 	hubCfg := withServerKeys(hubTOML(p, serviceTOML("echo", ln.Addr().String(), "*")), fmt.Sprintf("crl = [%q]", crl))
 	hub := start(t, dir, "hub", hubCfg)
 	addr := hub.ServerAddrs()[0].String()
 	a := start(t, dir, "site-a", siteTOML(p, addr, "echo"))
 	b := start(t, dir, "site-b", strings.Replace(siteTOML(&pb, addr, "echo"), `name = "site-a"`, `name = "site-b"`, 1))
-	a.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
-	b.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
+	a.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	b.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
 
 	// A stream of site-b's is in flight across the revocation.
-	inflight := dial(t, b.ForwardAddrs()[0])
+	inflight := testnet.Dial(t, b.ForwardAddrs()[0].String())
 	roundTrip(t, inflight, "before")
 
 	writeCRL(t, p.ca, crl, time.Now().Add(24*time.Hour), siteA.Cert.SerialNumber)
 	if err := hub.Reload(); err != nil {
 		t.Fatalf("reload: %v", err)
 	}
-	hub.log.waitFor(t, 5*time.Second, "tunnel from", "closing: the peer no longer passes verification",
+	hub.log.WaitFor(t, 5*time.Second, "tunnel from", "closing: the peer no longer passes verification",
 		`client certificate CN=\"site-a\" was revoked`, "according to CRL", "partners.crl", "serial "+siteA.Cert.SerialNumber.Text(16))
-	hub.log.waitFor(t, 5*time.Second, "reloaded certificate material", "partners.crl (1 revoked")
-	a.log.waitFor(t, 5*time.Second, "tunnel hub", "lost")
+	hub.log.WaitFor(t, 5*time.Second, "reloaded certificate material", "partners.crl (1 revoked")
+	a.log.WaitFor(t, 5*time.Second, "tunnel hub", "lost")
 	// It tries again and is refused, with the reason on both sides.
-	hub.log.waitFor(t, 10*time.Second, "tunnel refused:", `client certificate CN=\"site-a\" was revoked`)
-	a.log.waitFor(t, 10*time.Second, "tunnel hub:", "the server rejected our certificate")
+	hub.log.WaitFor(t, 10*time.Second, "tunnel refused:", `client certificate CN=\"site-a\" was revoked`)
+	a.log.WaitFor(t, 10*time.Second, "tunnel hub:", "the server rejected our certificate")
 	if n := strings.Count(a.log.String(), "tunnel hub: connected"); n != 1 {
 		t.Errorf("site-a connected %d times, want once (before the revocation)", n)
 	}
@@ -90,12 +91,12 @@ func TestCAChangeClosesTunnel(t *testing.T) {
 	p := newPKI(t, dir)
 	hub := start(t, dir, "hub", hubTOML(p, ""))
 	site := start(t, dir, "site", withClientKeys(siteTOML(p, hub.ServerAddrs()[0].String()), `reload_interval = "50ms"`))
-	site.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
 
 	other := testca.New(t, "New Partners CA")
 	testca.WriteFile(t, p.site.CA, other.PEM)
-	site.log.waitFor(t, 5*time.Second, `client \"hub\": reloaded certificate material`, `ca CN=\"New Partners CA\"`)
-	site.log.waitFor(t, 5*time.Second, "tunnel hub (", "closing: the peer no longer passes verification",
+	site.log.WaitFor(t, 5*time.Second, `client \"hub\": reloaded certificate material`, `ca CN=\"New Partners CA\"`)
+	site.log.WaitFor(t, 5*time.Second, "tunnel hub (", "closing: the peer no longer passes verification",
 		`server certificate CN=\"hub\" was signed by an unknown authority`, `trusted: CN=\"New Partners CA\"`)
-	site.log.waitFor(t, 10*time.Second, "tunnel hub:", `server certificate CN=\"hub\" was signed by an unknown authority`, "retrying")
+	site.log.WaitFor(t, 10*time.Second, "tunnel hub:", `server certificate CN=\"hub\" was signed by an unknown authority`, "retrying")
 }

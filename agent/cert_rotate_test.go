@@ -3,12 +3,12 @@ package agent
 import (
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/postern-tunnel/postern/internal/testca"
+	"github.com/postern-tunnel/postern/internal/testnet"
 )
 
 // TestRotateServerCertificate: the hub's certificate and key are replaced
@@ -18,27 +18,17 @@ import (
 // serving the last good one.
 func TestRotateServerCertificate(t *testing.T) {
 	release := make(chan struct{})
-	ln := listen(t)
-	serve(t, ln, func(c *net.TCPConn) {
-		c.Write([]byte("part one;"))
-		select {
-		case <-release:
-		case <-time.After(30 * time.Second):
-		}
-		c.Write([]byte("part two"))
-		c.CloseWrite()
-		io.Copy(io.Discard, c)
-	})
+	slow := twoPartService(t, release)
 	dir := t.TempDir()
 	p := newPKI(t, dir)
-	hubCfg := withServerKeys(hubTOML(p, serviceTOML("slow", ln.Addr().String(), "*")), `reload_interval = "50ms"`)
+	hubCfg := withServerKeys(hubTOML(p, serviceTOML("slow", slow, "*")), `reload_interval = "50ms"`)
 	hub := start(t, dir, "hub", hubCfg)
 	addr := hub.ServerAddrs()[0].String()
 	site := start(t, dir, "site", siteTOML(p, addr, "slow"))
-	site.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
 	oldSerial := serverSerial(t, p, addr)
 
-	c := dial(t, site.ForwardAddrs()[0])
+	c := testnet.Dial(t, site.ForwardAddrs()[0].String())
 	c.CloseWrite()
 	if _, err := io.ReadFull(c, make([]byte, len("part one;"))); err != nil {
 		t.Fatal(err)
@@ -47,7 +37,7 @@ func TestRotateServerCertificate(t *testing.T) {
 	next := p.ca.Issue(t, testca.Options{CN: "hub", DNS: []string{"hub.test"}, IPs: []string{"127.0.0.1"}})
 	testca.WriteFile(t, p.hub.Cert, next.CertPEM)
 	testca.WriteFile(t, p.hub.Key, next.KeyPEM)
-	hub.log.waitFor(t, 5*time.Second, "reloaded certificate material", "serial "+next.Cert.SerialNumber.Text(16), "was serial "+oldSerial.Text(16))
+	hub.log.WaitFor(t, 5*time.Second, "reloaded certificate material", "serial "+next.Cert.SerialNumber.Text(16), "was serial "+oldSerial.Text(16))
 
 	close(release)
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -69,16 +59,16 @@ func TestRotateServerCertificate(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "does not match certificate") {
 		t.Fatalf("reload with a foreign key: %v", err)
 	}
-	hub.log.waitFor(t, 5*time.Second, "certificate reload failed; still using the material loaded before", "does not match certificate", p.hub.Key)
+	hub.log.WaitFor(t, 5*time.Second, "certificate reload failed; still using the material loaded before", "does not match certificate", p.hub.Key)
 	if got := serverSerial(t, p, addr); got.Cmp(next.Cert.SerialNumber) != 0 {
 		t.Fatalf("after a failed reload the hub presents %x, want %x", got, next.Cert.SerialNumber)
 	}
 	// The poll sees the same broken state too, and says so once: the
 	// explicit reload already logged it.
 	testca.WriteFile(t, p.hub.Key, []byte("not a key"))
-	hub.log.waitFor(t, 5*time.Second, "certificate reload failed", "no PEM private key found")
+	hub.log.WaitFor(t, 5*time.Second, "certificate reload failed", "no PEM private key found")
 	testca.WriteFile(t, p.hub.Key, next.KeyPEM)
-	hub.log.waitFor(t, 5*time.Second, "certificate files match the material in use again")
+	hub.log.WaitFor(t, 5*time.Second, "certificate files match the material in use again")
 }
 
 // TestExpiryWarnings: at start the hub names its own certificate that
@@ -93,16 +83,16 @@ func TestExpiryWarnings(t *testing.T) {
 	testca.WriteFile(t, p.hub.CA, []byte(bundle))
 
 	hub := start(t, dir, "hub", withServerKeys(hubTOML(p, ""), "expiry_warning = \"3h\"\nreload_interval = \"50ms\""))
-	hub.log.waitFor(t, 5*time.Second, "certificate expires soon: this agent's certificate", `CN=\"hub\"`, "expires in 1h29m", "renew it")
-	hub.log.waitFor(t, 5*time.Second, "certificate expired: trusted CA", `CN=\"Retired CA\"`, "expired 1h")
+	hub.log.WaitFor(t, 5*time.Second, "certificate expires soon: this agent's certificate", `CN=\"hub\"`, "expires in 1h29m", "renew it")
+	hub.log.WaitFor(t, 5*time.Second, "certificate expired: trusted CA", `CN=\"Retired CA\"`, "expired 1h")
 	if strings.Contains(hub.log.String(), `trusted CA CN=\"Test Partners CA\"`) {
 		t.Error("warned about a CA that expires after expiry_warning")
 	}
 	site := start(t, dir, "site", siteTOML(p, hub.ServerAddrs()[0].String()))
-	site.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
-	hub.log.waitFor(t, 5*time.Second, "certificate expires soon: client certificate", `CN=\"site-a\"`, "of the tunnel from", "expires in 2h29m")
+	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	hub.log.WaitFor(t, 5*time.Second, "certificate expires soon: client certificate", `CN=\"site-a\"`, "of the tunnel from", "expires in 2h29m")
 	// The site warns about its own certificate at start.
-	site.log.waitFor(t, 5*time.Second, "certificate expires soon: this agent's certificate", `CN=\"site-a\"`)
+	site.log.WaitFor(t, 5*time.Second, "certificate expires soon: this agent's certificate", `CN=\"site-a\"`)
 	if n := strings.Count(hub.log.String(), `certificate expires soon: this agent's certificate CN=\"hub\"`); n != 1 {
 		t.Errorf("own certificate warned %d times, want once a day", n)
 	}

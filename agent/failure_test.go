@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 	"github.com/postern-tunnel/postern/internal/testca"
+	"github.com/postern-tunnel/postern/internal/testnet"
 	"github.com/postern-tunnel/postern/tunnel"
 )
 
@@ -20,8 +21,8 @@ import (
 // app's connection is closed within a second and the log names the
 // identity and the service.
 func TestDenied(t *testing.T) {
-	ln := listen(t)
-	serve(t, ln, echo)
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, testnet.Echo)
 	services := serviceTOML("secret", ln.Addr().String(), "dns:partner-b.test", "cn:someone-else")
 	// The site forwards "secret" (denied) and "missing" (unknown on the hub).
 	hub, site := startPair(t, services, "secret", "missing")
@@ -48,7 +49,7 @@ func TestDenied(t *testing.T) {
 				defer c.Close()
 				c.Write([]byte("let me in"))
 				c.SetReadDeadline(time.Now().Add(5 * time.Second))
-				err = drain(c)
+				err = testnet.Drain(c)
 			}
 			if elapsed := time.Since(start); elapsed > time.Second {
 				t.Errorf("connection closed after %s, want within 1s", elapsed)
@@ -56,8 +57,8 @@ func TestDenied(t *testing.T) {
 			if !errors.Is(err, syscall.ECONNRESET) {
 				t.Errorf("app read ended with %v, want connection reset", err)
 			}
-			hub.log.waitFor(t, 5*time.Second, tc.hubLog...)
-			site.log.waitFor(t, 5*time.Second, tc.siteLog...)
+			hub.log.WaitFor(t, 5*time.Second, tc.hubLog...)
+			site.log.WaitFor(t, 5*time.Second, tc.siteLog...)
 		})
 	}
 }
@@ -120,8 +121,8 @@ func TestHandshakeFailures(t *testing.T) {
 			hub := start(t, dir, "hub", hubTOML(p, ""))
 			toml := strings.Replace(siteTOML(p, hub.ServerAddrs()[0].String()), `server_name = "hub.test"`, fmt.Sprintf("server_name = %q", serverName), 1)
 			site := start(t, dir, "site", toml)
-			hub.log.waitFor(t, 10*time.Second, tc.hubLog...)
-			site.log.waitFor(t, 10*time.Second, tc.siteLog...)
+			hub.log.WaitFor(t, 10*time.Second, tc.hubLog...)
+			site.log.WaitFor(t, 10*time.Second, tc.siteLog...)
 		})
 	}
 }
@@ -145,7 +146,7 @@ func TestHandshakeNoClientCertificate(t *testing.T) {
 	if got := tunnel.Explain(err, tunnel.SideClient, nil, time.Now()); !strings.Contains(got, "the server rejected our certificate") {
 		t.Errorf("client side explanation: %q", got)
 	}
-	hub.log.waitFor(t, 5*time.Second, "tunnel refused: the client presented no certificate")
+	hub.log.WaitFor(t, 5*time.Second, "tunnel refused: the client presented no certificate")
 }
 
 // TestBadInputToTunnelPort: junk on the tunnel port is closed without
@@ -153,8 +154,8 @@ func TestHandshakeNoClientCertificate(t *testing.T) {
 func TestBadInputToTunnelPort(t *testing.T) {
 	dir := t.TempDir()
 	p := newPKI(t, dir)
-	ln := listen(t)
-	serve(t, ln, echo)
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, testnet.Echo)
 	hubCfg := strings.Replace(hubTOML(p, serviceTOML("echo", ln.Addr().String(), "*")),
 		`listen = "127.0.0.1:0"`, "listen = \"127.0.0.1:0\"\nhandshake_timeout = \"500ms\"", 1)
 	hub := start(t, dir, "hub", hubCfg)
@@ -174,20 +175,20 @@ func TestBadInputToTunnelPort(t *testing.T) {
 	}
 	t.Run("random bytes", func(t *testing.T) {
 		send(t, []byte{0x17, 0x99, 0x42, 0x00, 0x01, 0xfe, 0xed, 0xfa, 0xce})
-		hub.log.waitFor(t, 5*time.Second, "tunnel refused: the client is not speaking TLS")
+		hub.log.WaitFor(t, 5*time.Second, "tunnel refused: the client is not speaking TLS")
 	})
 	t.Run("plain HTTP", func(t *testing.T) {
 		send(t, []byte("GET / HTTP/1.1\r\nHost: hub\r\n\r\n"))
-		hub.log.waitFor(t, 5*time.Second, "tunnel refused: the client sent a plain HTTP request")
+		hub.log.WaitFor(t, 5*time.Second, "tunnel refused: the client sent a plain HTTP request")
 	})
 	t.Run("never finishes the handshake", func(t *testing.T) {
 		send(t, nil) // connect, say nothing: the handshake deadline closes it
-		hub.log.waitFor(t, 5*time.Second, "tunnel refused: the client did not complete the TLS handshake in time")
+		hub.log.WaitFor(t, 5*time.Second, "tunnel refused: the client did not complete the TLS handshake in time")
 	})
 	t.Run("still serving", func(t *testing.T) {
 		site := start(t, dir, "site", siteTOML(p, addr, "echo"))
-		site.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
-		c := dial(t, site.ForwardAddrs()[0])
+		site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+		c := testnet.Dial(t, site.ForwardAddrs()[0].String())
 		c.Write([]byte("ping"))
 		c.CloseWrite()
 		if got, err := io.ReadAll(c); err != nil || string(got) != "ping" {
@@ -230,7 +231,7 @@ func TestMalformedOpenRequest(t *testing.T) {
 			}
 		})
 	}
-	hub.log.waitFor(t, 5*time.Second, "bad open request", `CN=\"site-a\"`)
+	hub.log.WaitFor(t, 5*time.Second, "bad open request", `CN=\"site-a\"`)
 }
 
 // rawSession opens a yamux session to addr with the site's certificate,
@@ -262,27 +263,26 @@ func rawSession(t *testing.T, p *pki, addr string) *yamux.Session {
 func TestReconnect(t *testing.T) {
 	dir := t.TempDir()
 	p := newPKI(t, dir)
-	ln := listen(t)
-	serve(t, ln, func(c *net.TCPConn) {
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, func(c *net.TCPConn) {
 		c.Write([]byte("hello"))
-		io.Copy(c, c)
-		c.CloseWrite()
+		testnet.Echo(c)
 	})
 	services := serviceTOML("echo", ln.Addr().String(), "*")
 	var cuts connTracker
 	hub := startWith(t, dir, "hub", hubTOML(p, services), Options{Listen: cuts.listen})
 	addr := hub.ServerAddrs()[0].String()
 	site := start(t, dir, "site", siteTOML(p, addr, "echo"))
-	site.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
 
-	inFlight := dial(t, site.ForwardAddrs()[0])
+	inFlight := testnet.Dial(t, site.ForwardAddrs()[0].String())
 	if _, err := io.ReadFull(inFlight, make([]byte, 5)); err != nil {
 		t.Fatal(err)
 	}
 	cuts.cut() // the hub's host drops off the network...
 	hub.stop(t)
 	inFlight.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if err := drain(inFlight); !errors.Is(err, syscall.ECONNRESET) {
+	if err := testnet.Drain(inFlight); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("in-flight stream ended with %v, want connection reset", err)
 	}
 
@@ -290,7 +290,7 @@ func TestReconnect(t *testing.T) {
 	hub2 := start(t, dir, "hub2", strings.Replace(hubTOML(p, services), "127.0.0.1:0", addr, 1))
 	back := time.Now()
 	for {
-		c := dial(t, site.ForwardAddrs()[0])
+		c := testnet.Dial(t, site.ForwardAddrs()[0].String())
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 		buf := make([]byte, 5)
 		_, err := io.ReadFull(c, buf)
@@ -305,7 +305,7 @@ func TestReconnect(t *testing.T) {
 	if elapsed := time.Since(back); elapsed > 2*time.Second {
 		t.Fatalf("first working connection %s after the hub's return, want within 2s", elapsed)
 	}
-	hub2.log.waitFor(t, 5*time.Second, "tunnel from", "accepted")
+	hub2.log.WaitFor(t, 5*time.Second, "tunnel from", "accepted")
 }
 
 // TestDrain: stopping the agent lets a transfer in flight finish within
@@ -313,21 +313,11 @@ func TestReconnect(t *testing.T) {
 // shutdown_timeout is reset.
 func TestDrain(t *testing.T) {
 	release := make(chan struct{})
-	ln := listen(t)
-	serve(t, ln, func(c *net.TCPConn) {
-		c.Write([]byte("part one;"))
-		select {
-		case <-release:
-		case <-time.After(30 * time.Second):
-		}
-		c.Write([]byte("part two"))
-		c.CloseWrite()
-		io.Copy(io.Discard, c)
-	})
-	_, site := startPair(t, serviceTOML("slow", ln.Addr().String(), "*"), "slow")
+	slow := twoPartService(t, release)
+	_, site := startPair(t, serviceTOML("slow", slow, "*"), "slow")
 	fwd := site.ForwardAddrs()[0]
 
-	c := dial(t, fwd)
+	c := testnet.Dial(t, fwd.String())
 	c.CloseWrite()
 	if _, err := io.ReadFull(c, make([]byte, len("part one;"))); err != nil {
 		t.Fatal(err)
@@ -338,7 +328,7 @@ func TestDrain(t *testing.T) {
 		<-site.done
 		close(stopped)
 	}()
-	site.log.waitFor(t, 5*time.Second, "stopping: no new connections")
+	site.log.WaitFor(t, 5*time.Second, "stopping: no new connections")
 	if nc, err := net.DialTimeout("tcp", fwd.String(), time.Second); err == nil {
 		nc.Close()
 		t.Fatal("a new connection was accepted while draining")
@@ -356,8 +346,8 @@ func TestDrain(t *testing.T) {
 }
 
 func TestDrainDeadline(t *testing.T) {
-	ln := listen(t)
-	serve(t, ln, func(c *net.TCPConn) {
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, func(c *net.TCPConn) {
 		c.Write([]byte("never finishes"))
 		io.Copy(io.Discard, c)
 	})
@@ -366,18 +356,18 @@ func TestDrainDeadline(t *testing.T) {
 	hub := start(t, dir, "hub", hubTOML(p, serviceTOML("slow", ln.Addr().String(), "*")))
 	toml := strings.Replace(siteTOML(p, hub.ServerAddrs()[0].String(), "slow"), `shutdown_timeout = "5s"`, `shutdown_timeout = "300ms"`, 1)
 	site := start(t, dir, "site", toml)
-	site.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
-	c := dial(t, site.ForwardAddrs()[0])
+	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	c := testnet.Dial(t, site.ForwardAddrs()[0].String())
 	if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
 		t.Fatal(err)
 	}
 	site.stop(t)
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if err := drain(c); !errors.Is(err, syscall.ECONNRESET) {
+	if err := testnet.Drain(c); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("stream cut at the shutdown deadline ended with %v, want connection reset", err)
 	}
-	site.log.waitFor(t, time.Second, "shutdown_timeout (300ms) reached")
-	hub.log.waitFor(t, 5*time.Second, "aborted by peer: agent shutting down")
+	site.log.WaitFor(t, time.Second, "shutdown_timeout (300ms) reached")
+	hub.log.WaitFor(t, 5*time.Second, "aborted by peer: agent shutting down")
 }
 
 // TestNoTunnelUp: a connection that arrives while no tunnel is up waits
@@ -389,10 +379,10 @@ func TestNoTunnelUp(t *testing.T) {
 	addr := hub.ServerAddrs()[0].String()
 	hub.stop(t) // nothing listens there any more
 	site := start(t, dir, "site", strings.Replace(siteTOML(p, addr, "svc"), `tunnel_wait = "3s"`, `tunnel_wait = "300ms"`, 1))
-	c := dial(t, site.ForwardAddrs()[0])
+	c := testnet.Dial(t, site.ForwardAddrs()[0].String())
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if err := drain(c); !errors.Is(err, syscall.ECONNRESET) {
+	if err := testnet.Drain(c); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("with no tunnel up the app's read ended with %v, want connection reset", err)
 	}
-	site.log.waitFor(t, 5*time.Second, "→ hub/svc: connection from", "reset: no tunnel up", "connection refused", "(waited 300ms)")
+	site.log.WaitFor(t, 5*time.Second, "→ hub/svc: connection from", "reset: no tunnel up", "connection refused", "(waited 300ms)")
 }

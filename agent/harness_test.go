@@ -1,14 +1,12 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,52 +15,8 @@ import (
 
 	"github.com/postern-tunnel/postern/config"
 	"github.com/postern-tunnel/postern/internal/testca"
+	"github.com/postern-tunnel/postern/internal/testnet"
 )
-
-// logBuffer collects an agent's log lines and wakes waiters on each write.
-type logBuffer struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	changed chan struct{}
-}
-
-func newLogBuffer() *logBuffer { return &logBuffer{changed: make(chan struct{})} }
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf.Write(p)
-	close(l.changed)
-	l.changed = make(chan struct{})
-	return len(p), nil
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// waitFor waits until a log line contains every one of parts, and returns it.
-func (l *logBuffer) waitFor(t testing.TB, timeout time.Duration, parts ...string) string {
-	t.Helper()
-	deadline := time.After(timeout)
-	for {
-		l.mu.Lock()
-		text, ch := l.buf.String(), l.changed
-		l.mu.Unlock()
-		for _, line := range strings.Split(text, "\n") {
-			if containsAll(line, parts) {
-				return line
-			}
-		}
-		select {
-		case <-ch:
-		case <-deadline:
-			t.Fatalf("no log line with %q within %s; log:\n%s", parts, timeout, text)
-		}
-	}
-}
 
 func containsAll(s string, parts []string) bool {
 	for _, p := range parts {
@@ -76,7 +30,7 @@ func containsAll(s string, parts []string) bool {
 // running is an agent started for a test.
 type running struct {
 	*Agent
-	log    *logBuffer
+	log    *testnet.LogBuffer
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -103,14 +57,12 @@ func start(t testing.TB, dir, name, toml string) *running {
 func startWith(t testing.TB, dir, name, toml string, opts Options) *running {
 	t.Helper()
 	path := filepath.Join(dir, name+".toml")
-	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testca.WriteFile(t, path, []byte(toml))
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := newLogBuffer()
+	logs := &testnet.LogBuffer{}
 	lg := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t, name}), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := New(cfg, lg, opts)
 	if err != nil {
@@ -205,55 +157,22 @@ func serviceTOML(name, target string, allow ...string) string {
 	return fmt.Sprintf("[[service]]\nname = %q\ntarget = %q\nallow = [%s]\n", name, target, strings.Join(q, ", "))
 }
 
-// listen opens a loopback listener closed at the end of the test.
-func listen(t testing.TB) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	return ln
-}
-
-// serve runs handle for each connection on ln until the test ends.
-func serve(t testing.TB, ln net.Listener, handle func(c *net.TCPConn)) {
-	var wg sync.WaitGroup
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				handle(c.(*net.TCPConn))
-			}()
+// twoPartService answers each connection with "part one;", then, once
+// release is closed (or after 30s), with "part two" and a half-close: a
+// transfer a test can hold in flight. It returns the service's address.
+func twoPartService(t testing.TB, release <-chan struct{}) string {
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, func(c *net.TCPConn) {
+		c.Write([]byte("part one;"))
+		select {
+		case <-release:
+		case <-time.After(30 * time.Second):
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
+		c.Write([]byte("part two"))
+		c.CloseWrite()
+		io.Copy(io.Discard, c)
 	})
-}
-
-// echo answers with what it reads, then half-closes when the client does.
-func echo(c *net.TCPConn) {
-	io.Copy(c, c)
-	c.CloseWrite()
-}
-
-// dial connects to a forward.
-func dial(t testing.TB, addr net.Addr) *net.TCPConn {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr.String(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c.(*net.TCPConn)
+	return ln.Addr().String()
 }
 
 // startPair runs a hub with services and a site with a forward per service
@@ -264,7 +183,7 @@ func startPair(t testing.TB, services string, forwards ...string) (hub, site *ru
 	p := newPKI(t, dir)
 	hub = start(t, dir, "hub", hubTOML(p, services))
 	site = start(t, dir, "site", siteTOML(p, hub.ServerAddrs()[0].String(), forwards...))
-	site.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
 	return hub, site
 }
 

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/postern-tunnel/postern/internal/testnet"
 )
 
 // stunnelPath finds Debian's stunnel4. CI installs it (.ci/run), so there a
@@ -41,7 +43,7 @@ func stunnelFront(t *testing.T, dir, service string) net.Addr {
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ln := listen(t)
+	ln := testnet.Listen(t)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -77,8 +79,8 @@ func stunnelFront(t *testing.T, dir, service string) net.Addr {
 func TestInteropPosternClientToStunnelServer(t *testing.T) {
 	dir := t.TempDir()
 	p := newPKI(t, dir)
-	target := listen(t)
-	serve(t, target, echo)
+	target := testnet.Listen(t)
+	testnet.Serve(t, target, testnet.Echo)
 	front := stunnelFront(t, dir, fmt.Sprintf(
 		"connect = %s\ncert = %s\nkey = %s\nCAfile = %s\nverify = 2\n",
 		target.Addr(), p.hub.Cert, p.hub.Key, p.hub.CA))
@@ -106,8 +108,8 @@ func TestInteropStunnelClientToPosternServer(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			p := newPKI(t, dir)
-			target := listen(t)
-			serve(t, target, echo)
+			target := testnet.Listen(t)
+			testnet.Serve(t, target, testnet.Echo)
 			hubCfg := strings.Replace(hubTOML(p, serviceTOML("echo", target.Addr().String(), tc.allow)),
 				`listen = "127.0.0.1:0"`, "listen = \"127.0.0.1:0\"\nmux = false\nservice = \"echo\"", 1)
 			hub := start(t, dir, "hub", hubCfg)
@@ -125,7 +127,7 @@ func TestInteropStunnelClientToPosternServer(t *testing.T) {
 			if got != "" || (err != nil && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, io.EOF)) {
 				t.Fatalf("refused identity got %q, %v", got, err)
 			}
-			hub.log.waitFor(t, 10*time.Second, `plain TLS from`, `service \"echo\": refused: identity not in allow`, "dns:site-a.test")
+			hub.log.WaitFor(t, 10*time.Second, `plain TLS from`, `service \"echo\": refused: identity not in allow`, "dns:site-a.test")
 		})
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/pires/go-proxyproto"
+
+	"github.com/postern-tunnel/postern/internal/testnet"
 )
 
 // reverseHubTOML is a hub whose forward reaches the "echo" service offered
@@ -54,8 +56,8 @@ func echoOnce(t *testing.T, addr net.Addr, msg string) (string, error) {
 func TestReverseForward(t *testing.T) {
 	dir := t.TempDir()
 	p := newPKI(t, dir)
-	ln := listen(t)
-	serve(t, ln, echo)
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, testnet.Echo)
 	hub := start(t, dir, "hub", reverseHubTOML(p))
 	fwd := hub.ForwardAddrs()[0]
 
@@ -63,22 +65,22 @@ func TestReverseForward(t *testing.T) {
 	if _, err := echoOnce(t, fwd, "anyone?"); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("with no peer connected: %v, want connection reset", err)
 	}
-	hub.log.waitFor(t, 5*time.Second, "no connected peer matches dns:site-a.test")
+	hub.log.WaitFor(t, 5*time.Second, "no connected peer matches dns:site-a.test")
 
 	site := start(t, dir, "site", reverseSiteTOML(p, hub.ServerAddrs()[0].String(), ln.Addr().String(), "dns:hub.test"))
-	site.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
 	if got, err := echoOnce(t, fwd, "through the reverse tunnel"); err != nil || got != "through the reverse tunnel" {
 		t.Fatalf("reverse round trip: %q, %v", got, err)
 	}
 
 	// The site goes away and comes back.
 	site.stop(t)
-	hub.log.waitFor(t, 5*time.Second, "tunnel from", "closed")
+	hub.log.WaitFor(t, 5*time.Second, "tunnel from", "closed")
 	if _, err := echoOnce(t, fwd, "gone?"); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("after the peer left: %v, want connection reset", err)
 	}
 	site2 := start(t, dir, "site2", reverseSiteTOML(p, hub.ServerAddrs()[0].String(), ln.Addr().String(), "dns:hub.test"))
-	site2.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
+	site2.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
 	if got, err := echoOnce(t, fwd, "back again"); err != nil || got != "back again" {
 		t.Fatalf("after the peer reconnected: %q, %v", got, err)
 	}
@@ -88,25 +90,24 @@ func TestReverseForward(t *testing.T) {
 func TestReverseForwardDenied(t *testing.T) {
 	dir := t.TempDir()
 	p := newPKI(t, dir)
-	ln := listen(t)
-	serve(t, ln, echo)
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, testnet.Echo)
 	hub := start(t, dir, "hub", reverseHubTOML(p))
 	site := start(t, dir, "site", reverseSiteTOML(p, hub.ServerAddrs()[0].String(), ln.Addr().String(), "dns:someone-else.test"))
-	site.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
 	if _, err := echoOnce(t, hub.ForwardAddrs()[0], "let me in"); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("denied reverse stream: %v, want connection reset", err)
 	}
-	site.log.waitFor(t, 5*time.Second, `service \"echo\": refused: identity not in allow`, `CN=\"hub\"`)
-	hub.log.waitFor(t, 5*time.Second, "refused by peer: not allowed")
+	site.log.WaitFor(t, 5*time.Second, `service \"echo\": refused: identity not in allow`, `CN=\"hub\"`)
+	hub.log.WaitFor(t, 5*time.Second, "refused by peer: not allowed")
 }
 
 // namedService answers every connection with its name, then echoes.
 func namedService(t *testing.T, name string) net.Listener {
-	ln := listen(t)
-	serve(t, ln, func(c *net.TCPConn) {
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, func(c *net.TCPConn) {
 		c.Write([]byte(name + ":"))
-		io.Copy(c, c)
-		c.CloseWrite()
+		testnet.Echo(c)
 	})
 	return ln
 }
@@ -136,14 +137,14 @@ func TestFailover(t *testing.T) {
 	site := start(t, dir, "site", strings.Replace(siteTOML(p, addr1, "who"),
 		fmt.Sprintf("servers = [%q]", addr1), fmt.Sprintf("servers = [%q, %q]", addr1, addr2), 1))
 	fwd := site.ForwardAddrs()[0]
-	site.log.waitFor(t, 10*time.Second, "tunnel hub: connected to "+addr2)
+	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected to "+addr2)
 	if got := whoAnswers(t, fwd); got != "hub2" {
 		t.Fatalf("with hub1 down, answered by %q, want hub2", got)
 	}
 
 	var cuts connTracker
 	hub1b := startWith(t, dir, "hub1b", strings.Replace(hubTOML(p, serviceTOML("who", svc1.Addr().String(), "*")), "127.0.0.1:0", addr1, 1), Options{Listen: cuts.listen})
-	site.log.waitFor(t, 10*time.Second, addr1+" is reachable again")
+	site.log.WaitFor(t, 10*time.Second, addr1+" is reachable again")
 	if got := whoAnswers(t, fwd); got != "hub1" {
 		t.Fatalf("after hub1 returned, answered by %q, want hub1", got)
 	}
@@ -169,8 +170,8 @@ func TestParallelTunnels(t *testing.T) {
 	dir := t.TempDir()
 	p := newPKI(t, dir)
 	release := make(chan struct{})
-	ln := listen(t)
-	serve(t, ln, func(c *net.TCPConn) {
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, func(c *net.TCPConn) {
 		var seed [1]byte
 		if _, err := io.ReadFull(c, seed[:]); err != nil {
 			return
@@ -199,7 +200,7 @@ func TestParallelTunnels(t *testing.T) {
 	for i := range streams {
 		started.Add(1)
 		go func() {
-			c := dial(t, site.ForwardAddrs()[0])
+			c := testnet.Dial(t, site.ForwardAddrs()[0].String())
 			c.Write([]byte{byte(i)})
 			want := sha256.New()
 			io.CopyN(want, rand.NewChaCha8([32]byte{byte(i)}), size)
@@ -218,7 +219,7 @@ func TestParallelTunnels(t *testing.T) {
 	victim := cuts.conns[0]
 	cuts.mu.Unlock()
 	victim.Close()
-	site.log.waitFor(t, 10*time.Second, "lost")
+	site.log.WaitFor(t, 10*time.Second, "lost")
 	closeRelease()
 
 	var resets, intact int
@@ -254,7 +255,7 @@ func waitTunnels(t *testing.T, r *running, n int) {
 func TestProxyProtocol(t *testing.T) {
 	for _, version := range []string{"v1", "v2"} {
 		t.Run(version, func(t *testing.T) {
-			raw := listen(t)
+			raw := testnet.Listen(t)
 			pl := &proxyproto.Listener{Listener: raw}
 			seen := make(chan string, 1)
 			go func() {
@@ -269,7 +270,7 @@ func TestProxyProtocol(t *testing.T) {
 			}()
 			svc := serviceTOML("svc", raw.Addr().String(), "*") + fmt.Sprintf("proxy_protocol = %q\n", version)
 			_, site := startPair(t, svc, "svc")
-			c := dial(t, site.ForwardAddrs()[0])
+			c := testnet.Dial(t, site.ForwardAddrs()[0].String())
 			c.Write([]byte("hello\n"))
 			got, err := bufio.NewReader(c).ReadString('\n')
 			if err != nil || got != "hello\n" {
@@ -288,8 +289,8 @@ func TestProxyProtocol(t *testing.T) {
 // old tunnel finishes intact.
 func TestMaxTunnelLifetime(t *testing.T) {
 	release := make(chan struct{})
-	ln := listen(t)
-	serve(t, ln, func(c *net.TCPConn) {
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, func(c *net.TCPConn) {
 		c.Write([]byte("first half;"))
 		<-release
 		c.Write([]byte("second half"))
@@ -303,19 +304,19 @@ func TestMaxTunnelLifetime(t *testing.T) {
 	hub := start(t, dir, "hub", hubTOML(p, serviceTOML("slow", ln.Addr().String(), "*")))
 	site := start(t, dir, "site", strings.Replace(siteTOML(p, hub.ServerAddrs()[0].String(), "slow"),
 		"[[client]]\n", "[[client]]\nmax_tunnel_lifetime = \"1s\"\n", 1))
-	site.log.waitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
 
-	old := dial(t, site.ForwardAddrs()[0])
+	old := testnet.Dial(t, site.ForwardAddrs()[0].String())
 	old.CloseWrite()
 	if _, err := io.ReadFull(old, make([]byte, len("first half;"))); err != nil {
 		t.Fatal(err)
 	}
-	site.log.waitFor(t, 10*time.Second, "renewed after max_tunnel_lifetime")
+	site.log.WaitFor(t, 10*time.Second, "renewed after max_tunnel_lifetime")
 	if n := len(site.clients["hub"].Tunnels()); n != 2 {
 		t.Fatalf("%d tunnels after renewal, want 2 (the new one, and the old one draining its stream)", n)
 	}
 	// A new connection goes over the new tunnel while the old stream is open.
-	fresh := dial(t, site.ForwardAddrs()[0])
+	fresh := testnet.Dial(t, site.ForwardAddrs()[0].String())
 	if _, err := io.ReadFull(fresh, make([]byte, len("first half;"))); err != nil {
 		t.Fatalf("new connection after renewal: %v", err)
 	}
@@ -324,5 +325,5 @@ func TestMaxTunnelLifetime(t *testing.T) {
 	if err != nil || string(rest) != "second half" {
 		t.Fatalf("stream on the old tunnel: %q, %v; want the rest and a clean end", rest, err)
 	}
-	hub.log.waitFor(t, 10*time.Second, "tunnel from", "closed")
+	hub.log.WaitFor(t, 10*time.Second, "tunnel from", "closed")
 }

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/postern-tunnel/postern/internal/testnet"
 )
 
 // e2eHeldTransfer is a site and a hub with one forward to a service that
@@ -52,9 +54,9 @@ func e2eStartHeldTransfer(t *testing.T, siteShutdownTimeout string) *e2eHeldTran
 	hubAddr := h.hub.serverAddr(t)
 	h.site = e2eStartAgent(t, "site", e2eWriteConfig(t, dir, "site", e2eSiteTOML(certs, hubAddr, siteShutdownTimeout, "slow")))
 	h.forward = h.site.forwardAddr(t, "slow")
-	h.site.log.waitFor(t, 10*time.Second, "tunnel hub: connected to "+hubAddr)
+	h.site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected to "+hubAddr)
 
-	h.app = e2eDial(t, h.forward)
+	h.app = testnet.Dial(t, h.forward)
 	h.app.SetDeadline(time.Now().Add(20 * time.Second))
 	if _, err := h.app.Write([]byte("send me everything")); err != nil {
 		t.Fatal(err)
@@ -74,7 +76,7 @@ func e2eStartHeldTransfer(t *testing.T, siteShutdownTimeout string) *e2eHeldTran
 func TestE2EDrain(t *testing.T) {
 	h := e2eStartHeldTransfer(t, "30s")
 	h.site.signal(t, syscall.SIGTERM)
-	h.site.log.waitFor(t, 5*time.Second, "agent site-a stopping: no new connections")
+	h.site.log.WaitFor(t, 5*time.Second, "agent site-a stopping: no new connections")
 
 	if c, err := net.DialTimeout("tcp", h.forward, 2*time.Second); err == nil {
 		c.Close()
@@ -99,7 +101,7 @@ func TestE2EDrain(t *testing.T) {
 		t.Fatalf("site exited with %d after draining, want 0", code)
 	}
 	t.Logf("site exited %s after the transfer was released", time.Since(released).Round(time.Millisecond))
-	h.site.log.waitFor(t, time.Second, "agent site-a stopped")
+	h.site.log.WaitFor(t, time.Second, "agent site-a stopped")
 	if out := h.site.log.String(); bytes.Contains([]byte(out), []byte("shutdown_timeout")) {
 		t.Errorf("the drain hit shutdown_timeout:\n%s", out)
 	}
@@ -110,7 +112,7 @@ func TestE2EDrain(t *testing.T) {
 func TestE2EDrainSecondSignal(t *testing.T) {
 	h := e2eStartHeldTransfer(t, "30s")
 	h.site.signal(t, syscall.SIGTERM)
-	h.site.log.waitFor(t, 5*time.Second, "agent site-a stopping: no new connections")
+	h.site.log.WaitFor(t, 5*time.Second, "agent site-a stopping: no new connections")
 	if h.site.exited() {
 		t.Fatalf("the site exited with a transfer in flight; output:\n%s", h.site.log.String())
 	}
@@ -121,12 +123,12 @@ func TestE2EDrainSecondSignal(t *testing.T) {
 		t.Fatalf("site exited with %d after a second SIGTERM, want a non-zero exit status", code)
 	}
 	t.Logf("site exited with %d %s after the second SIGTERM", code, time.Since(second).Round(time.Millisecond))
-	h.site.log.waitFor(t, time.Second, "second signal: exiting now without draining")
+	h.site.log.WaitFor(t, time.Second, "second signal: exiting now without draining")
 
 	// The cut transfer must look cut: the agent resets the app's
 	// connection before it exits, so the app never reads a clean EOF
 	// after a partial answer.
-	if err := e2eDrain(h.app); !errors.Is(err, syscall.ECONNRESET) {
+	if err := testnet.Drain(h.app); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("the app's in-flight read ended with %v, want connection reset", err)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"github.com/postern-tunnel/postern/internal/testca"
+	"github.com/postern-tunnel/postern/internal/testnet"
 )
 
 // e2eModule is the module whose cmd/postern the tests build.
@@ -100,80 +100,12 @@ func e2eModuleRoot() (string, error) {
 	}
 }
 
-// e2eLog collects a process's output and wakes waiters on every write.
-// Safe for concurrent use.
-type e2eLog struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	changed chan struct{} // closed and replaced on every write
-}
-
-func newE2ELog() *e2eLog { return &e2eLog{changed: make(chan struct{})} }
-
-func (l *e2eLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf.Write(p)
-	close(l.changed)
-	l.changed = make(chan struct{})
-	return len(p), nil
-}
-
-func (l *e2eLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-// waitLine waits until a complete line satisfies match and returns it.
-func (l *e2eLog) waitLine(t testing.TB, timeout time.Duration, what string, match func(line string) bool) string {
-	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		l.mu.Lock()
-		text, changed := l.buf.String(), l.changed
-		l.mu.Unlock()
-		lines := strings.SplitAfter(text, "\n")
-		for _, line := range lines {
-			if strings.HasSuffix(line, "\n") && match(line) {
-				return strings.TrimSuffix(line, "\n")
-			}
-		}
-		select {
-		case <-changed:
-		case <-deadline.C:
-			t.Fatalf("no log line with %s within %s; log:\n%s", what, timeout, text)
-		}
-	}
-}
-
-// waitFor waits for a line containing every one of parts.
-func (l *e2eLog) waitFor(t testing.TB, timeout time.Duration, parts ...string) string {
-	t.Helper()
-	return l.waitLine(t, timeout, fmt.Sprintf("%q", parts), func(line string) bool {
-		for _, p := range parts {
-			if !strings.Contains(line, p) {
-				return false
-			}
-		}
-		return true
-	})
-}
-
-// waitMatch waits for a line matching re and returns its submatches.
-func (l *e2eLog) waitMatch(t testing.TB, timeout time.Duration, re *regexp.Regexp) []string {
-	t.Helper()
-	line := l.waitLine(t, timeout, fmt.Sprintf("`%s`", re), re.MatchString)
-	return re.FindStringSubmatch(line)
-}
-
 // e2eAgent is a `postern run` process started for a test.
 type e2eAgent struct {
 	name string
 	cmd  *exec.Cmd
-	log  *e2eLog       // stdout and stderr together
-	done chan struct{} // closed when the process has exited and its output is read
+	log  *testnet.LogBuffer // stdout and stderr together
+	done chan struct{}      // closed when the process has exited and its output is read
 }
 
 // e2eStartAgent runs `postern run -c config`. The process is killed at the
@@ -181,7 +113,7 @@ type e2eAgent struct {
 // failed or with -v.
 func e2eStartAgent(t testing.TB, name, config string) *e2eAgent {
 	t.Helper()
-	a := &e2eAgent{name: name, log: newE2ELog(), done: make(chan struct{})}
+	a := &e2eAgent{name: name, log: &testnet.LogBuffer{}, done: make(chan struct{})}
 	a.cmd = exec.Command(e2eBinary(t), "run", "-c", config)
 	a.cmd.Stdout = a.log
 	a.cmd.Stderr = a.log
@@ -241,14 +173,14 @@ var e2eServerRE = regexp.MustCompile(`tunnel server listening on ([^\s"]+)`)
 // line the agent logs once it listens.
 func (a *e2eAgent) serverAddr(t testing.TB) string {
 	t.Helper()
-	return a.log.waitMatch(t, 10*time.Second, e2eServerRE)[1]
+	return a.log.WaitMatch(t, 10*time.Second, e2eServerRE)[1]
 }
 
 // forwardAddr is the address of the agent's forward to service.
 func (a *e2eAgent) forwardAddr(t testing.TB, service string) string {
 	t.Helper()
 	re := regexp.MustCompile(`forward ([^\s"]+) → [^\s/]+/` + regexp.QuoteMeta(service) + ` listening`)
-	return a.log.waitMatch(t, 10*time.Second, re)[1]
+	return a.log.WaitMatch(t, 10*time.Second, re)[1]
 }
 
 // e2eCerts are a hub and a site certificate from one throwaway CA, on disk.
@@ -320,63 +252,16 @@ backoff_max = "500ms"
 func e2eWriteConfig(t testing.TB, dir, name, toml string) string {
 	t.Helper()
 	path := filepath.Join(dir, name+".toml")
-	if err := os.WriteFile(path, []byte(toml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testca.WriteFile(t, path, []byte(toml))
 	return path
 }
 
 // e2eServe runs handle for every connection to a new loopback listener
-// until the test ends, and returns the listener's address. The connection
-// is closed when handle returns.
+// until the test ends, and returns the listener's address.
 func e2eServe(t testing.TB, handle func(c *net.TCPConn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				handle(c.(*net.TCPConn))
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, handle)
 	return ln.Addr().String()
-}
-
-// e2eDial connects to addr; the connection is closed at the end of the test.
-func e2eDial(t testing.TB, addr string) *net.TCPConn {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c.(*net.TCPConn)
-}
-
-// e2eDrain reads c until an error and returns it (io.EOF for a clean end).
-func e2eDrain(c net.Conn) error {
-	_, err := io.Copy(io.Discard, c)
-	if err == nil {
-		return io.EOF
-	}
-	return err
 }
 
 // e2eIsReset reports whether err is a TCP reset.

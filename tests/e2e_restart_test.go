@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/postern-tunnel/postern/internal/testnet"
 )
 
 // TestE2ERestart: the hub is killed (SIGKILL) during a transfer: the app's
@@ -19,8 +21,7 @@ func TestE2ERestart(t *testing.T) {
 	e2eBinary(t)
 	target := e2eServe(t, func(c *net.TCPConn) {
 		c.Write([]byte("hello"))
-		io.Copy(c, c)
-		c.CloseWrite()
+		testnet.Echo(c)
 	})
 	dir := t.TempDir()
 	certs := e2eNewCerts(t, dir)
@@ -29,10 +30,10 @@ func TestE2ERestart(t *testing.T) {
 	hubAddr := hub.serverAddr(t)
 	site := e2eStartAgent(t, "site", e2eWriteConfig(t, dir, "site", e2eSiteTOML(certs, hubAddr, "5s", "echo")))
 	forward := site.forwardAddr(t, "echo")
-	site.log.waitFor(t, 10*time.Second, "tunnel hub: connected to "+hubAddr)
+	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected to "+hubAddr)
 
 	// A transfer in flight: greeted, one round trip done, more to come.
-	app := e2eDial(t, forward)
+	app := testnet.Dial(t, forward)
 	app.SetDeadline(time.Now().Add(10 * time.Second))
 	buf := make([]byte, 8)
 	if _, err := io.ReadFull(app, buf[:5]); err != nil || string(buf[:5]) != "hello" {
@@ -47,14 +48,14 @@ func TestE2ERestart(t *testing.T) {
 	if code := hub.waitExit(t, 5*time.Second); code != -1 {
 		t.Fatalf("hub exited with %d, want killed by SIGKILL", code)
 	}
-	if err := e2eDrain(app); !e2eIsReset(err) {
+	if err := testnet.Drain(app); !e2eIsReset(err) {
 		t.Fatalf("the app's read ended with %v when the hub died, want connection reset", err)
 	}
-	site.log.waitFor(t, 5*time.Second, "tunnel hub", "lost")
+	site.log.WaitFor(t, 5*time.Second, "tunnel hub", "lost")
 
 	// The hub comes back on the same address.
 	hub2 := e2eStartAgent(t, "hub2", e2eWriteConfig(t, dir, "hub2", e2eHubTOML(certs, hubAddr, service)))
-	hub2.log.waitFor(t, 10*time.Second, "tunnel server listening on "+hubAddr)
+	hub2.log.WaitFor(t, 10*time.Second, "tunnel server listening on "+hubAddr)
 	back := time.Now()
 	deadline := back.Add(2 * time.Second)
 	for attempt := 1; ; attempt++ {
@@ -68,11 +69,11 @@ func TestE2ERestart(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // pace the retries; not a synchronisation
 	}
-	hub2.log.waitFor(t, 5*time.Second, "tunnel from", "accepted", "site-a")
-	site.log.waitFor(t, 5*time.Second, "tunnel hub: connected to "+hubAddr)
+	hub2.log.WaitFor(t, 5*time.Second, "tunnel from", "accepted", "site-a")
+	site.log.WaitFor(t, 5*time.Second, "tunnel hub: connected to "+hubAddr)
 
 	// And a whole exchange works again.
-	c := e2eDial(t, forward)
+	c := testnet.Dial(t, forward)
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	c.Write([]byte("again"))
 	c.CloseWrite()

@@ -8,12 +8,13 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/postern-tunnel/postern/internal/testnet"
 )
 
 // TestE2ERoundTrip: a hub offering an echo service and an HTTP service, a
@@ -23,10 +24,7 @@ import (
 // exit 0 within a few seconds.
 func TestE2ERoundTrip(t *testing.T) {
 	e2eBinary(t) // build before any timing starts
-	echoAddr := e2eServe(t, func(c *net.TCPConn) {
-		io.Copy(c, c)
-		c.CloseWrite()
-	})
+	echoAddr := e2eServe(t, testnet.Echo)
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Legacy-App", "yes")
 		fmt.Fprintf(w, "legacy app: %s %s", r.Method, r.URL.Path)
@@ -41,13 +39,13 @@ func TestE2ERoundTrip(t *testing.T) {
 	hubAddr := hub.serverAddr(t)
 	site := e2eStartAgent(t, "site", e2eWriteConfig(t, dir, "site", e2eSiteTOML(certs, hubAddr, "5s", "echo", "web")))
 	echoFwd, webFwd := site.forwardAddr(t, "echo"), site.forwardAddr(t, "web")
-	site.log.waitFor(t, 10*time.Second, "tunnel hub: connected to "+hubAddr)
-	hub.log.waitFor(t, 5*time.Second, "tunnel from", "accepted", "site-a")
+	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected to "+hubAddr)
+	hub.log.WaitFor(t, 5*time.Second, "tunnel from", "accepted", "site-a")
 
 	t.Run("echo 1MiB", func(t *testing.T) {
 		data := make([]byte, 1<<20)
 		rand.Read(data)
-		c := e2eDial(t, echoFwd)
+		c := testnet.Dial(t, echoFwd)
 		c.SetDeadline(time.Now().Add(20 * time.Second))
 		wrote := make(chan error, 1)
 		go func() {
@@ -100,8 +98,8 @@ func TestE2ERoundTrip(t *testing.T) {
 		}
 	}
 	t.Logf("both agents stopped %s after SIGTERM", time.Since(start).Round(time.Millisecond))
-	site.log.waitFor(t, time.Second, "agent site-a stopping: no new connections")
-	site.log.waitFor(t, time.Second, "agent site-a stopped")
-	hub.log.waitFor(t, time.Second, "agent hub stopping: no new connections")
-	hub.log.waitFor(t, time.Second, "agent hub stopped")
+	site.log.WaitFor(t, time.Second, "agent site-a stopping: no new connections")
+	site.log.WaitFor(t, time.Second, "agent site-a stopped")
+	hub.log.WaitFor(t, time.Second, "agent hub stopping: no new connections")
+	hub.log.WaitFor(t, time.Second, "agent hub stopped")
 }

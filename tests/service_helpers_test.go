@@ -6,7 +6,6 @@ package tests
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -17,11 +16,11 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/postern-tunnel/postern/internal/testca"
+	"github.com/postern-tunnel/postern/internal/testnet"
 )
 
 // svcRoot is the module root.
@@ -145,29 +144,8 @@ func svcWaitFor(t *testing.T, timeout time.Duration, what string, cond func() (b
 
 // svcEcho serves TCP echo on loopback until the test ends.
 func svcEcho(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, testnet.Echo)
 	return ln.Addr().String()
 }
 
@@ -251,8 +229,7 @@ allow  = ["cn:site-a"]
 // svcAgent is a postern process whose stderr the test reads.
 type svcAgent struct {
 	cmd  *exec.Cmd
-	mu   sync.Mutex
-	log  bytes.Buffer
+	log  testnet.LogBuffer
 	done chan struct{}
 	err  error
 }
@@ -273,9 +250,7 @@ func svcStart(t *testing.T, env []string, bin string, args ...string) *svcAgent 
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			a.mu.Lock()
-			a.log.WriteString(sc.Text() + "\n")
-			a.mu.Unlock()
+			io.WriteString(&a.log, sc.Text()+"\n")
 		}
 		a.err = a.cmd.Wait()
 		close(a.done)
@@ -290,11 +265,8 @@ func svcStart(t *testing.T, env []string, bin string, args ...string) *svcAgent 
 	return a
 }
 
-func (a *svcAgent) Log() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.log.String()
-}
+// Log returns what the process has written to stderr so far.
+func (a *svcAgent) Log() string { return a.log.String() }
 
 // exited reports whether the process has ended.
 func (a *svcAgent) exited() bool {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/postern-tunnel/postern/internal/testca"
+	"github.com/postern-tunnel/postern/internal/testnet"
 	"github.com/postern-tunnel/postern/tunnel"
 )
 
@@ -21,28 +22,15 @@ const handshakeWait = 10 * time.Second
 // a TLS 1.3 client learns that the server refused its certificate.
 func handshake(t *testing.T, server, client *tls.Config) (serverErr, clientErr error) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	done := make(chan error, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			done <- err
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(handshakeWait))
+	addr, done := acceptOne(t, handshakeWait, func(c net.Conn) error {
 		tc := tls.Server(c, server)
-		err = tc.Handshake()
+		err := tc.Handshake()
 		if err == nil {
 			_, err = tc.Read(make([]byte, 1))
 		}
-		done <- err
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
+		return err
+	})
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,23 +48,10 @@ func handshake(t *testing.T, server, client *tls.Config) (serverErr, clientErr e
 // server's handshake error.
 func rawToServer(t *testing.T, server *tls.Config, data []byte, serverDeadline time.Duration) error {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	done := make(chan error, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			done <- err
-			return
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(serverDeadline))
-		done <- tls.Server(c, server).Handshake()
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	addr, done := acceptOne(t, serverDeadline, func(c net.Conn) error {
+		return tls.Server(c, server).Handshake()
+	})
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +70,26 @@ func rawToServer(t *testing.T, server *tls.Config, data []byte, serverDeadline t
 		t.Fatal("server handshake did not end")
 		return nil
 	}
+}
+
+// acceptOne accepts one connection on a loopback listener, gives it
+// deadline and sends what serve returns for it (or the accept error) on
+// the returned channel. The listener closes when the test ends.
+func acceptOne(t *testing.T, deadline time.Duration, serve func(c net.Conn) error) (addr string, result <-chan error) {
+	t.Helper()
+	ln := testnet.Listen(t)
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(deadline))
+		done <- serve(c)
+	}()
+	return ln.Addr().String(), done
 }
 
 // pki is a small world: the partners' CA that both agents trust, a hub

@@ -31,9 +31,7 @@ func checkRun(t *testing.T, args ...string) (int, string) {
 func writeTOML(t *testing.T, dir, text string) string {
 	t.Helper()
 	path := filepath.Join(dir, "postern.toml")
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testca.WriteFile(t, path, []byte(text))
 	return path
 }
 
@@ -177,16 +175,21 @@ func TestCheckUsage(t *testing.T) {
 // returns its tunnel address.
 func startHub(t *testing.T, dir string, f testca.Files) string {
 	t.Helper()
-	path := filepath.Join(dir, "hub.toml")
 	text := fmt.Sprintf("name = \"hub\"\n[tls]\ncert = %q\nkey = %q\nca = %q\n[[server]]\nlisten = \"127.0.0.1:0\"\n", f.Cert, f.Key, f.CA)
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	return startAgent(t, dir, text, io.Discard).ServerAddrs()[0].String()
+}
+
+// startAgent writes text to hub.toml in dir and runs an agent from it in this
+// process, logging to w, until the test ends.
+func startAgent(t *testing.T, dir, text string, w io.Writer) *agent.Agent {
+	t.Helper()
+	path := filepath.Join(dir, "hub.toml")
+	testca.WriteFile(t, path, []byte(text))
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := agent.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), agent.Options{})
+	a, err := agent.New(cfg, slog.New(slog.NewTextHandler(w, nil)), agent.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,5 +203,5 @@ func startHub(t *testing.T, dir string, f testca.Files) string {
 		cancel()
 		<-done
 	})
-	return a.ServerAddrs()[0].String()
+	return a
 }
