@@ -63,7 +63,11 @@ func startWith(t testing.TB, dir, name, toml string, opts Options) *running {
 		t.Fatal(err)
 	}
 	logs := &testnet.LogBuffer{}
-	lg := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t, name}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	level := slog.LevelDebug // unless the test sets [log] level itself
+	if strings.Contains(toml, "[log]") {
+		level.UnmarshalText([]byte(cfg.Log.Level))
+	}
+	lg := slog.New(slog.NewTextHandler(io.MultiWriter(logs, testWriter{t, name}), &slog.HandlerOptions{Level: level}))
 	a, err := New(cfg, lg, opts)
 	if err != nil {
 		t.Fatal(err)

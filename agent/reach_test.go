@@ -239,7 +239,7 @@ func TestParallelTunnels(t *testing.T) {
 
 // waitTunnels waits (polling, with a deadline) until the agent's client
 // has n live tunnels published.
-func waitTunnels(t *testing.T, r *running, n int) {
+func waitTunnels(t testing.TB, r *running, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for len(r.clients["hub"].Tunnels()) < n {

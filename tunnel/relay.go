@@ -66,17 +66,27 @@ type relayEvent struct {
 	notifyPeer bool // send an ABORT frame so the peer resets its side too
 }
 
-// relay moves bytes between a plaintext TCP connection and a stream. Both
-// directions run at once in their own goroutines (send and receive); the
-// goroutine that called Relay owns them and decides how the relay ends.
+// relay moves bytes between a plaintext TCP connection and a stream. The
+// goroutine that calls Relay runs the receive direction (stream→plain);
+// one more goroutine runs send (plain→stream). There is no third
+// goroutine to coordinate them: each direction reports what happened to
+// report, which decides under mu, and whichever direction ends last
+// finishes the relay (see exit). An idle relayed connection therefore costs
+// two goroutines and no buffer.
 type relay struct {
 	plain  net.Conn
 	stream net.Conn
-	events chan relayEvent
-	wg     sync.WaitGroup
 
+	mu       sync.Mutex
+	sentCW   bool        // CLOSE_WRITE sent
+	recvCW   bool        // CLOSE_WRITE received
+	failure  *relayEvent // the abort that ends the relay, if any
+	live     int         // directions still running
+	grace    *time.Timer // armed when the peer closed while this side still sends
+	stopCtx  func() bool // unregisters the ctx watch
+	result   chan error  // the relay's outcome, sent by the last direction out
 	stopping atomic.Bool // set before deadlines are forced, see receive
-	lost     atomic.Bool // the session died after the peer's CLOSE_WRITE, see wait
+	lost     atomic.Bool // the session died after the peer's CLOSE_WRITE
 	midFrame atomic.Bool // a stream write was cut inside a frame
 	sent     atomic.Int64
 	received atomic.Int64
@@ -93,92 +103,105 @@ type relay struct {
 // Cancelling ctx aborts the relay and tells the peer the agent is stopping.
 // Relay closes both plain and stream before it returns.
 func Relay(ctx context.Context, plain, stream net.Conn, before func() error) (RelayStats, error) {
-	r := &relay{plain: plain, stream: stream, events: make(chan relayEvent, 4)}
-	r.wg.Add(2)
-	go r.send()
-	go r.receive(before)
-	err := r.wait(ctx)
+	r := &relay{plain: plain, stream: stream, live: 2, result: make(chan error, 1)}
+	r.stopCtx = context.AfterFunc(ctx, func() {
+		r.report(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{
+			Code: AbortShutdown, Err: errors.New("agent stopping: transfer cut at the shutdown deadline")}})
+	})
+	go func() {
+		r.send()
+		r.exit()
+	}()
+	r.receive(before)
+	r.exit()
+	err := <-r.result
 	return RelayStats{Sent: r.sent.Load(), Received: r.received.Load()}, err
 }
 
-func (r *relay) wait(ctx context.Context) error {
-	var sentCW, recvCW, senderDone bool
-	var grace <-chan time.Time
-	for {
-		select {
-		case ev := <-r.events:
-			switch ev.kind {
-			case evSentCloseWrite:
-				sentCW, senderDone = true, true
-			case evRecvCloseWrite:
-				recvCW = true
-			case evPeerClosed:
-				if !senderDone {
-					if tunnelLost(r.stream) {
-						// The stream ended because the session died, not
-						// because the peer closed it: nothing this side
-						// sends can arrive. Wake the sender rather than let
-						// an idle application wait out the grace; it
-						// reports the end (or the CLOSE_WRITE it just sent).
-						r.lost.Store(true)
-						r.plain.SetReadDeadline(time.Now())
-					}
-					t := time.NewTimer(peerCloseGrace)
-					defer t.Stop()
-					grace = t.C
-				}
-			case evAbort:
-				return r.abort(ev)
-			}
-			if sentCW && recvCW {
-				r.finish()
-				return nil
-			}
-		case <-grace:
-			return r.abort(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{
-				Code: AbortProtocol, Err: errors.New("peer closed the stream while this side was still sending")}})
-		case <-ctx.Done():
-			return r.abort(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{
-				Code: AbortShutdown, Err: errors.New("agent stopping: transfer cut at the shutdown deadline")}})
+// report takes one direction's news and acts on it at once: an abort resets
+// the plaintext side and wakes both directions; both CLOSE_WRITEs mean done.
+func (r *relay) report(ev relayEvent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failure != nil || r.stopping.Load() && ev.kind != evAbort {
+		return // the outcome is decided; later news changes nothing
+	}
+	switch ev.kind {
+	case evSentCloseWrite:
+		r.sentCW = true
+	case evRecvCloseWrite:
+		r.recvCW = true
+	case evPeerClosed:
+		if r.sentCW || r.grace != nil {
+			break
 		}
+		if tunnelLost(r.stream) {
+			// The stream ended because the session died, not because the
+			// peer closed it: nothing this side sends can arrive. Wake the
+			// sender rather than let an idle application wait out the
+			// grace; it reports the end (or the CLOSE_WRITE it just sent).
+			r.lost.Store(true)
+			r.plain.SetReadDeadline(time.Now())
+		}
+		r.grace = time.AfterFunc(peerCloseGrace, func() {
+			r.report(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{
+				Code: AbortProtocol, Err: errors.New("peer closed the stream while this side was still sending")}})
+		})
+	case evAbort:
+		if r.stopping.Load() {
+			return // already finishing cleanly
+		}
+		r.failure = &ev
+		r.stopping.Store(true)
+		resetConn(r.plain)
+		r.stream.SetDeadline(time.Now())
+		return
+	}
+	if r.sentCW && r.recvCW {
+		// Both directions ended cleanly: stop the receiver, which keeps
+		// watching for an ABORT after the peer's CLOSE_WRITE.
+		r.stopping.Store(true)
+		r.stream.Close()
+		r.stream.SetReadDeadline(time.Now())
 	}
 }
 
-// finish ends a relay whose both directions closed cleanly.
-func (r *relay) finish() {
-	r.stopping.Store(true)
-	r.stream.Close()
-	r.stream.SetReadDeadline(time.Now())
-	r.wg.Wait()
-	r.plain.Close()
-}
-
-// abort resets the plaintext side, stops both directions, tells the peer
-// when it should know, and closes the stream.
-func (r *relay) abort(ev relayEvent) error {
-	r.stopping.Store(true)
-	resetConn(r.plain)
-	r.stream.SetDeadline(time.Now())
-	r.wg.Wait()
-	if ev.notifyPeer && !r.midFrame.Load() {
+// exit is called by each direction as it returns; the last one out closes
+// what is left, tells the peer about an abort when it should know, and
+// hands the outcome to Relay.
+func (r *relay) exit() {
+	r.mu.Lock()
+	r.live--
+	last := r.live == 0
+	failure := r.failure
+	r.mu.Unlock()
+	if !last {
+		return
+	}
+	r.stopCtx()
+	if r.grace != nil {
+		r.grace.Stop()
+	}
+	if failure == nil {
+		r.stream.Close()
+		r.plain.Close()
+		r.result <- nil
+		return
+	}
+	if failure.notifyPeer && !r.midFrame.Load() {
 		r.stream.SetWriteDeadline(time.Now().Add(abortWriteTimeout))
 		reason := ""
-		if ev.abort.Err != nil {
-			reason = ev.abort.Err.Error()
+		if failure.abort.Err != nil {
+			reason = failure.abort.Err.Error()
 		}
-		r.stream.Write(appendAbort(nil, ev.abort.Code, reason))
+		r.stream.Write(appendAbort(nil, failure.abort.Code, reason))
 	}
 	r.stream.Close()
-	return ev.abort
-}
-
-func (r *relay) report(ev relayEvent) {
-	r.events <- ev // buffered for every event a relay can produce
+	r.result <- failure.abort
 }
 
 // send is the plain→stream direction.
 func (r *relay) send() {
-	defer r.wg.Done()
 	const dir = "plain→stream"
 	for {
 		buf, n, err := readPlain(r.plain)
@@ -225,7 +248,6 @@ func (r *relay) sendCloseWrite() {
 
 // receive is the stream→plain direction.
 func (r *relay) receive(before func() error) {
-	defer r.wg.Done()
 	const dir = "stream→plain"
 	if before != nil {
 		if err := before(); err != nil {

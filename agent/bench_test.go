@@ -1,0 +1,82 @@
+package agent
+
+import (
+	"io"
+	"net"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/postern-tunnel/postern/internal/testnet"
+)
+
+// BenchmarkHeldConnections measures what one idle forwarded connection
+// costs both agents together (heap and goroutine stacks, after a GC): the
+// site and the hub run in this process, and the same connections made
+// directly to the target are subtracted. Reported as bytes/conn.
+func BenchmarkHeldConnections(b *testing.B) {
+	const conns = 1000
+	ln := testnet.Listen(b)
+	testnet.Serve(b, ln, testnet.Echo)
+	// Quiet logs: the test's in-memory log of each connection is not what
+	// is measured.
+	const quiet = "[log]\nlevel = \"warn\"\n"
+	dir := b.TempDir()
+	p := newPKI(b, dir)
+	hub := start(b, dir, "hub", hubTOML(p, serviceTOML("echo", ln.Addr().String(), "*")+quiet))
+	site := start(b, dir, "site", siteTOML(p, hub.ServerAddrs()[0].String(), "echo")+quiet)
+	waitTunnels(b, site, 1)
+	for b.Loop() {
+		direct := holdConnections(b, ln.Addr(), conns)
+		through := holdConnections(b, site.ForwardAddrs()[0], conns)
+		waitIdle(b, hub, site)
+		b.ReportMetric(float64(through-direct)/conns, "bytes/conn")
+	}
+}
+
+// waitIdle waits (polling, with a deadline) until the agents have no
+// stream left, so one round's closing does not count in the next.
+func waitIdle(b *testing.B, agents ...*running) {
+	deadline := time.Now().Add(30 * time.Second)
+	for _, a := range agents {
+		for a.streams.Count() > 0 {
+			if time.Now().After(deadline) {
+				b.Fatalf("%d streams still open", a.streams.Count())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// holdConnections opens n connections to addr, makes one round trip on
+// each, and returns the memory in use while all are held idle, then closes
+// them.
+func holdConnections(b *testing.B, addr net.Addr, n int) uint64 {
+	before := memInUse()
+	conns := make([]net.Conn, 0, n)
+	buf := make([]byte, 5)
+	for range n {
+		c, err := net.DialTimeout("tcp", addr.String(), 5*time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Write([]byte("hello"))
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	held := memInUse()
+	for _, c := range conns {
+		c.Close()
+	}
+	return held - before
+}
+
+func memInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse + m.StackInuse
+}
