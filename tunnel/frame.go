@@ -110,7 +110,14 @@ type frameReader struct {
 	big   []byte // for a payload larger than the pooled buffer
 	start int
 	end   int
+	batch int // bytes read since the reader last waited for data
 }
+
+// shrinkBelow: a stream that moved less than this since it last waited is
+// treated as interactive, and its yamux receive buffer is released while it
+// waits again. A bulk stream keeps its buffer instead of reallocating it for
+// every burst.
+const shrinkBelow = 32 << 10
 
 func newFrameReader(r io.Reader) *frameReader { return &frameReader{r: r} }
 
@@ -167,6 +174,10 @@ func (fr *frameReader) fill(n int) error {
 	if fr.end == fr.start {
 		fr.reset()
 		if fr.buf == nil {
+			if sh, ok := fr.r.(interface{ Shrink() }); ok && fr.batch < shrinkBelow {
+				sh.Shrink() // an idle yamux stream then holds no receive buffer
+			}
+			fr.batch = 0
 			// Wait for data without holding a buffer (a zero-length read
 			// blocks until the stream has bytes or ends).
 			if _, err := fr.r.Read(nil); err != nil {
@@ -193,6 +204,7 @@ func (fr *frameReader) fill(n int) error {
 	for fr.end-fr.start < n {
 		m, err := fr.r.Read(buf[fr.end:])
 		fr.end += m
+		fr.batch += m
 		if err != nil {
 			if fr.end-fr.start >= n {
 				return nil
