@@ -253,6 +253,9 @@ func (c *Client) dialTLS(ctx context.Context, addr string, mux bool) (*tls.Conn,
 		cfg = cfg.Clone()
 		cfg.NextProtos = nil
 	}
+	if mux {
+		conn = tunnel.WrapConn(conn)
+	}
 	tc := tls.Client(conn, cfg)
 	if err := tc.HandshakeContext(dctx); err != nil {
 		conn.Close()

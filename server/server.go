@@ -103,6 +103,9 @@ func (s *Server) handshake(ctx context.Context, conn net.Conn, cfg *tls.Config) 
 	hctx, cancel := context.WithTimeout(ctx, s.HandshakeTimeout)
 	defer cancel()
 	conn.SetDeadline(time.Now().Add(s.HandshakeTimeout))
+	if s.Plain == nil {
+		conn = tunnel.WrapConn(conn)
+	}
 	tc := tls.Server(conn, cfg)
 	if err := tc.HandshakeContext(hctx); err != nil {
 		m := s.Creds.Load()

@@ -70,6 +70,10 @@ type Tunnel struct {
 // is the yamux client.
 func New(conn *tls.Conn, isClient bool, opts Options) (*Tunnel, error) {
 	tc := &tunnelConn{Conn: conn}
+	if b, ok := conn.NetConn().(*batchConn); ok {
+		b.enable()
+		tc.batch = b
+	}
 	cfg := opts.yamuxConfig()
 	ylog := &yamuxLog{}
 	cfg.LogOutput = ylog
@@ -189,6 +193,7 @@ type tunnelConn struct {
 	err     error
 	pending []byte // a data frame header waiting for its body
 	joined  []byte
+	batch   *batchConn // the TCP connection under TLS, when wrapped
 }
 
 const yamuxHeaderSize = 12
@@ -217,18 +222,29 @@ func (c *tunnelConn) Write(p []byte) (int, error) {
 			c.pending = append(c.joined[:0], p...)
 			return len(p), nil
 		}
-		return c.Conn.Write(p)
+		return c.write(p)
 	}
 	// p is the body that belongs to the pending header.
 	c.joined = append(c.pending, p...)
 	c.pending = nil
-	if _, err := c.Conn.Write(c.joined); err != nil {
+	if _, err := c.write(c.joined); err != nil {
 		return 0, err
 	}
 	if cap(c.joined) > 1<<20 {
 		c.joined = nil // don't keep a huge buffer for the tunnel's life
 	}
 	return len(p), nil
+}
+
+// write passes p to TLS and sends its records in one system call.
+func (c *tunnelConn) write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if c.batch != nil {
+		if ferr := c.batch.Flush(); err == nil && ferr != nil {
+			return 0, ferr
+		}
+	}
+	return n, err
 }
 
 // isDataHeader reports whether p is exactly a yamux header for a data frame
