@@ -4,8 +4,12 @@ package tunnel
 
 import "net"
 
-// readPlain reads from c into a pooled buffer after frameHeaderSize bytes of
-// headroom. On this platform the buffer is held while waiting for data.
-func readPlain(c net.Conn) (buf *[]byte, n int, err error) {
-	return readPlainBuffered(c)
-}
+// plainReader reads a plaintext connection into pooled buffers after
+// frameHeaderSize bytes of headroom. On this platform it holds a buffer
+// while it waits for data.
+type plainReader struct{ c net.Conn }
+
+func newPlainReader(c net.Conn) *plainReader { return &plainReader{c: c} }
+
+// read returns the next chunk. On success the caller owns *buf.
+func (p *plainReader) read() (*[]byte, int, error) { return readPlainBuffered(p.c) }

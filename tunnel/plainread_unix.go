@@ -8,49 +8,70 @@ import (
 	"syscall"
 )
 
-// readPlain reads from c into a pooled buffer (after frameHeaderSize bytes
-// of headroom), taking the buffer only once the socket has data: an idle
-// connection waits in the poller holding no buffer. On success the caller
-// owns *buf and must return it with putBuf.
+// plainReader reads a plaintext connection into pooled buffers (after
+// frameHeaderSize bytes of headroom), taking a buffer only once the socket
+// has data: an idle connection waits in the poller holding none. It costs
+// no extra system call (the read that finds no data is the one the runtime
+// would make anyway before parking) and, after newPlainReader, no
+// allocation per read.
 //
-// It costs no extra system call: the read that finds no data (EAGAIN) is
-// the one the runtime would make anyway before parking.
-func readPlain(c net.Conn) (buf *[]byte, n int, err error) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return readPlainBuffered(c)
+// A plainReader is used by one goroutine.
+type plainReader struct {
+	c   net.Conn
+	rc  syscall.RawConn // nil: the connection has no descriptor to poll
+	fn  func(fd uintptr) bool
+	buf *[]byte
+	n   int
+	err error
+}
+
+func newPlainReader(c net.Conn) *plainReader {
+	p := &plainReader{c: c}
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			p.rc = rc
+		}
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return readPlainBuffered(c)
+	p.fn = p.tryRead // made once: a method value passed per read would allocate
+	return p
+}
+
+// tryRead is called by the poller when the socket may have data; false
+// means "none yet, wait".
+func (p *plainReader) tryRead(fd uintptr) bool {
+	if p.buf == nil {
+		p.buf = getBuf()
 	}
-	var rerr error
-	err = rc.Read(func(fd uintptr) bool {
-		if buf == nil {
-			buf = getBuf()
+	for {
+		p.n, p.err = syscall.Read(int(fd), (*p.buf)[frameHeaderSize:])
+		if p.err != syscall.EINTR {
+			break
 		}
-		for {
-			n, rerr = syscall.Read(int(fd), (*buf)[frameHeaderSize:])
-			if rerr != syscall.EINTR {
-				break
-			}
-		}
-		if rerr == syscall.EAGAIN || rerr == syscall.EWOULDBLOCK {
-			putBuf(buf)
-			buf = nil
-			return false
-		}
-		return true
-	})
+	}
+	if p.err == syscall.EAGAIN || p.err == syscall.EWOULDBLOCK {
+		putBuf(p.buf)
+		p.buf = nil
+		return false
+	}
+	return true
+}
+
+// read returns the next chunk. On success the caller owns *buf and must
+// return it with putBuf.
+func (p *plainReader) read() (buf *[]byte, n int, err error) {
+	if p.rc == nil {
+		return readPlainBuffered(p.c)
+	}
+	p.buf, p.n, p.err = nil, 0, nil
+	err = p.rc.Read(p.fn)
+	buf, n = p.buf, max(p.n, 0)
+	p.buf = nil
 	switch {
 	case err != nil:
-	case rerr != nil:
-		err = &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: rerr}
+	case p.err != nil:
+		err = &net.OpError{Op: "read", Net: "tcp", Source: p.c.LocalAddr(), Addr: p.c.RemoteAddr(), Err: p.err}
 	case n == 0:
 		err = io.EOF
-	}
-	if n < 0 {
-		n = 0
 	}
 	if err != nil && buf != nil {
 		putBuf(buf)

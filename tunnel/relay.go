@@ -203,8 +203,9 @@ func (r *relay) exit() {
 // send is the plain→stream direction.
 func (r *relay) send() {
 	const dir = "plain→stream"
+	pr := newPlainReader(r.plain)
 	for {
-		buf, n, err := readPlain(r.plain)
+		buf, n, err := pr.read()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				r.sendCloseWrite()
