@@ -48,20 +48,32 @@ func (f *forward) serve(ctx context.Context) {
 		}
 		f.agent.streams.Add()
 		go func() {
-			defer f.agent.streams.Done()
 			if f.plain != nil {
+				defer f.agent.streams.Done()
 				f.handlePlain(c)
-			} else {
-				f.handle(c)
+				return
 			}
+			relay := f.handle(c)
+			if relay == nil {
+				f.agent.streams.Done()
+				return
+			}
+			// A fresh goroutine carries the connection from here, with a
+			// small stack however deep setting it up went.
+			go func() {
+				defer f.agent.streams.Done()
+				relay()
+			}()
 		}()
 	}
 }
 
-// handle carries one plaintext connection to the peer. The application's
-// first bytes travel right behind the open request; the peer's bytes reach
-// the application only after the peer said OK.
-func (f *forward) handle(c net.Conn) {
+// handle opens a stream for one plaintext connection and returns the relay
+// that carries it, or nil when no stream could be opened (the connection
+// has been reset). The application's first bytes travel right behind the
+// open request; the peer's bytes reach the application only after the peer
+// said OK.
+func (f *forward) handle(c net.Conn) (relay func()) {
 	a := f.agent
 	head := fmt.Sprintf("forward %s → %s/%s", f.ln.Addr(), f.via, f.service)
 	log := a.log.With("client", c.RemoteAddr().String())
@@ -71,13 +83,13 @@ func (f *forward) handle(c net.Conn) {
 	if err != nil {
 		log.Warn(fmt.Sprintf("%s: connection from %s reset: %v (waited %s)", head, c.RemoteAddr(), err, f.wait))
 		tunnel.ResetConn(c)
-		return
+		return nil
 	}
 	st, err := t.Session.OpenStream()
 	if err != nil {
 		log.Warn(fmt.Sprintf("%s: connection from %s reset: open stream: %v", head, c.RemoteAddr(), err))
 		tunnel.ResetConn(c)
-		return
+		return nil
 	}
 	head = fmt.Sprintf("stream %d %s", st.StreamID(), head)
 	req, err := tunnel.AppendOpen(nil, tunnel.OpenRequest{
@@ -90,7 +102,7 @@ func (f *forward) handle(c net.Conn) {
 		log.Warn(fmt.Sprintf("%s: connection from %s reset: %v", head, c.RemoteAddr(), err))
 		tunnel.ResetConn(c)
 		st.Close()
-		return
+		return nil
 	}
 	openTimeout := a.cfg.Tunnel.OpenTimeout.D()
 	awaitStatus := func() error {
@@ -105,13 +117,15 @@ func (f *forward) handle(c net.Conn) {
 		}
 		return nil
 	}
-	stats, err := tunnel.Relay(a.relayCtx, c, st, awaitStatus)
-	if refused, ok := asRefused(err); ok {
-		a.metrics.countStream("forward", stats.Sent, 0, nil, true)
-		log.Warn(fmt.Sprintf("%s: %v", head, refused))
-		return
+	return func() {
+		stats, err := tunnel.Relay(a.relayCtx, c, st, awaitStatus)
+		if refused, ok := asRefused(err); ok {
+			a.metrics.countStream("forward", stats.Sent, 0, nil, true)
+			log.Warn(fmt.Sprintf("%s: %v", head, refused))
+			return
+		}
+		a.logRelayEnd(log, "forward", head, stats, err)
 	}
-	a.logRelayEnd(log, "forward", head, stats, err)
 }
 
 // handlePlain carries one plaintext connection over its own TLS connection

@@ -80,10 +80,23 @@ func (a *Agent) serveTunnel(t *tunnel.Tunnel) {
 				}
 				n := open.Add(1)
 				a.streams.Add()
+				done := func() {
+					open.Add(-1)
+					a.streams.Done()
+				}
 				go func() {
-					defer a.streams.Done()
-					defer open.Add(-1)
-					a.handleStream(t, st, n)
+					relay := a.handleStream(t, st, n)
+					if relay == nil {
+						done()
+						return
+					}
+					// A fresh goroutine carries the stream from here: setting
+					// it up (dialing, logging) grew this one's stack, which a
+					// connection held open for hours would otherwise keep.
+					go func() {
+						defer done()
+						relay()
+					}()
 				}()
 			}
 		}()
@@ -91,9 +104,10 @@ func (a *Agent) serveTunnel(t *tunnel.Tunnel) {
 	wg.Wait()
 }
 
-// handleStream answers one open request and relays the stream to its
-// service's target.
-func (a *Agent) handleStream(t *tunnel.Tunnel, st *yamux.Stream, open int64) {
+// handleStream answers one open request and connects the stream's service
+// target. It returns the relay to run, or nil when the stream was refused
+// or failed.
+func (a *Agent) handleStream(t *tunnel.Tunnel, st *yamux.Stream, open int64) (relay func()) {
 	log := a.log.With("stream", st.StreamID(), "peer_addr", t.RemoteAddr().String())
 	st.SetReadDeadline(time.Now().Add(a.cfg.Tunnel.OpenTimeout.D()))
 	req, err := tunnel.ReadOpen(st)
@@ -106,7 +120,7 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *yamux.Stream, open int64) {
 			log.Debug("stream closed before its open request", "err", err)
 			st.Close()
 		}
-		return
+		return nil
 	}
 	who := identity.Describe(t.Peer)
 	head := fmt.Sprintf("stream %d from %s (%s) → service %q", st.StreamID(), t.RemoteAddr(), who, req.Service)
@@ -118,35 +132,37 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *yamux.Stream, open int64) {
 	case a.draining.Load():
 		a.refuse(st, tunnel.StatusOverloaded, errDraining.Error())
 		log.Info(head + ": refused: agent is shutting down")
-		return
+		return nil
 	case a.tun.MaxStreams > 0 && open > int64(a.tun.MaxStreams):
 		a.refuse(st, tunnel.StatusOverloaded, "too many streams on this tunnel")
 		log.Warn(fmt.Sprintf("%s: refused: %d streams open on this tunnel (max_streams %d)", head, open-1, a.tun.MaxStreams))
-		return
+		return nil
 	case svc == nil:
 		a.refuse(st, tunnel.StatusUnknownService, fmt.Sprintf("unknown service %q", req.Service))
 		log.Warn(head + ": refused: no such service here")
-		return
+		return nil
 	}
 	if _, ok := svc.allow.Match(t.Peer); !ok {
 		a.refuse(st, tunnel.StatusNotAllowed, "not allowed for "+who)
 		log.Warn(fmt.Sprintf("%s: refused: identity not in allow (%v)", head, allowString(svc.allow)))
-		return
+		return nil
 	}
 	target, err := svc.dial(a.relayCtx, a.opts.Dial, req.Source, req.Destination)
 	if err != nil {
 		a.refuse(st, tunnel.StatusTargetUnreachable, fmt.Sprintf("service %q: target unreachable", req.Service))
 		log.Warn(fmt.Sprintf("%s: target %s unreachable: %v", head, svc.target, err))
-		return
+		return nil
 	}
 	if _, err := st.Write(tunnel.AppendStatus(nil, tunnel.Status{Code: tunnel.StatusOK})); err != nil {
 		target.Close()
 		st.Close()
-		return
+		return nil
 	}
 	log.Debug(head + ": connected to " + svc.target)
-	stats, err := tunnel.Relay(a.relayCtx, target, st, nil)
-	a.logRelayEnd(log, "service", head+" ("+svc.target+")", stats, err)
+	return func() {
+		stats, err := tunnel.Relay(a.relayCtx, target, st, nil)
+		a.logRelayEnd(log, "service", head+" ("+svc.target+")", stats, err)
+	}
 }
 
 func (a *Agent) refuse(st *yamux.Stream, code tunnel.Code, reason string) {
