@@ -214,7 +214,7 @@ func cmdHold(args []string, stdout io.Writer) error {
 
 func (s settings) describe() []string {
 	return []string{
-		fmt.Sprintf("%d run(s) per scenario, median reported with min–max; memory: %d run(s) on fresh tunnel ends", s.reps, s.memReps),
+		fmt.Sprintf("%d run(s) per scenario, median reported with min–max; the runs of a scenario visit every tunnel in turn (all tunnels up at once); memory: %d run(s) on fresh tunnel ends", s.reps, s.memReps),
 		fmt.Sprintf("request/response: %s warm-up + %s counted per run; %d-byte response body", s.httpWarm, s.httpDur, 512),
 		fmt.Sprintf("bulk (iperf3, client → server): %s with 1 stream, %s with 8", s.bulk1, s.bulk8),
 		fmt.Sprintf("connections held: %v; 40 ms link: %s per run", s.holds, s.link),

@@ -44,7 +44,7 @@ func modeSettings(quick bool) settings {
 		holds: []int{1000, 10000}, window: "16MiB", budget: 570 * time.Second, holdBurst: 32}
 }
 
-// httpScenarios are the request/response scenarios.
+// httpScenarios are the request/response scenarios, in run order.
 var httpScenarios = []struct {
 	key  string
 	mode loadgen.Mode
@@ -138,15 +138,7 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	r.targets = routes{http: httpAddr, bulk: bulkAddr}
 
-	for _, name := range r.tunnels {
-		if ctx.Err() != nil {
-			r.note("time budget (%s) used up: %s and later not measured", r.set.budget, name)
-			break
-		}
-		if err := r.benchTunnel(ctx, name); err != nil {
-			r.note("%s: %v", name, err)
-		}
-	}
+	r.benchTunnels(ctx)
 	if r.scenarios[report.Link40ms] && ctx.Err() == nil {
 		if err := r.benchLink(ctx); err != nil {
 			r.note("%s: %v", report.Link40ms, err)
@@ -160,45 +152,98 @@ func (r *runner) env() tunnelEnv {
 		maxconn: int(r.fileLimit-100) / 2}
 }
 
-// benchTunnel runs every selected scenario through one tunnel.
-func (r *runner) benchTunnel(ctx context.Context, name string) error {
-	if name != report.Direct && r.scenarios[report.Memory] {
-		for rep := range r.set.memReps {
-			if err := r.memory(ctx, name, rep); err != nil {
-				r.note("%s memory: %v", name, err)
-				break
+// timedScenario is one request/response or bulk scenario.
+type timedScenario struct {
+	key     string
+	mode    loadgen.Mode  // request/response: how connections are used
+	conc    int           // request/response: concurrency
+	d       time.Duration // bulk: iperf3 duration
+	streams int           // bulk: parallel streams; 0 for request/response
+}
+
+func (r *runner) timedScenarios() []timedScenario {
+	var out []timedScenario
+	for _, sc := range httpScenarios {
+		out = append(out, timedScenario{key: sc.key, mode: sc.mode, conc: sc.conc})
+	}
+	out = append(out, timedScenario{key: report.Bulk1, d: r.set.bulk1, streams: 1},
+		timedScenario{key: report.Bulk8, d: r.set.bulk8, streams: 8})
+	var selected []timedScenario
+	for _, sc := range out {
+		if r.scenarios[sc.key] {
+			selected = append(selected, sc)
+		}
+	}
+	return selected
+}
+
+// benchTunnels measures memory on fresh tunnel ends of each tunnel in turn,
+// then starts every tunnel at once and runs each repeat of each timed
+// scenario through all of them in turn, so a machine whose speed drifts
+// during the run (a VM with neighbours) drifts for every tunnel alike.
+func (r *runner) benchTunnels(ctx context.Context) {
+	if r.scenarios[report.Memory] {
+		for _, name := range r.tunnels {
+			if name == report.Direct {
+				continue
+			}
+			for rep := range r.set.memReps {
+				if ctx.Err() != nil {
+					break
+				}
+				if err := r.memory(ctx, name, rep); err != nil {
+					r.note("%s memory: %v", name, err)
+					break
+				}
 			}
 		}
 	}
-	t, err := startTunnel(name, r.env())
-	if err != nil {
-		return err
-	}
-	defer t.stop()
-	if err := r.ready(ctx, t); err != nil {
-		return err
-	}
-	for _, sc := range httpScenarios {
-		if !r.scenarios[sc.key] {
+	var tuns []*tunnel
+	defer func() {
+		for _, t := range tuns {
+			t.stop()
+		}
+	}()
+	for _, name := range r.tunnels {
+		t, err := startTunnel(name, r.env())
+		if err == nil {
+			if err = r.ready(ctx, t); err != nil {
+				t.stop()
+			}
+		}
+		if err != nil {
+			r.note("%s: %v", name, err)
 			continue
 		}
-		if err := r.httpScenario(ctx, t, sc.key, sc.mode, sc.conc); err != nil {
-			r.note("%s %s: %v", name, sc.key, err)
+		tuns = append(tuns, t)
+	}
+	for _, sc := range r.timedScenarios() {
+		failed := map[string]bool{}
+		for rep := range r.set.reps {
+			for _, t := range tuns {
+				if failed[t.name] {
+					continue
+				}
+				if ctx.Err() != nil {
+					r.note("time budget (%s) used up: %s run %d of %s and later not measured", r.set.budget, sc.key, rep+1, t.name)
+					return
+				}
+				var err error
+				if sc.streams > 0 {
+					err = r.bulkRun(ctx, t, sc, rep)
+				} else {
+					err = r.httpRun(ctx, t, sc, rep)
+				}
+				if err == nil {
+					err = t.alive()
+				}
+				if err != nil {
+					failed[t.name] = true
+					r.note("%s %s: %v", t.name, sc.key, err)
+				}
+			}
 		}
 	}
-	for _, sc := range []struct {
-		key     string
-		d       time.Duration
-		streams int
-	}{{report.Bulk1, r.set.bulk1, 1}, {report.Bulk8, r.set.bulk8, 8}} {
-		if !r.scenarios[sc.key] {
-			continue
-		}
-		if err := r.bulkScenario(ctx, t, sc.key, sc.d, sc.streams); err != nil {
-			r.note("%s %s: %v", name, sc.key, err)
-		}
-	}
-	return t.alive()
 }
 
 // ready waits until a request goes through the tunnel end to end.
@@ -222,77 +267,58 @@ func (r *runner) ready(ctx context.Context, t *tunnel) error {
 	}
 }
 
-func (r *runner) httpScenario(ctx context.Context, t *tunnel, key string, mode loadgen.Mode, conc int) error {
-	var rps, p50, p99, cpu []float64
-	for rep := range r.set.reps {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		c0, err := sumOver(t.pids(), cpuSeconds)
-		if err != nil {
-			return err
-		}
-		res, err := loadgen.Run(ctx, loadgen.Load{Addr: t.fronts.http, Mode: mode, Concurrency: conc, Warmup: r.set.httpWarm, Duration: r.set.httpDur})
-		if err != nil {
-			return err
-		}
-		c1, err := sumOver(t.pids(), cpuSeconds)
-		if err != nil {
-			return err
-		}
-		if res.Requests == 0 || res.Errors > res.Completed/100 {
-			return fmt.Errorf("%d requests, %d errors (first: %v)", res.Requests, res.Errors, res.FirstError)
-		}
-		if res.Errors > 0 {
-			r.note("%s %s: %d of %d requests failed (first: %v)", t.name, key, res.Errors, res.Completed+res.Errors, res.FirstError)
-		}
-		rps = append(rps, res.RPS())
-		p50 = append(p50, ms(res.Latency.Quantile(0.50)))
-		p99 = append(p99, ms(res.Latency.Quantile(0.99)))
-		if len(t.ends) > 0 {
-			cpu = append(cpu, (c1-c0)/(float64(res.Completed)/1000))
-		}
-		r.logf("%-8s %-14s run %d/%d: %8.0f req/s  p50 %.3f ms  p99 %.3f ms", t.name, key, rep+1, r.set.reps, res.RPS(), p50[rep], p99[rep])
+// httpRun runs one repeat of a request/response scenario through t.
+func (r *runner) httpRun(ctx context.Context, t *tunnel, sc timedScenario, rep int) error {
+	c0, err := sumOver(t.pids(), cpuSeconds)
+	if err != nil {
+		return err
 	}
-	r.rep.Add(t.name, key, report.RPS, rps)
-	r.rep.Add(t.name, key, report.P50, p50)
-	r.rep.Add(t.name, key, report.P99, p99)
-	if len(cpu) > 0 {
-		r.rep.Add(t.name, key, report.CPUPer1k, cpu)
+	res, err := loadgen.Run(ctx, loadgen.Load{Addr: t.fronts.http, Mode: sc.mode, Concurrency: sc.conc, Warmup: r.set.httpWarm, Duration: r.set.httpDur})
+	if err != nil {
+		return err
 	}
+	c1, err := sumOver(t.pids(), cpuSeconds)
+	if err != nil {
+		return err
+	}
+	if res.Requests == 0 || res.Errors > res.Completed/100 {
+		return fmt.Errorf("%d requests, %d errors (first: %v)", res.Requests, res.Errors, res.FirstError)
+	}
+	if res.Errors > 0 {
+		r.note("%s %s: %d of %d requests failed (first: %v)", t.name, sc.key, res.Errors, res.Completed+res.Errors, res.FirstError)
+	}
+	p50, p99 := ms(res.Latency.Quantile(0.50)), ms(res.Latency.Quantile(0.99))
+	r.addRun(t.name, sc.key, report.RPS, res.RPS())
+	r.addRun(t.name, sc.key, report.P50, p50)
+	r.addRun(t.name, sc.key, report.P99, p99)
+	if len(t.ends) > 0 {
+		r.addRun(t.name, sc.key, report.CPUPer1k, (c1-c0)/(float64(res.Completed)/1000))
+	}
+	r.logf("%-8s %-14s run %d/%d: %8.0f req/s  p50 %.3f ms  p99 %.3f ms", t.name, sc.key, rep+1, r.set.reps, res.RPS(), p50, p99)
 	return nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func (r *runner) bulkScenario(ctx context.Context, t *tunnel, key string, d time.Duration, streams int) error {
-	var gbps, cpu []float64
-	for rep := range r.set.reps {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		c0, err := sumOver(t.pids(), cpuSeconds)
-		if err != nil {
-			return err
-		}
-		res, err := runIperfRetry(ctx, nil, t.fronts.bulk, d, streams)
-		if err != nil {
-			return err
-		}
-		c1, err := sumOver(t.pids(), cpuSeconds)
-		if err != nil {
-			return err
-		}
-		gbps = append(gbps, res.bps/1e9)
-		if len(t.ends) > 0 {
-			cpu = append(cpu, (c1-c0)/(res.bytes/1e9))
-		}
-		r.logf("%-8s %-14s run %d/%d: %6.2f Gbit/s", t.name, key, rep+1, r.set.reps, res.bps/1e9)
+// bulkRun runs one repeat of a bulk scenario through t.
+func (r *runner) bulkRun(ctx context.Context, t *tunnel, sc timedScenario, rep int) error {
+	c0, err := sumOver(t.pids(), cpuSeconds)
+	if err != nil {
+		return err
 	}
-	r.rep.Add(t.name, key, report.Gbps, gbps)
-	if len(cpu) > 0 {
-		r.rep.Add(t.name, key, report.CPUPerGB, cpu)
+	res, err := runIperfRetry(ctx, nil, t.fronts.bulk, sc.d, sc.streams)
+	if err != nil {
+		return err
 	}
+	c1, err := sumOver(t.pids(), cpuSeconds)
+	if err != nil {
+		return err
+	}
+	r.addRun(t.name, sc.key, report.Gbps, res.bps/1e9)
+	if len(t.ends) > 0 {
+		r.addRun(t.name, sc.key, report.CPUPerGB, (c1-c0)/(res.bytes/1e9))
+	}
+	r.logf("%-8s %-14s run %d/%d: %6.2f Gbit/s", t.name, sc.key, rep+1, r.set.reps, res.bps/1e9)
 	return nil
 }
 
