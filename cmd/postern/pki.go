@@ -357,37 +357,39 @@ func pkiSign(env pkiEnv, args []string) int {
 }
 
 func pkiReadRequest(path string) (*x509.CertificateRequest, error) {
-	data, err := os.ReadFile(path)
+	o, err := pkiReadObject(path, func(o pki.Object) bool { return o.Request != nil },
+		"no certificate request (CSR): the partner makes one with `postern pki request`")
 	if err != nil {
 		return nil, err
 	}
-	objs, err := pki.ParseObjects(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	for _, o := range objs {
-		if o.Request != nil {
-			return o.Request, nil
-		}
-	}
-	return nil, fmt.Errorf("%s holds no certificate request (CSR): the partner makes one with `postern pki request`", path)
+	return o.Request, nil
 }
 
 func pkiReadCert(path string) (*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
+	o, err := pkiReadObject(path, func(o pki.Object) bool { return o.Certificate != nil }, "no certificate")
 	if err != nil {
 		return nil, err
 	}
+	return o.Certificate, nil
+}
+
+// pkiReadObject returns the first object in the file at path that want
+// accepts; missing says what the file lacks otherwise.
+func pkiReadObject(path string, want func(pki.Object) bool, missing string) (pki.Object, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return pki.Object{}, err
+	}
 	objs, err := pki.ParseObjects(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return pki.Object{}, fmt.Errorf("%s: %w", path, err)
 	}
 	for _, o := range objs {
-		if o.Certificate != nil {
-			return o.Certificate, nil
+		if want(o) {
+			return o, nil
 		}
 	}
-	return nil, fmt.Errorf("%s holds no certificate", path)
+	return pki.Object{}, fmt.Errorf("%s holds %s", path, missing)
 }
 
 // pkiConfirm asks a yes/no question on stdin; anything but yes is an error.
