@@ -327,3 +327,32 @@ func TestMaxTunnelLifetime(t *testing.T) {
 	}
 	hub.log.WaitFor(t, 10*time.Second, "tunnel from", "closed")
 }
+
+// TestRoundRobin: with strategy = "round-robin" the parallel tunnels are
+// spread over the servers, and connections are answered by both hubs.
+func TestRoundRobin(t *testing.T) {
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	svc1, svc2 := namedService(t, "hub1"), namedService(t, "hub2")
+	hub1 := start(t, dir, "hub1", hubTOML(p, serviceTOML("who", svc1.Addr().String(), "*")))
+	hub2 := start(t, dir, "hub2", hubTOML(p, serviceTOML("who", svc2.Addr().String(), "*")))
+	addr1, addr2 := hub1.ServerAddrs()[0].String(), hub2.ServerAddrs()[0].String()
+	site := start(t, dir, "site", strings.Replace(siteTOML(p, addr1, "who"),
+		fmt.Sprintf("servers = [%q]", addr1),
+		fmt.Sprintf("servers = [%q, %q]\ntunnels = 2\nstrategy = \"round-robin\"", addr1, addr2), 1))
+	waitTunnels(t, site, 2)
+	hub1.log.WaitFor(t, 5*time.Second, "tunnel from", "accepted")
+	hub2.log.WaitFor(t, 5*time.Second, "tunnel from", "accepted")
+
+	// Streams go to the least loaded tunnel: hold one open, and the next
+	// connection lands on the other hub.
+	first := testnet.Dial(t, site.ForwardAddrs()[0].String())
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(first, buf); err != nil {
+		t.Fatal(err)
+	}
+	second := whoAnswers(t, site.ForwardAddrs()[0])
+	if got := strings.TrimSuffix(string(buf), ":"); got == second || (got != "hub1" && got != "hub2") || (second != "hub1" && second != "hub2") {
+		t.Fatalf("answered by %q while the first connection is held by %q; want one of each hub", second, got)
+	}
+}
