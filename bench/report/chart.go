@@ -103,6 +103,7 @@ func (r *Report) WritePNG(path string) error {
 	groups := make([][]bar, len(chartItems))
 	goals := make([]float64, len(chartItems))
 	for i, it := range chartItems {
+		it.metric, _ = r.measured(it.scenario, it.metric, "")
 		def := metricDef(it.scenario, it.metric)
 		p := r.Median(Postern, it.scenario, it.metric)
 		peers := Peers

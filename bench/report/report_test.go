@@ -59,6 +59,14 @@ func TestCheckUsesTheBetterPeer(t *testing.T) {
 	if ka.Met == nil || *ka.Met {
 		t.Errorf("keep-alive c=1: %+v, want not met (4000 < 5000)", ka)
 	}
+	quick := &Report{}
+	quick.Add(Postern, Memory, KiBPer1k, []float64{30})
+	quick.Add(HAProxy, Memory, KiBPer1k, []float64{57})
+	for _, c := range quick.Check() {
+		if c.Scenario == Memory && (c.Metric != KiBPer1k || c.Met == nil || *c.Met) {
+			t.Errorf("quick run's memory target: %+v, want checked at 1,000 connections and not met (30 > 57/2)", c)
+		}
+	}
 	if link := got[Link40ms+"/"+Gbps]; link.Met != nil {
 		t.Errorf("40 ms link not measured but Met = %v", *link.Met)
 	}
