@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -108,7 +109,7 @@ func checkAddress(s string) error {
 	_, port, err := net.SplitHostPort(s)
 	if err != nil {
 		var ae *net.AddrError
-		if ok := asAddrError(err, &ae); ok {
+		if errors.As(err, &ae) {
 			return fmt.Errorf("%q: %s", s, ae.Err)
 		}
 		return fmt.Errorf("%q: %v", s, err)
@@ -118,14 +119,6 @@ func checkAddress(s string) error {
 		return fmt.Errorf("%q: port %q is not a number from 1 to 65535", s, port)
 	}
 	return nil
-}
-
-func asAddrError(err error, target **net.AddrError) bool {
-	ae, ok := err.(*net.AddrError)
-	if ok {
-		*target = ae
-	}
-	return ok
 }
 
 // String returns the address as written.
