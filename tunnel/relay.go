@@ -153,7 +153,7 @@ func (r *relay) report(ev relayEvent) {
 		}
 		r.failure = &ev
 		r.stopping.Store(true)
-		resetConn(r.plain)
+		ResetConn(r.plain)
 		r.stream.SetDeadline(time.Now())
 		return
 	}
@@ -329,14 +329,11 @@ func closeWrite(c net.Conn) {
 	}
 }
 
-// resetConn closes c with a TCP reset, so the application sees an error
-// rather than a clean end of stream.
-func resetConn(c net.Conn) {
+// ResetConn closes c with a TCP reset (linger 0), so the application sees
+// an error rather than a clean end of stream.
+func ResetConn(c net.Conn) {
 	if tc, ok := c.(interface{ SetLinger(int) error }); ok {
 		tc.SetLinger(0)
 	}
 	c.Close()
 }
-
-// ResetConn closes c with a TCP reset (linger 0).
-func ResetConn(c net.Conn) { resetConn(c) }

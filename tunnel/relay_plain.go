@@ -45,7 +45,7 @@ func RelayRaw(ctx context.Context, plain net.Conn, peer *tls.Conn) (RelayStats, 
 			if failure == nil {
 				failure = &AbortError{Code: AbortShutdown, Err: errors.New("agent stopping: transfer cut at the shutdown deadline")}
 			}
-			resetConn(plain)
+			ResetConn(plain)
 			peer.NetConn().Close()
 			r = <-results
 		}
@@ -59,7 +59,7 @@ func RelayRaw(ctx context.Context, plain net.Conn, peer *tls.Conn) (RelayStats, 
 			// Stop the other direction at once: reset the application and
 			// drop the TLS connection without close_notify, so neither end
 			// mistakes the cut for a clean close.
-			resetConn(plain)
+			ResetConn(plain)
 			if tc, ok := peer.NetConn().(interface{ SetLinger(int) error }); ok {
 				tc.SetLinger(0)
 			}
