@@ -101,7 +101,7 @@ func (a *Agent) notReady() []string {
 		missing = append(missing, "shutting down")
 	}
 	for name, c := range a.clients {
-		if !a.plainClients[name] && len(c.Tunnels()) == 0 {
+		if !a.rawClients[name] && len(c.Tunnels()) == 0 {
 			missing = append(missing, fmt.Sprintf("no tunnel %q up", name))
 		}
 	}

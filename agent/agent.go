@@ -19,6 +19,7 @@ import (
 	"github.com/postern-tunnel/postern/config"
 	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/server"
+	"github.com/postern-tunnel/postern/trust"
 	"github.com/postern-tunnel/postern/tunnel"
 )
 
@@ -39,11 +40,11 @@ type Agent struct {
 
 	services map[string]*service
 	clients  map[string]*client.Client
-	// plainClients are the [[client]]s with mux = false: no tunnel, one TLS
+	// rawClients are the [[client]]s with mux = false: no tunnel, one TLS
 	// connection per forwarded connection.
-	plainClients map[string]bool
-	servers      []*listenedServer
-	forwards     []*forward
+	rawClients map[string]bool
+	servers    []*listenedServer
+	forwards   []*forward
 
 	draining atomic.Bool
 	metrics  *metrics
@@ -57,9 +58,9 @@ type Agent struct {
 	tunnelCtx    context.Context
 	closeTunnels context.CancelFunc
 
-	mu            sync.Mutex
-	tunnels       map[*tunnel.Tunnel]struct{} // accepted tunnels, closed at the end
-	tunnelsChange chan struct{}               // closed and replaced when tunnels change
+	mu             sync.Mutex
+	tunnels        map[*tunnel.Tunnel]struct{} // accepted tunnels, closed at the end
+	tunnelsChanged tunnel.Changes              // wakes reverse forwards waiting for a peer
 
 	certs certWatch // certificate reload, revocation and expiry upkeep (reload.go)
 }
@@ -83,16 +84,11 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (_ *Agent, err erro
 	// is nil on every error return.
 	a := &Agent{
 		cfg: cfg, log: log, opts: opts,
-		services:     map[string]*service{},
-		clients:      map[string]*client.Client{},
-		plainClients: map[string]bool{},
-		tunnels:      map[*tunnel.Tunnel]struct{}{},
-		tun: tunnel.Options{
-			StreamWindow:      uint32(cfg.Tunnel.StreamWindow),
-			KeepaliveInterval: cfg.Tunnel.KeepaliveInterval.D(),
-			KeepaliveTimeout:  cfg.Tunnel.KeepaliveTimeout.D(),
-			MaxStreams:        cfg.Tunnel.MaxStreams,
-		},
+		services:   map[string]*service{},
+		clients:    map[string]*client.Client{},
+		rawClients: map[string]bool{},
+		tunnels:    map[*tunnel.Tunnel]struct{}{},
+		tun:        tunnel.OptionsOf(cfg.Tunnel),
 	}
 	a.relayCtx, a.abortRelays = context.WithCancel(context.Background())
 	a.tunnelCtx, a.closeTunnels = context.WithCancel(context.Background())
@@ -153,12 +149,12 @@ func (a *Agent) buildServices() error {
 	return nil
 }
 
-func loadCreds(where string, t config.TLS) (*tunnel.Credentials, error) {
-	m, err := tunnel.LoadMaterial(tlsFiles(t))
+func loadCreds(where string, t config.TLS) (*trust.Credentials, error) {
+	m, err := trust.LoadMaterial(trust.FilesOf(t))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
-	return tunnel.NewCredentials(m), nil
+	return trust.NewCredentials(m), nil
 }
 
 func (a *Agent) buildClients() error {
@@ -185,7 +181,7 @@ func (a *Agent) buildClients() error {
 		}
 		a.clients[cc.Name] = c
 		if !*cc.Mux {
-			a.plainClients[cc.Name] = true
+			a.rawClients[cc.Name] = true
 		}
 	}
 	return nil
@@ -213,7 +209,7 @@ func (a *Agent) buildServers() error {
 				ln.Close()
 				return fmt.Errorf("%s: service %q: no [[service]] has that name", where, sc.Service)
 			}
-			srv.Plain = func(c *tls.Conn) { a.servePlain(c, svc) }
+			srv.Raw = func(c *tls.Conn) { a.serveRaw(c, svc) }
 		}
 		a.servers = append(a.servers, &listenedServer{srv: srv, ln: ln})
 	}
@@ -228,8 +224,8 @@ func (a *Agent) buildForwards() error {
 		}
 		f := &forward{agent: a, ln: ln, service: fc.Service, via: fc.Via, wait: fc.TunnelWait.D()}
 		switch c := a.clients[fc.Via]; {
-		case c != nil && a.plainClients[fc.Via]:
-			f.plain = c
+		case c != nil && a.rawClients[fc.Via]:
+			f.raw = c
 		case c != nil:
 			f.source = c
 		default:
@@ -363,15 +359,15 @@ func (a *Agent) acceptedTunnel(t *tunnel.Tunnel) {
 		return
 	}
 	a.tunnels[t] = struct{}{}
-	a.tunnelsChanged()
+	a.tunnelsChanged.Notify()
 	a.mu.Unlock()
 	a.log.Info(fmt.Sprintf("tunnel from %s: accepted %s", t.RemoteAddr(), identity.Describe(t.Peer)))
 	a.serveTunnel(t)
 	a.mu.Lock()
 	delete(a.tunnels, t)
-	a.tunnelsChanged()
+	a.tunnelsChanged.Notify()
 	a.mu.Unlock()
-	a.log.Info(fmt.Sprintf("tunnel from %s: closed", t.RemoteAddr()), "peer", tunnel.Subject(t.Peer))
+	a.log.Info(fmt.Sprintf("tunnel from %s: closed", t.RemoteAddr()), "peer", trust.Subject(t.Peer))
 }
 
 // errDraining is the reason given to peers while the agent stops.

@@ -12,7 +12,8 @@ import (
 
 	"github.com/postern-tunnel/postern/internal/testca"
 	"github.com/postern-tunnel/postern/internal/testnet"
-	"github.com/postern-tunnel/postern/tunnel"
+	"github.com/postern-tunnel/postern/trust"
+	"github.com/postern-tunnel/postern/wire"
 )
 
 // certCase is one refused handshake. The hub is an agent; the dialing side
@@ -131,7 +132,7 @@ func certCases() []certCase {
 			name:  "no client certificate",
 			setup: none,
 			raw: func(t *testing.T, p *pki) *tls.Config {
-				return &tls.Config{RootCAs: poolOf(p.ca), ServerName: "hub.test", NextProtos: []string{tunnel.ALPN}}
+				return &tls.Config{RootCAs: poolOf(p.ca), ServerName: "hub.test", NextProtos: []string{wire.ALPN}}
 			},
 			hubLog:  []string{"tunnel refused: the client presented no certificate"},
 			siteLog: []string{"the server rejected our certificate", "certificate required"},
@@ -141,7 +142,7 @@ func certCases() []certCase {
 			setup: none,
 			raw: func(t *testing.T, p *pki) *tls.Config {
 				return &tls.Config{RootCAs: poolOf(p.ca), ServerName: "hub.test", MaxVersion: tls.VersionTLS12,
-					Certificates: []tls.Certificate{siteCert(t, p)}, NextProtos: []string{tunnel.ALPN}}
+					Certificates: []tls.Certificate{siteCert(t, p)}, NextProtos: []string{wire.ALPN}}
 			},
 			hubLog:  []string{"tunnel refused:", "no common TLS version with the client", "min_version"},
 			siteLog: []string{"the server refused our TLS version", "protocol version not supported", "min_version"},
@@ -152,7 +153,7 @@ func certCases() []certCase {
 			raw: func(t *testing.T, p *pki) *tls.Config {
 				return &tls.Config{RootCAs: poolOf(p.ca), ServerName: "hub.test", MaxVersion: tls.VersionTLS12,
 					CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_GCM_SHA256},
-					Certificates: []tls.Certificate{siteCert(t, p)}, NextProtos: []string{tunnel.ALPN}}
+					Certificates: []tls.Certificate{siteCert(t, p)}, NextProtos: []string{wire.ALPN}}
 			},
 			hubLog:  []string{"tunnel refused:", "no common TLS cipher suite with the client"},
 			siteLog: []string{"the server ended the handshake", "handshake failure", "cipher suite"},
@@ -176,7 +177,7 @@ func TestCertificateFailures(t *testing.T) {
 				if err == nil {
 					t.Fatal("the handshake succeeded")
 				}
-				got := tunnel.Explain(err, tunnel.SideClient, nil, time.Now())
+				got := trust.Explain(err, trust.SideClient, nil, time.Now())
 				if !containsAll(got, tc.siteLog) {
 					t.Errorf("client side: %q lacks one of %q (error: %v)", got, tc.siteLog, err)
 				}

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/postern-tunnel/postern/internal/testca"
-	"github.com/postern-tunnel/postern/tunnel"
+	"github.com/postern-tunnel/postern/wire"
 )
 
 // Helpers for the certificate tests (cert_*_test.go).
@@ -98,7 +98,7 @@ func siteCert(t testing.TB, p *pki) tls.Certificate {
 func serverSerial(t testing.TB, p *pki, addr string) *big.Int {
 	t.Helper()
 	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: poolOf(p.ca), ServerName: "hub.test",
-		Certificates: []tls.Certificate{siteCert(t, p)}, NextProtos: []string{tunnel.ALPN}})
+		Certificates: []tls.Certificate{siteCert(t, p)}, NextProtos: []string{wire.ALPN}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,8 @@ import (
 	"github.com/hashicorp/yamux"
 	"github.com/postern-tunnel/postern/internal/testca"
 	"github.com/postern-tunnel/postern/internal/testnet"
-	"github.com/postern-tunnel/postern/tunnel"
+	"github.com/postern-tunnel/postern/trust"
+	"github.com/postern-tunnel/postern/wire"
 )
 
 // TestDenied: a peer identity not in allow, and an unknown service: the
@@ -133,7 +134,7 @@ func TestHandshakeNoClientCertificate(t *testing.T) {
 	dir := t.TempDir()
 	p := newPKI(t, dir)
 	hub := start(t, dir, "hub", hubTOML(p, ""))
-	cfg := &tls.Config{RootCAs: poolOf(p.ca), ServerName: "hub.test", NextProtos: []string{tunnel.ALPN}}
+	cfg := &tls.Config{RootCAs: poolOf(p.ca), ServerName: "hub.test", NextProtos: []string{wire.ALPN}}
 	conn, err := tls.Dial("tcp", hub.ServerAddrs()[0].String(), cfg)
 	if err == nil {
 		// TLS 1.3: the client learns of the refusal on its first read.
@@ -143,7 +144,7 @@ func TestHandshakeNoClientCertificate(t *testing.T) {
 	if err == nil {
 		t.Fatal("handshake without a client certificate succeeded")
 	}
-	if got := tunnel.Explain(err, tunnel.SideClient, nil, time.Now()); !strings.Contains(got, "the server rejected our certificate") {
+	if got := trust.Explain(err, trust.SideClient, nil, time.Now()); !strings.Contains(got, "the server rejected our certificate") {
 		t.Errorf("client side explanation: %q", got)
 	}
 	hub.log.WaitFor(t, 5*time.Second, "tunnel refused: the client presented no certificate")
@@ -222,11 +223,11 @@ func TestMalformedOpenRequest(t *testing.T) {
 			defer st.Close()
 			st.Write(tc.data)
 			st.SetReadDeadline(time.Now().Add(5 * time.Second))
-			s, err := tunnel.ReadStatus(st)
+			s, err := wire.ReadStatus(st)
 			if err != nil {
 				t.Fatalf("no status: %v", err)
 			}
-			if s.Code != tunnel.StatusProtocolError {
+			if s.Code != wire.StatusProtocolError {
 				t.Fatalf("status %v (%q), want protocol error", s.Code, s.Reason)
 			}
 		})
@@ -243,7 +244,7 @@ func rawSession(t *testing.T, p *pki, addr string) *yamux.Session {
 		t.Fatal(err)
 	}
 	conn, err := tls.Dial("tcp", addr, &tls.Config{Certificates: []tls.Certificate{cert},
-		RootCAs: poolOf(p.ca), ServerName: "hub.test", NextProtos: []string{tunnel.ALPN}})
+		RootCAs: poolOf(p.ca), ServerName: "hub.test", NextProtos: []string{wire.ALPN}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/postern-tunnel/postern/config"
 	"github.com/postern-tunnel/postern/identity"
+	"github.com/postern-tunnel/postern/trust"
 	"github.com/postern-tunnel/postern/tunnel"
 )
 
@@ -44,7 +45,7 @@ type certWatch struct {
 // certEndpoint is the credentials of one [[server]] or [[client]].
 type certEndpoint struct {
 	name       string // for log lines: `server 127.0.0.1:7443`, `client "hub"`
-	creds      *tunnel.Credentials
+	creds      *trust.Credentials
 	interval   time.Duration // reload_interval
 	warnWithin time.Duration // expiry_warning
 	next       time.Time     // next poll
@@ -53,18 +54,10 @@ type certEndpoint struct {
 	loggedErr string // reload error last written to the log
 }
 
-// tlsFiles is what tunnel.LoadMaterial needs from a [tls] table.
-func tlsFiles(t config.TLS) tunnel.Files {
-	return tunnel.Files{
-		Cert: t.Cert, Key: t.Key, CA: t.CA, CRL: t.CRL,
-		MinVersion: t.MinVersion, CRLStale: t.CRLStale, OCSP: t.OCSP,
-	}
-}
-
 // clientTLSConfig builds the TLS configuration of a [[client]]'s dials:
 // the server's chain, name and revocation are checked, and when peer is set
 // the server must also match one of its identities (a pin).
-func clientTLSConfig(creds *tunnel.Credentials, peer []string) (func(serverName string) *tls.Config, error) {
+func clientTLSConfig(creds *trust.Credentials, peer []string) (func(serverName string) *tls.Config, error) {
 	pins := make(identity.List, 0, len(peer))
 	for _, p := range peer {
 		pat, err := identity.Parse(p)
@@ -74,7 +67,7 @@ func clientTLSConfig(creds *tunnel.Credentials, peer []string) (func(serverName 
 		pins = append(pins, pat)
 	}
 	return func(serverName string) *tls.Config {
-		return tunnel.ClientConfig(creds, serverName, pins...)
+		return trust.ClientConfig(creds, serverName, pins...)
 	}, nil
 }
 
@@ -165,7 +158,7 @@ func (w *certWatch) setup(a *Agent) {
 	}
 }
 
-func (w *certWatch) add(a *Agent, name string, creds *tunnel.Credentials, t config.TLS) {
+func (w *certWatch) add(a *Agent, name string, creds *trust.Credentials, t config.TLS) {
 	creds.SetLogger(a.log)
 	w.endpoints = append(w.endpoints, &certEndpoint{
 		name: name, creds: creds, interval: t.ReloadInterval.D(), warnWithin: t.ExpiryWarning.D(),
@@ -187,7 +180,7 @@ func (w *certWatch) poll(a *Agent, now time.Time) {
 		// Changed material can drop trust in a peer; OCSP answers and CRLs
 		// age. Otherwise a full pass now and then catches expired peers.
 		m := e.creds.Load()
-		if full || changed || m.Files.OCSP == tunnel.OCSPSoft || m.Files.OCSP == tunnel.OCSPHard {
+		if full || changed || m.Files.OCSP == trust.OCSPSoft || m.Files.OCSP == trust.OCSPHard {
 			recheck = append(recheck, e)
 		}
 	}
@@ -227,9 +220,9 @@ func (w *certWatch) reload(a *Agent, e *certEndpoint, explicit bool) (bool, erro
 }
 
 // describeChange says what a reload swapped in.
-func describeChange(old, m *tunnel.Material) string {
+func describeChange(old, m *trust.Material) string {
 	var parts []string
-	cert := fmt.Sprintf("cert %s serial %s (not after %s)", tunnel.Subject(m.Leaf), m.Leaf.SerialNumber.Text(16), m.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	cert := fmt.Sprintf("cert %s serial %s (not after %s)", trust.Subject(m.Leaf), m.Leaf.SerialNumber.Text(16), m.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	if old != nil && old.Leaf.SerialNumber.Cmp(m.Leaf.SerialNumber) != 0 {
 		cert += fmt.Sprintf(", was serial %s", old.Leaf.SerialNumber.Text(16))
 	}
@@ -244,7 +237,7 @@ func describeChange(old, m *tunnel.Material) string {
 // recheckTunnels closes the live tunnels of the given endpoints whose peer
 // no longer verifies.
 func (a *Agent) recheckTunnels(endpoints []*certEndpoint, now time.Time) {
-	want := map[*tunnel.Credentials]bool{}
+	want := map[*trust.Credentials]bool{}
 	for _, e := range endpoints {
 		want[e.creds] = true
 	}
@@ -254,8 +247,8 @@ func (a *Agent) recheckTunnels(endpoints []*certEndpoint, now time.Time) {
 			continue
 		}
 		for _, t := range c.Tunnels() {
-			if err := c.Creds.Recheck(peerChain(t), tunnel.SideClient, now); err != nil {
-				a.closeUntrusted(t, fmt.Sprintf("tunnel %s (%s)", cc.Name, t.RemoteAddr()), err, tunnel.SideClient, c.Creds, now)
+			if err := c.Creds.Recheck(peerChain(t), trust.SideClient, now); err != nil {
+				a.closeUntrusted(t, fmt.Sprintf("tunnel %s (%s)", cc.Name, t.RemoteAddr()), err, trust.SideClient, c.Creds, now)
 			}
 		}
 	}
@@ -272,17 +265,17 @@ func (a *Agent) recheckTunnels(endpoints []*certEndpoint, now time.Time) {
 		}
 		var err error
 		for _, c := range creds {
-			if err = c.Recheck(peerChain(t), tunnel.SideServer, now); err == nil {
+			if err = c.Recheck(peerChain(t), trust.SideServer, now); err == nil {
 				break
 			}
 		}
 		if err != nil {
-			a.closeUntrusted(t, fmt.Sprintf("tunnel from %s", t.RemoteAddr()), err, tunnel.SideServer, creds[0], now)
+			a.closeUntrusted(t, fmt.Sprintf("tunnel from %s", t.RemoteAddr()), err, trust.SideServer, creds[0], now)
 		}
 	}
 }
 
-func anyWanted(creds []*tunnel.Credentials, want map[*tunnel.Credentials]bool) bool {
+func anyWanted(creds []*trust.Credentials, want map[*trust.Credentials]bool) bool {
 	for _, c := range creds {
 		if want[c] {
 			return true
@@ -294,15 +287,15 @@ func anyWanted(creds []*tunnel.Credentials, want map[*tunnel.Credentials]bool) b
 // serverCredsOf returns the credentials of the [[server]] that accepted t:
 // the one whose listener has t's local address. When none matches, it
 // returns those of every server (t is then closed only if none trusts it).
-func (a *Agent) serverCredsOf(t *tunnel.Tunnel) []*tunnel.Credentials {
+func (a *Agent) serverCredsOf(t *tunnel.Tunnel) []*trust.Credentials {
 	if len(a.servers) == 1 {
-		return []*tunnel.Credentials{a.servers[0].srv.Creds}
+		return []*trust.Credentials{a.servers[0].srv.Creds}
 	}
-	local := t.Conn.LocalAddr()
-	all := make([]*tunnel.Credentials, 0, len(a.servers))
+	local := t.LocalAddr()
+	all := make([]*trust.Credentials, 0, len(a.servers))
 	for _, s := range a.servers {
 		if sameListener(s.ln.Addr(), local) {
-			return []*tunnel.Credentials{s.srv.Creds}
+			return []*trust.Credentials{s.srv.Creds}
 		}
 		all = append(all, s.srv.Creds)
 	}
@@ -321,13 +314,13 @@ func sameListener(ln, local net.Addr) bool {
 }
 
 func peerChain(t *tunnel.Tunnel) []*x509.Certificate {
-	return t.Conn.ConnectionState().PeerCertificates
+	return t.ConnectionState().PeerCertificates
 }
 
 // closeUntrusted closes a live tunnel whose peer no longer verifies and
 // says why.
-func (a *Agent) closeUntrusted(t *tunnel.Tunnel, where string, err error, side tunnel.Side, creds *tunnel.Credentials, now time.Time) {
-	why := "the peer no longer passes verification: " + tunnel.Explain(err, side, creds.Load().CASubjects, now)
+func (a *Agent) closeUntrusted(t *tunnel.Tunnel, where string, err error, side trust.Side, creds *trust.Credentials, now time.Time) {
+	why := "the peer no longer passes verification: " + trust.Explain(err, side, creds.Load().CASubjects, now)
 	a.log.Warn(fmt.Sprintf("%s: closing: %s", where, why), "peer", identity.Describe(t.Peer))
 	t.CloseFor(why)
 }
@@ -347,14 +340,14 @@ func (w *certWatch) checkExpiry(a *Agent, now time.Time) {
 	for _, e := range w.endpoints {
 		m := e.creds.Load()
 		for i, c := range m.Chain {
-			role := fmt.Sprintf("this agent's certificate %s (%s, %s)", tunnel.Subject(c), e.name, m.Files.Cert)
+			role := fmt.Sprintf("this agent's certificate %s (%s, %s)", trust.Subject(c), e.name, m.Files.Cert)
 			if i > 0 {
-				role = fmt.Sprintf("intermediate CA %s in %s (%s)", tunnel.Subject(c), m.Files.Cert, e.name)
+				role = fmt.Sprintf("intermediate CA %s in %s (%s)", trust.Subject(c), m.Files.Cert, e.name)
 			}
 			w.warnExpiry(a, c, role, e.warnWithin, now)
 		}
 		for _, c := range m.CAs {
-			w.warnExpiry(a, c, fmt.Sprintf("trusted CA %s in %s (%s)", tunnel.Subject(c), m.Files.CA, e.name), e.warnWithin, now)
+			w.warnExpiry(a, c, fmt.Sprintf("trusted CA %s in %s (%s)", trust.Subject(c), m.Files.CA, e.name), e.warnWithin, now)
 		}
 		for _, crl := range m.CRLs {
 			w.warnCRL(a, e, crl, m.Files.CRLStale, now)
@@ -363,7 +356,7 @@ func (w *certWatch) checkExpiry(a *Agent, now time.Time) {
 	for _, cc := range a.cfg.Clients {
 		if c := a.clients[cc.Name]; c != nil {
 			for _, t := range c.Tunnels() {
-				w.warnExpiry(a, t.Peer, fmt.Sprintf("server certificate %s of tunnel %s (%s)", tunnel.Subject(t.Peer), cc.Name, t.RemoteAddr()), cc.ExpiryWarning.D(), now)
+				w.warnExpiry(a, t.Peer, fmt.Sprintf("server certificate %s of tunnel %s (%s)", trust.Subject(t.Peer), cc.Name, t.RemoteAddr()), cc.ExpiryWarning.D(), now)
 			}
 		}
 	}
@@ -378,7 +371,7 @@ func (w *certWatch) checkExpiry(a *Agent, now time.Time) {
 	}
 	a.mu.Unlock()
 	for _, t := range accepted {
-		w.warnExpiry(a, t.Peer, fmt.Sprintf("client certificate %s of the tunnel from %s", tunnel.Subject(t.Peer), t.RemoteAddr()), within, now)
+		w.warnExpiry(a, t.Peer, fmt.Sprintf("client certificate %s of the tunnel from %s", trust.Subject(t.Peer), t.RemoteAddr()), within, now)
 	}
 }
 
@@ -395,14 +388,14 @@ func (w *certWatch) warnExpiry(a *Agent, c *x509.Certificate, role string, withi
 	facts := fmt.Sprintf("serial %s, sha256:%s", c.SerialNumber.Text(16), identity.Fingerprint(c))
 	if left <= 0 {
 		a.log.Error(fmt.Sprintf("certificate expired: %s expired %s ago (not after %s; local clock %s) — renew it; %s",
-			role, tunnel.RoundDuration(-left), stamp(c.NotAfter), stamp(now), facts))
+			role, trust.RoundDuration(-left), stamp(c.NotAfter), stamp(now), facts))
 		return
 	}
 	a.log.Warn(fmt.Sprintf("certificate expires soon: %s expires in %s (not after %s) — renew it before then; %s",
-		role, tunnel.RoundDuration(left), stamp(c.NotAfter), facts))
+		role, trust.RoundDuration(left), stamp(c.NotAfter), facts))
 }
 
-func (w *certWatch) warnCRL(a *Agent, e *certEndpoint, crl *tunnel.CRL, policy string, now time.Time) {
+func (w *certWatch) warnCRL(a *Agent, e *certEndpoint, crl *trust.CRL, policy string, now time.Time) {
 	next := crl.List.NextUpdate
 	if next.IsZero() || next.Sub(now) > crlSoon {
 		return
@@ -412,7 +405,7 @@ func (w *certWatch) warnCRL(a *Agent, e *certEndpoint, crl *tunnel.CRL, policy s
 		if _, ok := w.warned[key]; !ok {
 			w.warned[key] = now
 			a.log.Warn(fmt.Sprintf("%s: CRL %s goes stale in %s (next update %s) — publish a fresh one (postern pki crl) before then",
-				e.name, crl.Path, tunnel.RoundDuration(next.Sub(now)), stamp(next)))
+				e.name, crl.Path, trust.RoundDuration(next.Sub(now)), stamp(next)))
 		}
 		return
 	}
@@ -422,11 +415,11 @@ func (w *certWatch) warnCRL(a *Agent, e *certEndpoint, crl *tunnel.CRL, policy s
 	}
 	w.warned[key] = now
 	effect := "every peer certificate it covers is refused until a fresh CRL is in place (crl_stale = \"refuse\")"
-	if policy == tunnel.CRLStaleWarn {
+	if policy == trust.CRLStaleWarn {
 		effect = "it is still used because crl_stale = \"warn\""
 	}
 	a.log.Error(fmt.Sprintf("%s: CRL %s of %s is stale: its next update was %s (%s ago); %s — publish a fresh one (postern pki crl)",
-		e.name, crl.Path, tunnel.Subject(crl.Issuer), stamp(next), tunnel.RoundDuration(now.Sub(next)), effect))
+		e.name, crl.Path, trust.Subject(crl.Issuer), stamp(next), trust.RoundDuration(now.Sub(next)), effect))
 }
 
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/postern-tunnel/postern/trust"
 	"github.com/postern-tunnel/postern/tunnel"
 )
 
@@ -31,23 +32,24 @@ const (
 	RoundRobin = "round-robin" // spread tunnels over the servers; rotate on reconnect
 )
 
-// Client keeps Parallel tunnels up while Run runs. Configure the exported
-// fields, then call Run once; Tunnel and Tunnels may be called from any
-// goroutine.
+// Client keeps Parallel tunnels up while Run runs. Set the exported fields
+// (the values come from the config, where their defaults live; only
+// TLSConfig and Handle may be nil), then call Run once; Tunnel and Tunnels
+// may be called from any goroutine.
 type Client struct {
 	Name       string
 	Servers    []string // in order of preference
 	ServerName string   // name the server certificate must carry; "" = host of the address
-	Creds      *tunnel.Credentials
+	Creds      *trust.Credentials
 	// TLSConfig, if set, builds the TLS configuration for a dial (it may
-	// add checks such as peer pins); nil uses tunnel.ClientConfig.
+	// add checks such as peer pins); nil uses trust.ClientConfig.
 	TLSConfig   func(serverName string) *tls.Config
 	Dial        DialFunc
 	DialTimeout time.Duration // TCP connect plus TLS handshake plus first ping
 	BackoffMin  time.Duration
 	BackoffMax  time.Duration
-	Parallel    int           // parallel tunnels (config: tunnels), default 1
-	Strategy    string        // Ordered (default) or RoundRobin
+	Parallel    int           // parallel tunnels (config: tunnels)
+	Strategy    string        // Ordered or RoundRobin
 	MaxLifetime time.Duration // renew each tunnel this often; 0 = never
 	Options     tunnel.Options
 	Log         *slog.Logger
@@ -59,7 +61,7 @@ type Client struct {
 	slots   []*tunnel.Tunnel // tunnel taking new streams, per slot
 	all     map[*tunnel.Tunnel]struct{}
 	lastErr error
-	changed chan struct{} // closed and replaced whenever slots change
+	changed tunnel.Changes // whenever slots change
 }
 
 // ErrNoTunnel is returned by Tunnel when no tunnel came up in time.
@@ -67,7 +69,6 @@ var ErrNoTunnel = errors.New("no tunnel up")
 
 // Run keeps the tunnels up until ctx is done, then closes them.
 func (c *Client) Run(ctx context.Context) error {
-	c.defaults()
 	c.mu.Lock()
 	c.slots = make([]*tunnel.Tunnel, c.Parallel)
 	c.all = map[*tunnel.Tunnel]struct{}{}
@@ -222,10 +223,10 @@ func (c *Client) dial(ctx context.Context, addr string) (*tunnel.Tunnel, error) 
 	t.Name = c.Name
 	if err := t.Confirm(dctx); err != nil {
 		t.Close()
-		return nil, errors.New(tunnel.Explain(err, tunnel.SideClient, c.Creds.Load().CASubjects, time.Now()))
+		return nil, errors.New(trust.Explain(err, trust.SideClient, c.Creds.Load().CASubjects, time.Now()))
 	}
 	c.Log.Info(fmt.Sprintf("tunnel %s: connected to %s", c.Name, addr),
-		"server", tunnel.Subject(t.Peer), "tls", tls.VersionName(tc.ConnectionState().Version))
+		"server", trust.Subject(t.Peer), "tls", tls.VersionName(tc.ConnectionState().Version))
 	return t, nil
 }
 
@@ -247,7 +248,7 @@ func (c *Client) dialTLS(ctx context.Context, addr string, mux bool) (*tls.Conn,
 	if c.TLSConfig != nil {
 		cfg = c.TLSConfig(name)
 	} else {
-		cfg = tunnel.ClientConfig(c.Creds, name)
+		cfg = trust.ClientConfig(c.Creds, name)
 	}
 	if !mux {
 		cfg = cfg.Clone()
@@ -259,10 +260,10 @@ func (c *Client) dialTLS(ctx context.Context, addr string, mux bool) (*tls.Conn,
 	tc := tls.Client(conn, cfg)
 	if err := tc.HandshakeContext(dctx); err != nil {
 		conn.Close()
-		return nil, errors.New(tunnel.Explain(err, tunnel.SideClient, c.Creds.Load().CASubjects, time.Now()))
+		return nil, errors.New(trust.Explain(err, trust.SideClient, c.Creds.Load().CASubjects, time.Now()))
 	}
 	if mux {
-		if err := tunnel.CheckALPN(tc.ConnectionState()); err != nil {
+		if err := trust.CheckALPN(tc.ConnectionState()); err != nil {
 			tc.Close()
 			return nil, err
 		}
@@ -270,11 +271,10 @@ func (c *Client) dialTLS(ctx context.Context, addr string, mux bool) (*tls.Conn,
 	return tc, nil
 }
 
-// DialPlain opens one verified TLS connection to the first reachable
+// DialRaw opens one verified TLS connection to the first reachable
 // server, for a client with mux = false: each forwarded connection gets its
 // own TLS connection and carries raw bytes.
-func (c *Client) DialPlain(ctx context.Context) (*tls.Conn, error) {
-	c.defaults()
+func (c *Client) DialRaw(ctx context.Context) (*tls.Conn, error) {
 	var msgs []string
 	for _, i := range c.order(0, 0) {
 		tc, err := c.dialTLS(ctx, c.Servers[i], false)
@@ -294,8 +294,8 @@ func (c *Client) DialPlain(ctx context.Context) (*tls.Conn, error) {
 func (c *Client) Tunnel(ctx context.Context) (*tunnel.Tunnel, error) {
 	for {
 		c.mu.Lock()
-		best := leastLoaded(c.slots)
-		ch := c.changedCh()
+		best := tunnel.LeastLoaded(c.slots, nil)
+		ch := c.changed.Wait()
 		c.mu.Unlock()
 		if best != nil {
 			return best, nil
@@ -326,20 +326,6 @@ func (c *Client) Tunnels() []*tunnel.Tunnel {
 	return out
 }
 
-func leastLoaded(ts []*tunnel.Tunnel) *tunnel.Tunnel {
-	var best *tunnel.Tunnel
-	bestN := 0
-	for _, t := range ts {
-		if t == nil || t.Session.IsClosed() {
-			continue
-		}
-		if n := t.Session.NumStreams(); best == nil || n < bestN {
-			best, bestN = t, n
-		}
-	}
-	return best
-}
-
 // publish makes t its slot's tunnel for new streams and starts handling
 // the peer's streams on it.
 func (c *Client) publish(slot int, t *tunnel.Tunnel) {
@@ -347,7 +333,7 @@ func (c *Client) publish(slot int, t *tunnel.Tunnel) {
 	c.slots[slot] = t
 	c.all[t] = struct{}{}
 	c.lastErr = nil
-	c.notify()
+	c.changed.Notify()
 	c.mu.Unlock()
 	go func() {
 		if c.Handle != nil {
@@ -367,11 +353,11 @@ func (c *Client) unpublish(slot int, t *tunnel.Tunnel, err error) {
 	if c.slots[slot] == t {
 		c.slots[slot] = nil
 	}
-	if t.Session.IsClosed() {
+	if t.Closed() {
 		delete(c.all, t)
 	}
 	c.lastErr = err
-	c.notify()
+	c.changed.Notify()
 	c.mu.Unlock()
 }
 
@@ -391,11 +377,11 @@ func (c *Client) lost(slot int, t *tunnel.Tunnel) {
 // retire stops t from taking new streams (ours, and with a GoAway the
 // peer's) and closes it once its streams have ended.
 func (c *Client) retire(t *tunnel.Tunnel) {
-	t.Session.GoAway()
+	t.Retire()
 	go func() {
 		tick := time.NewTicker(500 * time.Millisecond)
 		defer tick.Stop()
-		for t.Session.NumStreams() > 0 {
+		for t.Streams() > 0 {
 			select {
 			case <-t.Done():
 				return
@@ -414,49 +400,6 @@ func (c *Client) setErr(err error) {
 	c.mu.Lock()
 	c.lastErr = err
 	c.mu.Unlock()
-}
-
-// notify wakes Tunnel waiters; mu must be held.
-func (c *Client) notify() {
-	if c.changed != nil {
-		close(c.changed)
-		c.changed = nil
-	}
-}
-
-// changedCh must be called with mu held.
-func (c *Client) changedCh() chan struct{} {
-	if c.changed == nil {
-		c.changed = make(chan struct{})
-	}
-	return c.changed
-}
-
-func (c *Client) defaults() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.Dial == nil {
-		var d net.Dialer
-		c.Dial = d.DialContext
-	}
-	if c.DialTimeout <= 0 {
-		c.DialTimeout = 10 * time.Second
-	}
-	if c.BackoffMin <= 0 {
-		c.BackoffMin = 200 * time.Millisecond
-	}
-	if c.BackoffMax < c.BackoffMin {
-		c.BackoffMax = max(30*time.Second, c.BackoffMin)
-	}
-	if c.Parallel <= 0 {
-		c.Parallel = 1
-	}
-	if c.Strategy == "" {
-		c.Strategy = Ordered
-	}
-	if c.Log == nil {
-		c.Log = slog.Default()
-	}
 }
 
 // jitter spreads d over [d/2, d) so that many clients reconnecting after a
@@ -502,5 +445,5 @@ func describeLoss(err error, trusted []string) string {
 	}
 	// A TLS alert after the handshake: for example the server rejected our
 	// certificate (TLS 1.3 reports that on the first read).
-	return tunnel.Explain(err, tunnel.SideClient, trusted, time.Now())
+	return trust.Explain(err, trust.SideClient, trusted, time.Now())
 }

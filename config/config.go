@@ -4,6 +4,9 @@
 // file, line and column), fills in the defaults listed in Defaults, resolves
 // relative paths against the file's folder and runs Validate. Errors name the
 // file, the line and the key in the user's own words.
+//
+// Package config imports only wire from Postern, so that a service name
+// that loads is one the stream protocol carries.
 package config
 
 import (

@@ -3,10 +3,12 @@ package config
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	"github.com/postern-tunnel/postern/wire"
 )
 
 // identityKinds are the prefixes an allow entry may use; the identity package
@@ -152,10 +154,19 @@ func (c *Config) validateTLS(line int, where string, t TLS) error {
 }
 
 func checkMinVersion(v string) error {
-	if v != "1.2" && v != "1.3" {
-		return fmt.Errorf("%q is not supported: use \"1.3\" (default) or \"1.2\"", v)
+	_, err := TLSVersion(v)
+	return err
+}
+
+// TLSVersion is the crypto/tls constant of a min_version value.
+func TLSVersion(v string) (uint16, error) {
+	switch v {
+	case "1.3":
+		return tls.VersionTLS13, nil
+	case "1.2":
+		return tls.VersionTLS12, nil
 	}
-	return nil
+	return 0, fmt.Errorf("%q is not supported: use \"1.3\" (default) or \"1.2\"", v)
 }
 
 func (c *Config) validateForward(f *Forward, clients map[string]bool) error {
@@ -166,7 +177,7 @@ func (c *Config) validateForward(f *Forward, clients map[string]bool) error {
 	if f.Service == "" {
 		return c.errorf(f.Line, "%s: service is required: the name of a [[service]] on the peer", where)
 	}
-	if err := checkServiceName(f.Service); err != nil {
+	if err := wire.CheckServiceName(f.Service); err != nil {
 		return c.errorf(f.Line, "%s: service %q: %v", where, f.Service, err)
 	}
 	if f.Via == "" {
@@ -194,7 +205,7 @@ func (c *Config) validateService(s *Service) error {
 		return c.errorf(s.Line, "[[service]]: name is required")
 	}
 	where := fmt.Sprintf("service %q", s.Name)
-	if err := checkServiceName(s.Name); err != nil {
+	if err := wire.CheckServiceName(s.Name); err != nil {
 		return c.errorf(s.Line, "%s: name: %v", where, err)
 	}
 	if s.Target == "" {
@@ -225,20 +236,6 @@ func isIdentity(s string) bool {
 		}
 	}
 	return false
-}
-
-// checkServiceName allows what an open request can carry (see
-// docs/protocol.md): the peer refuses anything else as a protocol error.
-func checkServiceName(name string) error {
-	if len(name) > 255 {
-		return fmt.Errorf("%d characters; at most 255", len(name))
-	}
-	for _, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
-			return fmt.Errorf("%q is not allowed: use only A-Z a-z 0-9 . _ -", r)
-		}
-	}
-	return nil
 }
 
 func checkAllow(a string) error {

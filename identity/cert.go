@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"crypto"
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
@@ -50,6 +51,14 @@ func Identities(cert *x509.Certificate) []string {
 	if cert == nil {
 		return nil
 	}
+	ids := NameIdentities(cert)
+	return append(ids, KindSHA256+":"+Fingerprint(cert), KindSPKI+":"+SPKIHash(cert))
+}
+
+// NameIdentities returns the name identities of cert (cn:, dns:, ip:, uri:,
+// ou:, as Identities writes them). cert need not be signed: a template, or
+// the names of a certificate request, will do.
+func NameIdentities(cert *x509.Certificate) []string {
 	var ids []string
 	if cn := cert.Subject.CommonName; cn != "" {
 		ids = append(ids, KindCN+":"+cn)
@@ -66,7 +75,19 @@ func Identities(cert *x509.Certificate) []string {
 	for _, ou := range cert.Subject.OrganizationalUnit {
 		ids = append(ids, KindOU+":"+ou)
 	}
-	return append(ids, KindSHA256+":"+Fingerprint(cert), KindSPKI+":"+SPKIHash(cert))
+	return ids
+}
+
+// KeyHash returns the lower-case hex SHA-256 of pub's SubjectPublicKeyInfo,
+// as written in a spki: pattern: SPKIHash for a key without its
+// certificate (a request, a new key).
+func KeyHash(pub crypto.PublicKey) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", err
+	}
+	s := sum(der)
+	return hex.EncodeToString(s[:]), nil
 }
 
 // Describe returns one short line naming cert for logs and error messages:

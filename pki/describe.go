@@ -3,10 +3,8 @@ package pki
 import (
 	"bytes"
 	"crypto"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -14,6 +12,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/postern-tunnel/postern/identity"
 )
 
 var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
@@ -100,55 +100,6 @@ func parseDER(der []byte) ([]Object, error) {
 	return nil, errors.New("not a certificate, certificate request or CRL, in PEM or DER")
 }
 
-// Identities lists what Postern can match a peer with this certificate by,
-// as allow entries: cn:, dns:, ip:, uri:, ou:, then sha256: (the
-// certificate's fingerprint) and spki: (its public key's), in lowercase hex.
-func Identities(cert *x509.Certificate) []string {
-	ids := nameIdentities(namesOf(cert))
-	if len(cert.Raw) > 0 {
-		ids = append(ids, "sha256:"+Fingerprint(cert))
-	}
-	return withSPKI(ids, cert.RawSubjectPublicKeyInfo, cert.PublicKey)
-}
-
-// nameIdentities lists names in the order Postern's identity package uses:
-// cn:, dns:, ip:, uri:, ou:.
-func nameIdentities(n Names) []string {
-	var ids []string
-	if n.CommonName != "" {
-		ids = append(ids, "cn:"+n.CommonName)
-	}
-	for _, d := range n.DNSNames {
-		ids = append(ids, "dns:"+strings.ToLower(d))
-	}
-	for _, ip := range n.IPAddresses {
-		ids = append(ids, "ip:"+ip.String())
-	}
-	for _, u := range n.URIs {
-		ids = append(ids, "uri:"+u.String())
-	}
-	for _, ou := range n.OrganizationalUnit {
-		ids = append(ids, "ou:"+ou)
-	}
-	return ids
-}
-
-// spkiOf hashes raw SubjectPublicKeyInfo, or marshals pub when raw is empty.
-func spkiOf(raw []byte, pub crypto.PublicKey) string {
-	if len(raw) > 0 {
-		sum := sha256.Sum256(raw)
-		return hex.EncodeToString(sum[:])
-	}
-	if pub == nil {
-		return ""
-	}
-	s, err := SPKIFingerprint(pub)
-	if err != nil {
-		return ""
-	}
-	return s
-}
-
 // DescribeOptions tune Describe.
 type DescribeOptions struct {
 	Now time.Time         // zero means time.Now()
@@ -173,7 +124,7 @@ func Describe(o Object, opts DescribeOptions) string {
 	case o.PublicKey != nil:
 		w.line("private key (not shown)")
 		w.field("key", KeyDescription(o.PublicKey))
-		w.identities("identities Postern matches", withSPKI(nil, nil, o.PublicKey))
+		w.identities("identities Postern matches", withSPKI(nil, o.PublicKey))
 	default:
 		w.line("nothing")
 	}
@@ -192,17 +143,7 @@ func describeCert(w *writer, c *x509.Certificate, opts DescribeOptions) {
 	if opts.CA != nil && len(c.Raw) > 0 {
 		w.field("chain", chainState(c, opts))
 	}
-	w.identities("identities Postern matches (for allow = [...])", Identities(c))
-}
-
-func namesOf(c *x509.Certificate) Names {
-	return Names{
-		CommonName:         c.Subject.CommonName,
-		OrganizationalUnit: c.Subject.OrganizationalUnit,
-		DNSNames:           c.DNSNames,
-		IPAddresses:        c.IPAddresses,
-		URIs:               c.URIs,
-	}
+	w.identities("identities Postern matches (for allow = [...])", identity.Identities(c))
 }
 
 func describeRequest(w *writer, r *x509.CertificateRequest) {
@@ -217,14 +158,10 @@ func describeRequest(w *writer, r *x509.CertificateRequest) {
 	for _, e := range r.EmailAddresses {
 		w.field("email", e+" (ignored by the CA)")
 	}
-	names := nameIdentities(Names{
-		CommonName:         r.Subject.CommonName,
-		OrganizationalUnit: r.Subject.OrganizationalUnit,
-		DNSNames:           r.DNSNames,
-		IPAddresses:        r.IPAddresses,
-		URIs:               r.URIs,
+	names := identity.NameIdentities(&x509.Certificate{
+		Subject: r.Subject, DNSNames: r.DNSNames, IPAddresses: r.IPAddresses, URIs: r.URIs,
 	})
-	w.identities("identities requested (sha256: exists only once signed)", withSPKI(names, r.RawSubjectPublicKeyInfo, r.PublicKey))
+	w.identities("identities requested (sha256: exists only once signed)", withSPKI(names, r.PublicKey))
 }
 
 func describeCRL(w *writer, l *x509.RevocationList, opts DescribeOptions) {
@@ -345,10 +282,13 @@ func printable(s string) string {
 	return s
 }
 
-// withSPKI appends the spki: identity when the key can be encoded.
-func withSPKI(ids []string, raw []byte, pub crypto.PublicKey) []string {
-	if spki := spkiOf(raw, pub); spki != "" {
-		return append(ids, "spki:"+spki)
+// withSPKI appends the spki: identity of pub when the key can be encoded.
+func withSPKI(ids []string, pub crypto.PublicKey) []string {
+	if pub == nil {
+		return ids
+	}
+	if spki, err := identity.KeyHash(pub); err == nil {
+		return append(ids, identity.KindSPKI+":"+spki)
 	}
 	return ids
 }
@@ -365,7 +305,7 @@ func (d *Draft) String() string {
 	w.field("valid", fmt.Sprintf("%s to %s (%s)", stamp(t.NotBefore), stamp(t.NotAfter), days(t.NotAfter.Sub(t.NotBefore.Add(ClockSkew)))))
 	w.field("key", KeyDescription(t.PublicKey))
 	w.field("usage", usageText(t))
-	w.identities("identities Postern will match (sha256: exists only once signed)", withSPKI(nameIdentities(namesOf(t)), nil, t.PublicKey))
+	w.identities("identities Postern will match (sha256: exists only once signed)", withSPKI(identity.NameIdentities(t), t.PublicKey))
 	if len(d.Ignored) > 0 {
 		w.line("  not copied from the request:")
 		for _, s := range d.Ignored {

@@ -36,5 +36,6 @@
 // A *CA is safe for concurrent use by one process. Two processes must not
 // change the same folder at the same time: there is no file lock.
 //
-// Package pki imports nothing else from Postern.
+// Package pki imports only identity from Postern (for the identities and
+// fingerprints it shows).
 package pki

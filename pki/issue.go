@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/postern-tunnel/postern/identity"
 )
 
 // Usage says which side of a tunnel a certificate may authenticate.
@@ -448,7 +450,7 @@ func (d *Draft) Sign() (*x509.Certificate, error) {
 	ca.index = append(ca.index, Record{
 		Serial:     serial,
 		Subject:    cert.Subject.String(),
-		Identities: Identities(cert),
+		Identities: identity.Identities(cert),
 		Usage:      usageOf(cert).String(),
 		NotBefore:  cert.NotBefore,
 		NotAfter:   cert.NotAfter,

@@ -7,9 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -106,24 +104,6 @@ func checkPublicKey(pub crypto.PublicKey) error {
 		return nil
 	}
 	return fmt.Errorf("key %s is not supported: use %s", KeyDescription(pub), keyTypeList())
-}
-
-// SPKIFingerprint is the lowercase hex SHA-256 of the key's
-// SubjectPublicKeyInfo: what an `spki:` allow entry pins.
-func SPKIFingerprint(pub crypto.PublicKey) (string, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(der)
-	return hex.EncodeToString(sum[:]), nil
-}
-
-// Fingerprint is the lowercase hex SHA-256 of the certificate's DER: what a
-// `sha256:` allow entry pins.
-func Fingerprint(cert *x509.Certificate) string {
-	sum := sha256.Sum256(cert.Raw)
-	return hex.EncodeToString(sum[:])
 }
 
 // MarshalKeyPEM encodes a private key as PKCS#8 PEM ("PRIVATE KEY").

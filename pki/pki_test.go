@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/pki"
 )
 
@@ -542,7 +543,7 @@ func TestDescribeShowsIdentities(t *testing.T) {
 		"cn:Legacy Gateway", "dns:gw.example.com", "ip:192.0.2.7", "uri:spiffe://example.com/gw", "ou:ops",
 		"sha256:" + hex.EncodeToString(fp[:]), "spki:" + hex.EncodeToString(spki[:]),
 	}
-	if got := pki.Identities(cert); strings.Join(got, " ") != strings.Join(wantIDs, " ") {
+	if got := identity.Identities(cert); strings.Join(got, " ") != strings.Join(wantIDs, " ") {
 		t.Errorf("Identities = %q\nwant %q", got, wantIDs)
 	}
 	out := pki.Describe(pki.Object{Certificate: cert}, pki.DescribeOptions{CA: ca.Cert})

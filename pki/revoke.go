@@ -24,17 +24,23 @@ const (
 	ReasonPrivilegeWithdrawn   = 9
 )
 
+// reasonNames are the RFC 5280 CRL reason codes; this CA revokes with the
+// ones marked issuable, and names all of them in CRLs it reads.
 var reasonNames = []struct {
-	code int
-	name string
+	code     int
+	name     string
+	issuable bool
 }{
-	{ReasonUnspecified, "unspecified"},
-	{ReasonKeyCompromise, "key-compromise"},
-	{ReasonCACompromise, "ca-compromise"},
-	{ReasonAffiliationChanged, "affiliation-changed"},
-	{ReasonSuperseded, "superseded"},
-	{ReasonCessationOfOperation, "cessation-of-operation"},
-	{ReasonPrivilegeWithdrawn, "privilege-withdrawn"},
+	{ReasonUnspecified, "unspecified", true},
+	{ReasonKeyCompromise, "key-compromise", true},
+	{ReasonCACompromise, "ca-compromise", true},
+	{ReasonAffiliationChanged, "affiliation-changed", true},
+	{ReasonSuperseded, "superseded", true},
+	{ReasonCessationOfOperation, "cessation-of-operation", true},
+	{6, "certificate-hold", false},
+	{8, "remove-from-crl", false},
+	{ReasonPrivilegeWithdrawn, "privilege-withdrawn", true},
+	{10, "aa-compromise", false},
 }
 
 // ParseReason accepts a reason name ("key-compromise"; case, '-' and '_'
@@ -44,13 +50,15 @@ func ParseReason(s string) (int, error) {
 		return strings.ToLower(strings.NewReplacer("-", "", "_", "").Replace(x))
 	}
 	for _, r := range reasonNames {
-		if norm(s) == norm(r.name) || s == strconv.Itoa(r.code) {
+		if r.issuable && (norm(s) == norm(r.name) || s == strconv.Itoa(r.code)) {
 			return r.code, nil
 		}
 	}
 	var names []string
 	for _, r := range reasonNames {
-		names = append(names, r.name)
+		if r.issuable {
+			names = append(names, r.name)
+		}
 	}
 	return 0, fmt.Errorf("unknown revocation reason %q: use one of %s", s, strings.Join(names, ", "))
 }
@@ -58,13 +66,13 @@ func ParseReason(s string) (int, error) {
 func validReason(code int) bool {
 	for _, r := range reasonNames {
 		if r.code == code {
-			return true
+			return r.issuable
 		}
 	}
 	return false
 }
 
-// ReasonName names a reason code as ParseReason reads it.
+// ReasonName names an RFC 5280 reason code as ParseReason reads it.
 func ReasonName(code int) string {
 	for _, r := range reasonNames {
 		if r.code == code {

@@ -1,5 +1,5 @@
 // Package server accepts tunnels: TLS handshakes under a deadline and a bound
-// on how many run at once, then a yamux session handed to the agent.
+// on how many run at once, then a tunnel handed to the agent.
 package server
 
 import (
@@ -11,24 +11,26 @@ import (
 	"sync"
 	"time"
 
+	"github.com/postern-tunnel/postern/trust"
 	"github.com/postern-tunnel/postern/tunnel"
 )
 
-// Server accepts tunnels on a listener. Configure the exported fields, then
-// call Serve once.
+// Server accepts tunnels on a listener. Set every exported field (the
+// values come from the config, where their defaults live), then call Serve
+// once.
 type Server struct {
-	Creds            *tunnel.Credentials
-	HandshakeTimeout time.Duration // whole TLS handshake, default 10s
-	MaxHandshakes    int           // handshakes in progress at once, default 128
+	Creds            *trust.Credentials
+	HandshakeTimeout time.Duration // whole TLS handshake
+	MaxHandshakes    int           // handshakes in progress at once
 	Options          tunnel.Options
 	Log              *slog.Logger
 	// Handle runs for each established tunnel, on its own goroutine, and
 	// owns it from then on (Serve does not wait for it).
 	Handle func(t *tunnel.Tunnel)
-	// Plain, if set, makes this a mux = false server: each verified TLS
-	// connection (any ALPN or none) is handed to Plain on its own goroutine
+	// Raw, if set, makes this a mux = false server: each verified TLS
+	// connection (any ALPN or none) is handed to Raw on its own goroutine
 	// instead of becoming a tunnel.
-	Plain func(c *tls.Conn)
+	Raw func(c *tls.Conn)
 
 	failures *failureLog
 }
@@ -36,19 +38,10 @@ type Server struct {
 // Serve accepts connections until ctx is done or ln fails, then closes ln
 // and waits for handshakes in progress to finish.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	if s.HandshakeTimeout <= 0 {
-		s.HandshakeTimeout = 10 * time.Second
-	}
-	if s.MaxHandshakes <= 0 {
-		s.MaxHandshakes = 128
-	}
-	if s.Log == nil {
-		s.Log = slog.Default()
-	}
 	s.failures = newFailureLog(s.Log, time.Minute)
-	cfg := tunnel.ServerConfig(s.Creds)
-	if s.Plain != nil {
-		// Plain mutual-TLS peers (stunnel, applications) speak no Postern ALPN.
+	cfg := trust.ServerConfig(s.Creds)
+	if s.Raw != nil {
+		// Raw mutual-TLS peers (stunnel, applications) speak no Postern ALPN.
 		perHello := cfg.GetConfigForClient
 		cfg.NextProtos = nil
 		cfg.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
@@ -103,22 +96,22 @@ func (s *Server) handshake(ctx context.Context, conn net.Conn, cfg *tls.Config) 
 	hctx, cancel := context.WithTimeout(ctx, s.HandshakeTimeout)
 	defer cancel()
 	conn.SetDeadline(time.Now().Add(s.HandshakeTimeout))
-	if s.Plain == nil {
+	if s.Raw == nil {
 		conn = tunnel.WrapConn(conn)
 	}
 	tc := tls.Server(conn, cfg)
 	if err := tc.HandshakeContext(hctx); err != nil {
 		m := s.Creds.Load()
-		s.failures.log(conn.RemoteAddr(), "tunnel refused: "+tunnel.Explain(err, tunnel.SideServer, m.CASubjects, time.Now()))
+		s.failures.log(conn.RemoteAddr(), "tunnel refused: "+trust.Explain(err, trust.SideServer, m.CASubjects, time.Now()))
 		conn.Close()
 		return
 	}
-	if s.Plain != nil {
+	if s.Raw != nil {
 		conn.SetDeadline(time.Time{})
-		go s.Plain(tc)
+		go s.Raw(tc)
 		return
 	}
-	if err := tunnel.CheckALPN(tc.ConnectionState()); err != nil {
+	if err := trust.CheckALPN(tc.ConnectionState()); err != nil {
 		s.failures.log(conn.RemoteAddr(), "tunnel refused: "+err.Error())
 		tc.Close()
 		return

@@ -6,8 +6,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
+	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -15,10 +15,13 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+	"github.com/postern-tunnel/postern/config"
+	"github.com/postern-tunnel/postern/wire"
 )
 
-// Options are the multiplexing settings of a tunnel. Zero values take the
-// documented defaults (config package).
+// Options are the multiplexing settings of a tunnel. Every field must be
+// set: the values come from the config's [tunnel] section, where their
+// defaults live.
 type Options struct {
 	StreamWindow      uint32        // per-stream receive window, bytes
 	KeepaliveInterval time.Duration // ping period
@@ -26,21 +29,23 @@ type Options struct {
 	MaxStreams        int           // streams the peer may have open at once
 }
 
+// OptionsOf takes a tunnel's settings from the config's [tunnel] section.
+func OptionsOf(c config.Tunnel) Options {
+	return Options{
+		StreamWindow:      uint32(c.StreamWindow),
+		KeepaliveInterval: c.KeepaliveInterval.D(),
+		KeepaliveTimeout:  c.KeepaliveTimeout.D(),
+		MaxStreams:        c.MaxStreams,
+	}
+}
+
 func (o Options) yamuxConfig() *yamux.Config {
 	c := yamux.DefaultConfig()
-	c.MaxStreamWindowSize = o.StreamWindow
-	if c.MaxStreamWindowSize < 256<<10 {
-		c.MaxStreamWindowSize = 256 << 10
-	}
+	// yamux refuses a window below its 256 KiB minimum.
+	c.MaxStreamWindowSize = max(o.StreamWindow, 256<<10)
 	c.EnableKeepAlive = true
 	c.KeepAliveInterval = o.KeepaliveInterval
-	if c.KeepAliveInterval <= 0 {
-		c.KeepAliveInterval = 10 * time.Second
-	}
 	c.ConnectionWriteTimeout = o.KeepaliveTimeout
-	if c.ConnectionWriteTimeout <= 0 {
-		c.ConnectionWriteTimeout = 10 * time.Second
-	}
 	// The accept loop never blocks (each stream is handed to its own
 	// goroutine), so a generous backlog only absorbs bursts.
 	c.AcceptBacklog = 1024
@@ -51,28 +56,35 @@ func (o Options) yamuxConfig() *yamux.Config {
 	return c
 }
 
-// Tunnel is one established TLS connection to a peer agent carrying a yamux
-// session. It is safe for concurrent use.
+// ErrRetiring is returned by Open on a tunnel that takes no new streams
+// because this side or the peer retired it.
+var ErrRetiring = errors.New("tunnel is retiring: it takes no new streams")
+
+// Tunnel is one established connection to a peer agent carrying
+// multiplexed streams (a yamux session). It is safe for concurrent use.
 type Tunnel struct {
-	Session *yamux.Session
-	Conn    *tls.Conn
 	// Name is the [[client]] name for dialed tunnels, or "" for accepted ones.
 	Name string
-	// Peer is the verified peer leaf certificate.
+	// Peer is the verified peer leaf certificate (nil over a connection
+	// without TLS, which only tests use).
 	Peer *x509.Certificate
 
+	sess        *yamux.Session
 	conn        *tunnelConn
 	ylog        *yamuxLog
 	closeReason atomic.Pointer[string]
+	retiring    atomic.Bool // Retire was called, or the peer refused a new stream
 }
 
-// New runs yamux over an established, verified TLS connection. The dialer
-// is the yamux client.
-func New(conn *tls.Conn, isClient bool, opts Options) (*Tunnel, error) {
+// New runs the multiplexer over an established connection: in production
+// a verified *tls.Conn. The dialer is the yamux client.
+func New(conn net.Conn, isClient bool, opts Options) (*Tunnel, error) {
 	tc := &tunnelConn{Conn: conn}
-	if b, ok := conn.NetConn().(*batchConn); ok {
-		b.enable()
-		tc.batch = b
+	if nc, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		if b, ok := nc.NetConn().(*batchConn); ok {
+			b.enable()
+			tc.batch = b
+		}
 	}
 	cfg := opts.yamuxConfig()
 	ylog := &yamuxLog{}
@@ -89,23 +101,80 @@ func New(conn *tls.Conn, isClient bool, opts Options) (*Tunnel, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Tunnel{Session: sess, Conn: conn, conn: tc, ylog: ylog}
-	if certs := conn.ConnectionState().PeerCertificates; len(certs) > 0 {
+	t := &Tunnel{sess: sess, conn: tc, ylog: ylog}
+	if certs := t.ConnectionState().PeerCertificates; len(certs) > 0 {
 		t.Peer = certs[0]
 	}
 	return t, nil
 }
 
+// Open opens a stream to the peer. It fails with ErrRetiring once the
+// tunnel was retired by either side.
+func (t *Tunnel) Open() (*Stream, error) {
+	if t.retiring.Load() {
+		return nil, ErrRetiring
+	}
+	st, err := t.sess.OpenStream()
+	if err != nil {
+		if errors.Is(err, yamux.ErrRemoteGoAway) {
+			t.retiring.Store(true)
+			return nil, ErrRetiring
+		}
+		return nil, err
+	}
+	return &Stream{st: st, t: t}, nil
+}
+
+// Accept waits for the peer's next stream. It returns an error once the
+// tunnel has ended.
+func (t *Tunnel) Accept() (*Stream, error) {
+	st, err := t.sess.AcceptStream()
+	if err != nil {
+		return nil, err
+	}
+	return &Stream{st: st, t: t}, nil
+}
+
+// Retire stops the tunnel taking new streams in both directions (the peer
+// is told to open none); streams already open carry on. Close it once
+// Streams is 0 (make-before-break renewal and failback).
+func (t *Tunnel) Retire() {
+	t.retiring.Store(true)
+	t.sess.GoAway()
+}
+
+// Retiring reports whether the tunnel takes no new streams: Retire was
+// called, or the peer refused a stream because it retired the tunnel.
+func (t *Tunnel) Retiring() bool { return t.retiring.Load() }
+
+// Streams is the number of streams open on the tunnel.
+func (t *Tunnel) Streams() int { return t.sess.NumStreams() }
+
+// Closed reports whether the tunnel has ended.
+func (t *Tunnel) Closed() bool { return t.sess.IsClosed() }
+
 // RemoteAddr is the peer's network address.
-func (t *Tunnel) RemoteAddr() net.Addr { return t.Conn.RemoteAddr() }
+func (t *Tunnel) RemoteAddr() net.Addr { return t.conn.RemoteAddr() }
+
+// LocalAddr is this side's network address.
+func (t *Tunnel) LocalAddr() net.Addr { return t.conn.LocalAddr() }
+
+// ConnectionState is the TLS state of the tunnel's connection (empty over
+// a connection without TLS).
+func (t *Tunnel) ConnectionState() tls.ConnectionState {
+	if c, ok := t.conn.Conn.(*tls.Conn); ok {
+		return c.ConnectionState()
+	}
+	return tls.ConnectionState{}
+}
 
 // Close ends the tunnel and every stream on it.
-func (t *Tunnel) Close() error { return t.Session.Close() }
+func (t *Tunnel) Close() error { return t.sess.Close() }
 
 // CloseFor ends the tunnel and records why, for whoever reports its end.
 func (t *Tunnel) CloseFor(reason string) error {
 	t.closeReason.CompareAndSwap(nil, &reason)
-	return t.Session.Close()
+	return t.sess.Close()
 }
 
 // CloseReason is the reason given to CloseFor, or "".
@@ -117,7 +186,7 @@ func (t *Tunnel) CloseReason() string {
 }
 
 // Done is closed when the tunnel has ended.
-func (t *Tunnel) Done() <-chan struct{} { return t.Session.CloseChan() }
+func (t *Tunnel) Done() <-chan struct{} { return t.sess.CloseChan() }
 
 // Err is the first read error of the underlying connection, which says why
 // the tunnel ended (for example the peer's TLS alert). It is nil while the
@@ -158,7 +227,7 @@ func (l *yamuxLog) last() string {
 func (t *Tunnel) Confirm(ctx context.Context) error {
 	done := make(chan error, 1)
 	go func() {
-		_, err := t.Session.Ping()
+		_, err := t.sess.Ping()
 		done <- err
 	}()
 	select {
@@ -187,7 +256,7 @@ func (t *Tunnel) Confirm(ctx context.Context) error {
 //
 // yamux writes from one goroutine (its send loop) and reads from another.
 type tunnelConn struct {
-	*tls.Conn
+	net.Conn
 
 	mu      sync.Mutex
 	err     error
@@ -195,8 +264,6 @@ type tunnelConn struct {
 	joined  []byte
 	batch   *batchConn // the TCP connection under TLS, when wrapped
 }
-
-const yamuxHeaderSize = 12
 
 func (c *tunnelConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
@@ -251,17 +318,5 @@ func (c *tunnelConn) write(p []byte) (int, error) {
 // with a body (version 0, type 0, length > 0): yamux writes such a header
 // and then its body in a separate call.
 func isDataHeader(p []byte) bool {
-	return len(p) == yamuxHeaderSize && p[0] == 0 && p[1] == 0 && binary.BigEndian.Uint32(p[8:12]) > 0
-}
-
-// Logger returns l with the tunnel's peer and address attached.
-func (t *Tunnel) Logger(l *slog.Logger) *slog.Logger {
-	args := []any{"peer_addr", t.RemoteAddr().String()}
-	if t.Name != "" {
-		args = append(args, "tunnel", t.Name)
-	}
-	if t.Peer != nil {
-		args = append(args, "peer", t.Peer.Subject.CommonName)
-	}
-	return l.With(args...)
+	return len(p) == wire.MuxHeaderSize && p[0] == 0 && p[1] == 0 && binary.BigEndian.Uint32(p[8:12]) > 0
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/postern-tunnel/postern/config"
 	"github.com/postern-tunnel/postern/identity"
+	"github.com/postern-tunnel/postern/trust"
 	"github.com/postern-tunnel/postern/tunnel"
 )
 
@@ -56,19 +57,19 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		r.section("server %s (line %d)", s.Listen, s.Line)
 		checkEndpoint(r, s.TLS, x509.ExtKeyUsageServerAuth)
 	}
-	creds := map[string]*tunnel.Credentials{}
+	creds := map[string]*trust.Credentials{}
 	for _, c := range cfg.Clients {
 		r.section("client %q (line %d)", c.Name, c.Line)
 		if ok := checkEndpoint(r, c.TLS, x509.ExtKeyUsageClientAuth) && checkPins(r, c.Peer); ok {
-			if m, err := tunnel.LoadMaterial(filesOf(c.TLS)); err == nil {
-				creds[c.Name] = tunnel.NewCredentials(m)
+			if m, err := trust.LoadMaterial(trust.FilesOf(c.TLS)); err == nil {
+				creds[c.Name] = trust.NewCredentials(m)
 			}
 		}
 	}
 	if f.connect {
 		for _, c := range cfg.Clients {
 			r.section("tunnel %s", c.Name)
-			checkConnect(r, c, creds[c.Name])
+			checkConnect(r, c, creds[c.Name], tunnel.OptionsOf(cfg.Tunnel))
 		}
 	}
 	return r.finish()
@@ -119,14 +120,6 @@ func (r *checkReport) finish() int {
 	return 0
 }
 
-// filesOf is the agent's view of a [tls] table (agent.tlsFiles).
-func filesOf(t config.TLS) tunnel.Files {
-	return tunnel.Files{
-		Cert: t.Cert, Key: t.Key, CA: t.CA, CRL: t.CRL,
-		MinVersion: t.MinVersion, CRLStale: t.CRLStale, OCSP: t.OCSP,
-	}
-}
-
 func checkServices(r *checkReport, cfg *config.Config) {
 	if len(cfg.Services) == 0 {
 		return
@@ -172,7 +165,7 @@ func checkEndpoint(r *checkReport, t config.TLS, usage x509.ExtKeyUsage) bool {
 	var leaf *x509.Certificate
 	var chain []*x509.Certificate
 	if files[t.Cert] != nil && files[t.Key] != nil {
-		cert, l, err := tunnel.LoadKeyPair(t.Cert, t.Key)
+		cert, l, err := trust.LoadKeyPair(t.Cert, t.Key)
 		if err != nil {
 			r.fail("%v", err)
 		} else {
@@ -193,7 +186,7 @@ func checkEndpoint(r *checkReport, t config.TLS, usage x509.ExtKeyUsage) bool {
 	var cas []*x509.Certificate
 	if files[t.CA] != nil {
 		var err error
-		if cas, err = tunnel.LoadCACerts(t.CA); err != nil {
+		if cas, err = trust.LoadCACerts(t.CA); err != nil {
 			r.fail("%v", err)
 		} else {
 			checkCAs(r, t, cas)
@@ -226,14 +219,14 @@ func checkValidity(r *checkReport, what string, c *x509.Certificate, within time
 	switch left := c.NotAfter.Sub(now); {
 	case now.Before(c.NotBefore):
 		r.fail("%s %s is not valid yet: valid from %s (local clock %s) — check this host's clock (NTP)",
-			what, tunnel.Subject(c), stamp(c.NotBefore), stamp(now))
+			what, trust.Subject(c), stamp(c.NotBefore), stamp(now))
 	case left <= 0:
 		r.fail("%s %s expired %s ago (not after %s; local clock %s) — renew it",
-			what, tunnel.Subject(c), tunnel.RoundDuration(-left), stamp(c.NotAfter), stamp(now))
+			what, trust.Subject(c), trust.RoundDuration(-left), stamp(c.NotAfter), stamp(now))
 	case left <= within:
-		r.warn("%s %s expires in %s (not after %s) — renew it soon", what, tunnel.Subject(c), tunnel.RoundDuration(left), stamp(c.NotAfter))
+		r.warn("%s %s expires in %s (not after %s) — renew it soon", what, trust.Subject(c), trust.RoundDuration(left), stamp(c.NotAfter))
 	default:
-		r.ok("%s %s valid until %s (%s left)", what, tunnel.Subject(c), stamp(c.NotAfter), tunnel.RoundDuration(left))
+		r.ok("%s %s valid until %s (%s left)", what, trust.Subject(c), stamp(c.NotAfter), trust.RoundDuration(left))
 	}
 }
 
@@ -251,13 +244,13 @@ func checkUsage(r *checkReport, path string, c *x509.Certificate, want x509.ExtK
 		role, name = "a [[client]]", "clientAuth"
 	}
 	r.fail("cert %s: %s lacks extended key usage %s, so peers refuse it for %s — issue it with --usage both (postern pki)",
-		path, tunnel.Subject(c), name, role)
+		path, trust.Subject(c), name, role)
 }
 
 func checkCAs(r *checkReport, t config.TLS, cas []*x509.Certificate) {
 	for _, ca := range cas {
 		if !ca.IsCA {
-			r.note("ca %s: %s is not a CA certificate: it can only stand for itself (a pinned self-signed peer)", t.CA, tunnel.Subject(ca))
+			r.note("ca %s: %s is not a CA certificate: it can only stand for itself (a pinned self-signed peer)", t.CA, trust.Subject(ca))
 		}
 		checkValidity(r, "ca "+t.CA+": CA", ca, t.ExpiryWarning.D())
 	}
@@ -281,18 +274,18 @@ func checkChain(r *checkReport, t config.TLS, leaf *x509.Certificate, chain, cas
 	case err == nil:
 		names := make([]string, len(chains[0]))
 		for i, c := range chains[0] {
-			names[i] = tunnel.Subject(c)
+			names[i] = trust.Subject(c)
 		}
 		r.ok("chain: %s (the last one from ca)", strings.Join(names, " ← "))
 	case errors.As(err, &ua):
 		r.note("chain: %s was issued by %s, which is not in ca %s: fine when the peer's ca holds it (between partners each side trusts the other's CA)",
-			tunnel.Subject(leaf), issuerOf(leaf), t.CA)
+			trust.Subject(leaf), issuerOf(leaf), t.CA)
 	default:
 		var ci x509.CertificateInvalidError
 		if errors.As(err, &ci) && (ci.Reason == x509.Expired || ci.Reason == x509.IncompatibleUsage) && ci.Cert == leaf {
 			return // reported above with more detail
 		}
-		r.fail("chain: %s does not verify against ca %s: %v", tunnel.Subject(leaf), t.CA, err)
+		r.fail("chain: %s does not verify against ca %s: %v", trust.Subject(leaf), t.CA, err)
 	}
 }
 
@@ -304,7 +297,7 @@ func issuerOf(c *x509.Certificate) string {
 }
 
 func checkCRL(r *checkReport, t config.TLS, path string, cas []*x509.Certificate, leaf *x509.Certificate) {
-	crls, err := tunnel.LoadCRLFile(path, cas)
+	crls, err := trust.LoadCRLFile(path, cas)
 	if err != nil {
 		r.fail("%v", err)
 		return
@@ -314,16 +307,16 @@ func checkCRL(r *checkReport, t config.TLS, path string, cas []*x509.Certificate
 		switch next := l.NextUpdate; {
 		case !next.IsZero() && r.now.After(next):
 			msg := "crl %s of %s is stale: its next update was %s (%s ago) — publish a fresh one (postern pki crl)%s"
-			args := []any{path, tunnel.Subject(c.Issuer), stamp(next), tunnel.RoundDuration(r.now.Sub(next))}
-			if t.CRLStale == tunnel.CRLStaleWarn {
+			args := []any{path, trust.Subject(c.Issuer), stamp(next), trust.RoundDuration(r.now.Sub(next))}
+			if t.CRLStale == trust.CRLStaleWarn {
 				r.warn(msg, append(args, "; used anyway (crl_stale = \"warn\")")...)
 			} else {
 				r.fail(msg, append(args, "; until then every peer it covers is refused (crl_stale = \"refuse\")")...)
 			}
 		case !next.IsZero() && next.Sub(r.now) < 24*time.Hour:
-			r.warn("crl %s of %s goes stale in %s (next update %s) — publish a fresh one soon", path, tunnel.Subject(c.Issuer), tunnel.RoundDuration(next.Sub(r.now)), stamp(next))
+			r.warn("crl %s of %s goes stale in %s (next update %s) — publish a fresh one soon", path, trust.Subject(c.Issuer), trust.RoundDuration(next.Sub(r.now)), stamp(next))
 		default:
-			r.ok("crl %s of %s: %d revoked, next update %s", path, tunnel.Subject(c.Issuer), len(l.RevokedCertificateEntries), stampOrNever(next))
+			r.ok("crl %s of %s: %d revoked, next update %s", path, trust.Subject(c.Issuer), len(l.RevokedCertificateEntries), stampOrNever(next))
 		}
 		if leaf != nil && bytes.Equal(leaf.RawIssuer, c.Issuer.RawSubject) {
 			for _, e := range l.RevokedCertificateEntries {
@@ -351,7 +344,7 @@ func checkPins(r *checkReport, peer []string) bool {
 
 // checkConnect opens the client's tunnel to each of its servers and says
 // what happened, in the words the agent's log would use.
-func checkConnect(r *checkReport, c config.Client, creds *tunnel.Credentials) {
+func checkConnect(r *checkReport, c config.Client, creds *trust.Credentials, opts tunnel.Options) {
 	if creds == nil {
 		r.fail("not tried: fix the errors of client %q above first", c.Name)
 		return
@@ -366,7 +359,7 @@ func checkConnect(r *checkReport, c config.Client, creds *tunnel.Credentials) {
 		if name == "" {
 			name, _, _ = net.SplitHostPort(string(addr))
 		}
-		verdict, err := connectOnce(string(addr), name, creds, pins, *c.Mux, c.DialTimeout.D())
+		verdict, err := connectOnce(string(addr), name, creds, pins, *c.Mux, c.DialTimeout.D(), opts)
 		if err != nil {
 			r.fail("%s: %v", addr, err)
 			continue
@@ -375,7 +368,7 @@ func checkConnect(r *checkReport, c config.Client, creds *tunnel.Credentials) {
 	}
 }
 
-func connectOnce(addr, serverName string, creds *tunnel.Credentials, pins identity.List, mux bool, timeout time.Duration) (string, error) {
+func connectOnce(addr, serverName string, creds *trust.Credentials, pins identity.List, mux bool, timeout time.Duration, opts tunnel.Options) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var d net.Dialer
@@ -384,13 +377,13 @@ func connectOnce(addr, serverName string, creds *tunnel.Credentials, pins identi
 		return "", fmt.Errorf("connect: %w", unwrapOpError(err))
 	}
 	defer conn.Close()
-	cfg := tunnel.ClientConfig(creds, serverName, pins...)
+	cfg := trust.ClientConfig(creds, serverName, pins...)
 	if !mux {
 		cfg.NextProtos = nil
 	}
 	tc := tls.Client(conn, cfg)
 	explain := func(err error) error {
-		return errors.New(tunnel.Explain(err, tunnel.SideClient, creds.Load().CASubjects, time.Now()))
+		return errors.New(trust.Explain(err, trust.SideClient, creds.Load().CASubjects, time.Now()))
 	}
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return "", explain(err)
@@ -398,10 +391,10 @@ func connectOnce(addr, serverName string, creds *tunnel.Credentials, pins identi
 	cs := tc.ConnectionState()
 	peer := cs.PeerCertificates[0]
 	if mux {
-		if err := tunnel.CheckALPN(cs); err != nil {
+		if err := trust.CheckALPN(cs); err != nil {
 			return "", err
 		}
-		t, err := tunnel.New(tc, true, tunnel.Options{})
+		t, err := tunnel.New(tc, true, opts)
 		if err != nil {
 			return "", err
 		}

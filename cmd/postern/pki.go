@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/pki"
 )
 
@@ -237,7 +238,7 @@ func pkiIssue(env pkiEnv, args []string) int {
 	fmt.Fprintf(w, "issued %s certificate %s, serial %s, valid until %s\n", pki.Usage(f.usage), cert.Subject, pki.FormatSerial(cert.SerialNumber), pkiDate(cert.NotAfter))
 	fmt.Fprintf(w, "  %-24s tls.cert\n", crtPath)
 	fmt.Fprintf(w, "  %-24s tls.key (private, mode 0600: move it only over a secure channel)\n", keyPath)
-	pkiPrintIdentities(w, pki.Identities(cert))
+	pkiPrintIdentities(w, identity.Identities(cert))
 	if pki.Usage(f.usage)&pki.UsageServer != 0 && len(cert.DNSNames) == 0 && len(cert.IPAddresses) == 0 {
 		fmt.Fprintln(env.stderr, "postern pki issue: note: this server certificate has no --dns or --ip, so clients can only accept it by pin (sha256: or spki:); add the name clients dial with --dns")
 	}
@@ -285,7 +286,7 @@ func pkiRequest(env pkiEnv, args []string) int {
 	fmt.Fprintf(w, "made a private key (%s) and a certificate request for %s\n", pki.KeyDescription(csr.PublicKey), csr.Subject)
 	fmt.Fprintf(w, "  %-24s send this to the CA operator (it holds no secret)\n", csrPath)
 	fmt.Fprintf(w, "  %-24s keep this here: it never leaves this machine; it becomes tls.key\n", keyPath)
-	spki, _ := pki.SPKIFingerprint(csr.PublicKey)
+	spki, _ := identity.KeyHash(csr.PublicKey)
 	fmt.Fprintf(w, "the signed certificate must show spki:%s (check with `postern pki show`)\n", spki)
 	return 0
 }

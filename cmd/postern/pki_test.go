@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/pki"
 )
 
@@ -102,13 +103,13 @@ func TestPKIRoundTrip(t *testing.T) {
 		"certificate revocation list", "signature    verified by CN=Acme Partners CA", "serial " + serial, "key-compromise",
 		"chain        verified by CN=Acme Partners CA",
 		"cn:partner-b", "ou:integration", "uri:spiffe://example.com/partner-b",
-		"sha256:" + pki.Fingerprint(cert), "certificate request", "private key (not shown)",
+		"sha256:" + identity.Fingerprint(cert), "certificate request", "private key (not shown)",
 	} {
 		if !strings.Contains(shown, want) {
 			t.Errorf("show output lacks %q:\n%s", want, shown)
 		}
 	}
-	spki, _ := pki.SPKIFingerprint(cert.PublicKey)
+	spki, _ := identity.KeyHash(cert.PublicKey)
 	if n := strings.Count(shown, "spki:"+spki); n != 3 {
 		t.Errorf("spki:%s appears %d times, want 3 (certificate, request, key):\n%s", spki, n, shown)
 	}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/postern-tunnel/postern/agent"
 	"github.com/postern-tunnel/postern/config"
-	"github.com/postern-tunnel/postern/service"
+	"github.com/postern-tunnel/postern/osservice"
 )
 
 type runFlags struct {
@@ -38,7 +38,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return serviceRun(f.service, func(ctx context.Context, ready func()) error {
 			// Under the Windows SCM there is no stderr: the log goes to the
 			// Event Log.
-			return runAgent(ctx, f.config, service.LogWriter(f.service, stderr), func(*agent.Agent) { ready() })
+			return runAgent(ctx, f.config, osservice.LogWriter(f.service, stderr), func(*agent.Agent) { ready() })
 		}, stderr)
 	}
 	ctx, stop, onSecond := signalContext(stderr)

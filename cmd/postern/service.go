@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/postern-tunnel/postern/config"
-	"github.com/postern-tunnel/postern/service"
+	"github.com/postern-tunnel/postern/osservice"
 )
 
 // serviceFlags are the flags of `postern service ACTION`.
@@ -45,10 +45,10 @@ func cmdService(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("postern service", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&f.config, "c", "", "config `FILE` (install: required)")
-	fs.StringVar(&f.name, "name", service.DefaultName, "service `NAME`, one per instance on a host")
+	fs.StringVar(&f.name, "name", osservice.DefaultName, "service `NAME`, one per instance on a host")
 	fs.BoolVar(&f.print, "print", false, "install: show what would be installed (the systemd unit) and change nothing")
-	fs.StringVar(&f.user, "user", service.DefaultUser, "install, Linux: `ACCOUNT` the agent runs as")
-	fs.DurationVar(&f.watchdog, "watchdog", service.DefaultWatchdog, "install, Linux: systemd watchdog period, 0 to turn it off")
+	fs.StringVar(&f.user, "user", osservice.DefaultUser, "install, Linux: `ACCOUNT` the agent runs as")
+	fs.DurationVar(&f.watchdog, "watchdog", osservice.DefaultWatchdog, "install, Linux: systemd watchdog period, 0 to turn it off")
 	fs.BoolVar(&f.delayedStart, "delayed-start", false, "install, configure, Windows: start automatically once boot has settled")
 	fs.Usage = func() { fmt.Fprint(stderr, serviceUsage); fs.PrintDefaults() }
 
@@ -68,7 +68,7 @@ func cmdService(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "postern service %s: unexpected argument %q\n", action, fs.Arg(0))
 		return 2
 	}
-	if err := service.CheckName(f.name); err != nil {
+	if err := osservice.CheckName(f.name); err != nil {
 		fmt.Fprintf(stderr, "postern service %s: %v\n", action, err)
 		return 2
 	}
@@ -82,7 +82,7 @@ func cmdService(args []string, stdout, stderr io.Writer) int {
 	case "status":
 		return serviceStatus(f.name, stdout, stderr)
 	case "configure":
-		if err := service.Configure(f.name, f.delayedStart, warnf); err != nil {
+		if err := osservice.Configure(f.name, f.delayedStart, warnf); err != nil {
 			fmt.Fprintf(stderr, "postern service configure: %v\n", err)
 			return 1
 		}
@@ -93,10 +93,10 @@ func cmdService(args []string, stdout, stderr io.Writer) int {
 		do   func(string) error
 		done string
 	}{
-		"uninstall": {service.Uninstall, "uninstalled"},
-		"start":     {service.Start, "started"},
-		"stop":      {service.Stop, "stopped"},
-		"restart":   {service.Restart, "restarted"},
+		"uninstall": {osservice.Uninstall, "uninstalled"},
+		"start":     {osservice.Start, "started"},
+		"stop":      {osservice.Stop, "stopped"},
+		"restart":   {osservice.Restart, "restarted"},
 	}
 	c, ok := controls[action]
 	if !ok {
@@ -126,18 +126,18 @@ func serviceInstall(f serviceFlags, warnf func(string, ...any), stdout, stderr i
 		return fail(err)
 	}
 	if f.print {
-		text, err := service.Describe(c)
+		text, err := osservice.Describe(c)
 		if err != nil {
 			return fail(err)
 		}
 		fmt.Fprint(stdout, text)
 		return 0
 	}
-	if err := service.Install(c, warnf); err != nil {
+	if err := osservice.Install(c, warnf); err != nil {
 		return fail(err)
 	}
 	start := "postern service start"
-	if f.name != service.DefaultName {
+	if f.name != osservice.DefaultName {
 		start += " --name " + f.name
 	}
 	fmt.Fprintf(stdout, "service %q installed, runs: postern run -c %s --service %s\nstart it with: %s\n", c.Name, c.ConfigPath, c.Name, start)
@@ -146,23 +146,23 @@ func serviceInstall(f serviceFlags, warnf func(string, ...any), stdout, stderr i
 
 // serviceConfig builds the service description from the flags and the agent
 // config, which must load: a service that cannot start helps nobody.
-func serviceConfig(f serviceFlags) (service.Config, error) {
+func serviceConfig(f serviceFlags) (osservice.Config, error) {
 	path, err := filepath.Abs(f.config)
 	if err != nil {
-		return service.Config{}, err
+		return osservice.Config{}, err
 	}
 	cfg, err := config.Load(path)
 	if err != nil {
-		return service.Config{}, fmt.Errorf("%w\nfix the config first (postern check -c %s)", err, path)
+		return osservice.Config{}, fmt.Errorf("%w\nfix the config first (postern check -c %s)", err, path)
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		return service.Config{}, fmt.Errorf("locate the postern binary: %w", err)
+		return osservice.Config{}, fmt.Errorf("locate the postern binary: %w", err)
 	}
 	if resolved, err := filepath.EvalSymlinks(exe); err == nil {
 		exe = resolved
 	}
-	return service.Config{
+	return osservice.Config{
 		Name:         f.name,
 		ConfigPath:   path,
 		Executable:   exe,
@@ -217,9 +217,9 @@ func tlsFiles(cfg *config.Config) []string {
 }
 
 func serviceStatus(name string, stdout, stderr io.Writer) int {
-	st, err := service.Status(name)
+	st, err := osservice.Status(name)
 	switch {
-	case errors.Is(err, service.ErrNotInstalled):
+	case errors.Is(err, osservice.ErrNotInstalled):
 		fmt.Fprintf(stdout, "service %q: not installed\n", name)
 		return 4
 	case err != nil:
@@ -227,7 +227,7 @@ func serviceStatus(name string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "service %q: %s\n", name, st)
-	if st != service.StateRunning {
+	if st != osservice.StateRunning {
 		return 3
 	}
 	return 0
@@ -238,7 +238,7 @@ func serviceStatus(name string, stdout, stderr io.Writer) int {
 // until ctx is cancelled, then drains and returns; it calls ready once the
 // agent serves.
 func serviceRun(name string, fn func(ctx context.Context, ready func()) error, stderr io.Writer) int {
-	if err := service.Run(name, fn, stderr); err != nil {
+	if err := osservice.Run(name, fn, stderr); err != nil {
 		fmt.Fprintf(stderr, "postern: %v\n", err)
 		return 1
 	}

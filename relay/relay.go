@@ -1,0 +1,340 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/postern-tunnel/postern/wire"
+)
+
+// How long an agent waits, after the peer has closed its end, for its own
+// sending direction to finish; and how long it tries to deliver an ABORT.
+const (
+	peerCloseGrace    = 10 * time.Second
+	abortWriteTimeout = 5 * time.Second
+)
+
+// AbortError says why a relay ended without a clean close in both
+// directions. The plaintext side has been reset (TCP RST).
+type AbortError struct {
+	Dir    string         // "plain→stream", "stream→plain", or "" for the agent itself
+	Code   wire.AbortCode // why, in protocol terms
+	ByPeer bool           // the peer sent ABORT, or the stream ended early
+	Err    error          // the local cause, when there is one
+}
+
+func (e *AbortError) Error() string {
+	switch {
+	case e.ByPeer && e.Err != nil:
+		return fmt.Sprintf("aborted by peer: %v", e.Err)
+	case e.ByPeer:
+		return fmt.Sprintf("aborted by peer: %s", e.Code)
+	case e.Dir != "" && e.Err != nil:
+		return fmt.Sprintf("%s: %v", e.Dir, e.Err)
+	case e.Err != nil:
+		return e.Err.Error()
+	}
+	return e.Code.String()
+}
+
+func (e *AbortError) Unwrap() error { return e.Err }
+
+// Stats counts the payload bytes moved in each direction.
+type Stats struct {
+	Sent     int64 // plaintext → stream
+	Received int64 // stream → plaintext
+}
+
+type eventKind int
+
+const (
+	evSentCloseWrite eventKind = iota // plain side ended cleanly; CLOSE_WRITE sent
+	evRecvCloseWrite                  // peer's direction ended cleanly
+	evPeerClosed                      // stream ended after CLOSE_WRITE
+	evAbort
+)
+
+type relayEvent struct {
+	kind       eventKind
+	abort      *AbortError
+	notifyPeer bool // send an ABORT frame so the peer resets its side too
+}
+
+// relay moves bytes between a plaintext TCP connection and a stream. The
+// goroutine that calls Stream runs the receive direction (stream→plain);
+// one more goroutine runs send (plain→stream). There is no third
+// goroutine to coordinate them: each direction reports what happened to
+// report, which decides under mu, and whichever direction ends last
+// finishes the relay (see exit). An idle relayed connection therefore costs
+// two goroutines and no buffer.
+type relay struct {
+	plain  net.Conn
+	stream net.Conn
+
+	mu       sync.Mutex
+	sentCW   bool        // CLOSE_WRITE sent
+	recvCW   bool        // CLOSE_WRITE received
+	failure  *relayEvent // the abort that ends the relay, if any
+	live     int         // directions still running
+	grace    *time.Timer // armed when the peer closed while this side still sends
+	stopCtx  func() bool // unregisters the ctx watch
+	result   chan error  // the relay's outcome, sent by the last direction out
+	stopping atomic.Bool // set before deadlines are forced, see receive
+	lost     atomic.Bool // the session died after the peer's CLOSE_WRITE
+	midFrame atomic.Bool // a stream write was cut inside a frame
+	sent     atomic.Int64
+	received atomic.Int64
+}
+
+// Stream carries plain over a tunnel stream in both directions until both have ended
+// cleanly (returns nil) or one side aborts (returns an *AbortError). A clean
+// end of one direction becomes a half-close (CLOSE_WRITE, TCP FIN) on the
+// other while the other keeps flowing. Any abnormal end resets plain, so the
+// application sees an error instead of a short, clean-looking transfer.
+//
+// before, if not nil, runs before any frame from the stream is read (the
+// opener reads the peer's status there); an error from it aborts the relay.
+// Cancelling ctx aborts the relay and tells the peer the agent is stopping.
+// Stream closes both plain and stream before it returns.
+func Stream(ctx context.Context, plain, stream net.Conn, before func() error) (Stats, error) {
+	r := &relay{plain: plain, stream: stream, live: 2, result: make(chan error, 1)}
+	r.stopCtx = context.AfterFunc(ctx, func() {
+		r.report(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{
+			Code: wire.AbortShutdown, Err: errors.New("agent stopping: transfer cut at the shutdown deadline")}})
+	})
+	go func() {
+		r.send()
+		r.exit()
+	}()
+	r.receive(before)
+	r.exit()
+	err := <-r.result
+	return Stats{Sent: r.sent.Load(), Received: r.received.Load()}, err
+}
+
+// report takes one direction's news and acts on it at once: an abort resets
+// the plaintext side and wakes both directions; both CLOSE_WRITEs mean done.
+func (r *relay) report(ev relayEvent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failure != nil || r.stopping.Load() && ev.kind != evAbort {
+		return // the outcome is decided; later news changes nothing
+	}
+	switch ev.kind {
+	case evSentCloseWrite:
+		r.sentCW = true
+	case evRecvCloseWrite:
+		r.recvCW = true
+	case evPeerClosed:
+		if r.sentCW || r.grace != nil {
+			break
+		}
+		if tunnelLost(r.stream) {
+			// The stream ended because the session died, not because the
+			// peer closed it: nothing this side sends can arrive. Wake the
+			// sender rather than let an idle application wait out the
+			// grace; it reports the end (or the CLOSE_WRITE it just sent).
+			r.lost.Store(true)
+			r.plain.SetReadDeadline(time.Now())
+		}
+		r.grace = time.AfterFunc(peerCloseGrace, func() {
+			r.report(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{
+				Code: wire.AbortProtocol, Err: errors.New("peer closed the stream while this side was still sending")}})
+		})
+	case evAbort:
+		if r.stopping.Load() {
+			return // already finishing cleanly
+		}
+		r.failure = &ev
+		r.stopping.Store(true)
+		ResetConn(r.plain)
+		r.stream.SetDeadline(time.Now())
+		return
+	}
+	if r.sentCW && r.recvCW {
+		// Both directions ended cleanly: stop the receiver, which keeps
+		// watching for an ABORT after the peer's CLOSE_WRITE.
+		r.stopping.Store(true)
+		r.stream.Close()
+		r.stream.SetReadDeadline(time.Now())
+	}
+}
+
+// exit is called by each direction as it returns; the last one out closes
+// what is left, tells the peer about an abort when it should know, and
+// hands the outcome to Stream.
+func (r *relay) exit() {
+	r.mu.Lock()
+	r.live--
+	last := r.live == 0
+	failure := r.failure
+	r.mu.Unlock()
+	if !last {
+		return
+	}
+	r.stopCtx()
+	if r.grace != nil {
+		r.grace.Stop()
+	}
+	if failure == nil {
+		r.stream.Close()
+		r.plain.Close()
+		r.result <- nil
+		return
+	}
+	if failure.notifyPeer && !r.midFrame.Load() {
+		r.stream.SetWriteDeadline(time.Now().Add(abortWriteTimeout))
+		reason := ""
+		if failure.abort.Err != nil {
+			reason = failure.abort.Err.Error()
+		}
+		r.stream.Write(wire.AppendAbort(nil, failure.abort.Code, reason))
+	}
+	r.stream.Close()
+	r.result <- failure.abort
+}
+
+// send is the plain→stream direction.
+func (r *relay) send() {
+	const dir = "plain→stream"
+	pr := newPlainReader(r.plain)
+	for {
+		buf, n, err := pr.read()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				r.sendCloseWrite()
+				return
+			}
+			if r.lost.Load() {
+				r.report(relayEvent{kind: evAbort, abort: &AbortError{Dir: dir, Code: wire.AbortTunnel, ByPeer: true,
+					Err: errors.New("tunnel lost while this side was still sending")}})
+				return
+			}
+			r.report(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{Dir: dir, Code: wire.AbortReset, Err: err}})
+			return
+		}
+		b := *buf
+		wire.PutFrameHeader(b, wire.FrameData, n)
+		w, err := r.stream.Write(b[:wire.FrameHeaderSize+n])
+		wire.PutBuffer(buf)
+		if err != nil {
+			if w > 0 {
+				r.midFrame.Store(true)
+			}
+			r.report(relayEvent{kind: evAbort, abort: &AbortError{Dir: dir, Code: wire.AbortTunnel, Err: err}})
+			return
+		}
+		r.sent.Add(int64(n))
+	}
+}
+
+func (r *relay) sendCloseWrite() {
+	var cw [wire.FrameHeaderSize]byte
+	wire.PutFrameHeader(cw[:], wire.FrameCloseWrite, 0)
+	if w, err := r.stream.Write(cw[:]); err != nil {
+		if w > 0 {
+			r.midFrame.Store(true)
+		}
+		r.report(relayEvent{kind: evAbort, abort: &AbortError{Dir: "plain→stream", Code: wire.AbortTunnel, Err: err}})
+		return
+	}
+	r.report(relayEvent{kind: evSentCloseWrite})
+}
+
+// receive is the stream→plain direction.
+func (r *relay) receive(before func() error) {
+	const dir = "stream→plain"
+	if before != nil {
+		if err := before(); err != nil {
+			r.report(relayEvent{kind: evAbort, abort: &AbortError{Code: wire.AbortProtocol, Err: err}})
+			return
+		}
+		if r.stopping.Load() {
+			return
+		}
+	}
+	fr := wire.NewFrameReader(r.stream)
+	defer fr.Release()
+	closed := false // CLOSE_WRITE received
+	for {
+		f, err := fr.Next()
+		if err != nil {
+			r.reportReadEnd(err, closed)
+			return
+		}
+		switch f.Type {
+		case wire.FrameData:
+			if closed {
+				r.report(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{Dir: dir, Code: wire.AbortProtocol,
+					Err: fmt.Errorf("%w: DATA after CLOSE_WRITE", wire.ErrProtocol)}})
+				return
+			}
+			if _, err := r.plain.Write(f.Payload); err != nil {
+				r.report(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{Dir: dir, Code: wire.AbortReset, Err: err}})
+				return
+			}
+			r.received.Add(int64(len(f.Payload)))
+		case wire.FrameCloseWrite:
+			if !closed {
+				closed = true
+				closeWrite(r.plain)
+				r.report(relayEvent{kind: evRecvCloseWrite})
+			}
+		case wire.FrameAbort:
+			code, reason := f.AbortInfo()
+			var cause error
+			if reason != "" {
+				cause = fmt.Errorf("%s: %s", code, reason)
+			}
+			r.report(relayEvent{kind: evAbort, abort: &AbortError{Dir: dir, Code: code, ByPeer: true, Err: cause}})
+			return
+		}
+	}
+}
+
+func (r *relay) reportReadEnd(err error, closed bool) {
+	const dir = "stream→plain"
+	switch {
+	case r.stopping.Load():
+		r.report(relayEvent{kind: evPeerClosed})
+	case closed && errors.Is(err, io.EOF):
+		r.report(relayEvent{kind: evPeerClosed})
+	case errors.Is(err, wire.ErrProtocol):
+		r.report(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{Dir: dir, Code: wire.AbortProtocol, Err: err}})
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		r.report(relayEvent{kind: evAbort, abort: &AbortError{Dir: dir, Code: wire.AbortTunnel, ByPeer: true,
+			Err: errors.New("stream ended without CLOSE_WRITE (tunnel lost or peer gone)")}})
+	default:
+		r.report(relayEvent{kind: evAbort, abort: &AbortError{Dir: dir, Code: wire.AbortTunnel, Err: err}})
+	}
+}
+
+// tunnelLost reports whether c is a tunnel stream whose tunnel has ended
+// (tunnel.Stream): the multiplexer reads a dead tunnel as a clean end of
+// every stream.
+func tunnelLost(c net.Conn) bool {
+	s, ok := c.(interface{ TunnelLost() bool })
+	return ok && s.TunnelLost()
+}
+
+// closeWrite half-closes c (TCP FIN) when it can.
+func closeWrite(c net.Conn) {
+	if hc, ok := c.(interface{ CloseWrite() error }); ok {
+		hc.CloseWrite()
+	}
+}
+
+// ResetConn closes c with a TCP reset (linger 0), so the application sees
+// an error rather than a clean end of stream.
+func ResetConn(c net.Conn) {
+	if tc, ok := c.(interface{ SetLinger(int) error }); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
+}

@@ -1,9 +1,0 @@
-//go:build !windows
-
-package service
-
-import "io"
-
-// LogWriter is where the agent running as the service name should write its
-// log: stderr, which systemd puts in the journal.
-func LogWriter(name string, stderr io.Writer) io.Writer { return stderr }

@@ -1,0 +1,40 @@
+package tunnel
+
+import (
+	"net"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Stream is one stream of a tunnel: one forwarded connection. Close ends
+// this side's direction (a half-close); the stream is gone once both sides
+// have closed it, or with its tunnel. Read and Write may be called from
+// different goroutines, each by one goroutine at a time.
+type Stream struct {
+	st *yamux.Stream
+	t  *Tunnel
+}
+
+func (s *Stream) Read(p []byte) (int, error)         { return s.st.Read(p) }
+func (s *Stream) Write(p []byte) (int, error)        { return s.st.Write(p) }
+func (s *Stream) Close() error                       { return s.st.Close() }
+func (s *Stream) LocalAddr() net.Addr                { return s.st.LocalAddr() }
+func (s *Stream) RemoteAddr() net.Addr               { return s.st.RemoteAddr() }
+func (s *Stream) SetDeadline(t time.Time) error      { return s.st.SetDeadline(t) }
+func (s *Stream) SetReadDeadline(t time.Time) error  { return s.st.SetReadDeadline(t) }
+func (s *Stream) SetWriteDeadline(t time.Time) error { return s.st.SetWriteDeadline(t) }
+
+// ID is the stream's number on its tunnel, for logs.
+func (s *Stream) ID() uint32 { return s.st.StreamID() }
+
+// Shrink releases the stream's receive buffer while it holds no data, so
+// an idle stream costs no buffer (the relay calls it before waiting).
+func (s *Stream) Shrink() { s.st.Shrink() }
+
+// TunnelLost reports whether the tunnel carrying the stream has ended: the
+// multiplexer reads a dead tunnel as a clean end of every stream.
+func (s *Stream) TunnelLost() bool { return s.t.sess.IsClosed() }
+
+// Tunnel is the tunnel the stream travels on.
+func (s *Stream) Tunnel() *Tunnel { return s.t }

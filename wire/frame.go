@@ -1,0 +1,237 @@
+package wire
+
+import (
+	"io"
+	"sync"
+)
+
+// Frame types. Every byte of a relayed connection travels in a frame, so the
+// receiver can tell a clean end (CLOSE_WRITE) from a cut one (ABORT, or the
+// stream ending without CLOSE_WRITE).
+const (
+	FrameData       = 1
+	FrameCloseWrite = 2
+	FrameAbort      = 3
+
+	FrameHeaderSize = 4
+	// MuxHeaderSize is the header the tunnel's multiplexer (yamux) puts
+	// before each frame it carries; tunnel/ joins the two in one write.
+	MuxHeaderSize = 12
+	// MaxFramePayload bounds what a receiver accepts in one frame.
+	MaxFramePayload = 1 << 20
+	// ChunkSize is how much a sender reads from the plaintext side per
+	// frame. With the frame header and yamux's 12-byte header a full frame
+	// is exactly 64 KiB: four full 16 KiB TLS records, not four and a
+	// 16-byte fifth that costs its own seal and system call.
+	ChunkSize = 64<<10 - FrameHeaderSize - MuxHeaderSize
+)
+
+// frameHeader is type (1 byte) and payload length (3 bytes, big endian).
+type frameHeader [FrameHeaderSize]byte
+
+func (h frameHeader) Type() byte  { return h[0] }
+func (h frameHeader) Length() int { return int(h[1])<<16 | int(h[2])<<8 | int(h[3]) }
+
+func PutFrameHeader(b []byte, typ byte, n int) {
+	b[0] = typ
+	b[1] = byte(n >> 16)
+	b[2] = byte(n >> 8)
+	b[3] = byte(n)
+}
+
+// Abort codes say why a direction was cut.
+type AbortCode uint8
+
+const (
+	AbortReset    AbortCode = 1 // the plaintext connection was reset or failed
+	AbortTunnel   AbortCode = 2 // the tunnel or stream failed
+	AbortTimeout  AbortCode = 3
+	AbortProtocol AbortCode = 4
+	AbortShutdown AbortCode = 5 // the agent stopped before the transfer ended
+)
+
+func (c AbortCode) String() string {
+	switch c {
+	case AbortReset:
+		return "connection reset"
+	case AbortTunnel:
+		return "tunnel failure"
+	case AbortTimeout:
+		return "timeout"
+	case AbortProtocol:
+		return "protocol error"
+	case AbortShutdown:
+		return "agent shutting down"
+	}
+	return "abort"
+}
+
+// bufPool holds relay buffers: a frame header's headroom plus one chunk.
+// A connection takes one only while bytes are moving.
+var bufPool = sync.Pool{New: func() any {
+	b := make([]byte, FrameHeaderSize+ChunkSize)
+	return &b
+}}
+
+func GetBuffer() *[]byte  { return bufPool.Get().(*[]byte) }
+func PutBuffer(b *[]byte) { bufPool.Put(b) }
+
+// AppendAbort appends an ABORT frame.
+func AppendAbort(b []byte, code AbortCode, reason string) []byte {
+	if len(reason) > maxReason {
+		reason = reason[:maxReason]
+	}
+	n := 1 + len(reason)
+	b = append(b, FrameAbort, byte(n>>16), byte(n>>8), byte(n), byte(code))
+	return append(b, reason...)
+}
+
+// Frame is one decoded frame. Payload aliases the reader's buffer and is
+// valid until the next call to Next.
+type Frame struct {
+	Type    byte
+	Payload []byte
+}
+
+// AbortInfo decodes an ABORT frame's payload.
+func (f Frame) AbortInfo() (AbortCode, string) {
+	if len(f.Payload) == 0 {
+		return 0, ""
+	}
+	return AbortCode(f.Payload[0]), printable(f.Payload[1:])
+}
+
+// FrameReader decodes frames from a stream with as few reads as possible:
+// one Read may deliver several frames. It borrows a pooled buffer while
+// data is buffered and gives it back when empty, so an idle stream holds
+// none.
+//
+// A FrameReader is used by one goroutine.
+type FrameReader struct {
+	r     io.Reader
+	buf   *[]byte
+	big   []byte // for a payload larger than the pooled buffer
+	start int
+	end   int
+	batch int // bytes read since the reader last waited for data
+}
+
+// shrinkBelow: a stream that moved less than this since it last waited is
+// treated as interactive, and its yamux receive buffer is released while it
+// waits again. A bulk stream keeps its buffer instead of reallocating it for
+// every burst.
+const shrinkBelow = 32 << 10
+
+func NewFrameReader(r io.Reader) *FrameReader { return &FrameReader{r: r} }
+
+// Next returns the next frame. io.EOF means the stream ended at a frame
+// boundary; io.ErrUnexpectedEOF that it ended inside a frame.
+func (fr *FrameReader) Next() (Frame, error) {
+	if err := fr.fill(FrameHeaderSize); err != nil {
+		return Frame{}, err
+	}
+	b := *fr.buf
+	var h frameHeader
+	copy(h[:], b[fr.start:])
+	n := h.Length()
+	switch h.Type() {
+	case FrameData:
+		if n == 0 || n > MaxFramePayload {
+			return Frame{}, protoErr("DATA frame with %d bytes (allowed 1..%d)", n, MaxFramePayload)
+		}
+	case FrameCloseWrite:
+		if n != 0 {
+			return Frame{}, protoErr("CLOSE_WRITE frame with %d bytes of payload", n)
+		}
+	case FrameAbort:
+		if n == 0 || n > 1+maxReason {
+			return Frame{}, protoErr("ABORT frame with %d bytes", n)
+		}
+	default:
+		return Frame{}, protoErr("unknown frame type %d", h.Type())
+	}
+	fr.start += FrameHeaderSize
+	if err := fr.fill(n); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return Frame{}, err
+	}
+	payload := fr.window()[:n]
+	fr.start += n
+	return Frame{Type: h.Type(), Payload: payload}, nil
+}
+
+func (fr *FrameReader) window() []byte {
+	if fr.big != nil {
+		return fr.big[fr.start:fr.end]
+	}
+	return (*fr.buf)[fr.start:fr.end]
+}
+
+// fill makes at least n bytes available at fr.start.
+func (fr *FrameReader) fill(n int) error {
+	if fr.end-fr.start >= n {
+		return nil
+	}
+	if fr.end == fr.start {
+		fr.reset()
+		if fr.buf == nil {
+			if sh, ok := fr.r.(interface{ Shrink() }); ok && fr.batch < shrinkBelow {
+				sh.Shrink() // an idle yamux stream then holds no receive buffer
+			}
+			fr.batch = 0
+			// Wait for data without holding a buffer (a zero-length read
+			// blocks until the stream has bytes or ends).
+			if _, err := fr.r.Read(nil); err != nil {
+				return err
+			}
+			fr.buf = GetBuffer()
+		}
+	}
+	buf := *fr.buf
+	if fr.big != nil {
+		buf = fr.big
+	}
+	if n > len(buf) {
+		// A payload larger than a pooled buffer (peers may send up to
+		// MaxFramePayload): move to a private buffer for this frame.
+		big := make([]byte, n)
+		fr.end = copy(big, buf[fr.start:fr.end])
+		fr.start = 0
+		fr.big, buf = big, big
+	} else if fr.start+n > len(buf) {
+		fr.end = copy(buf, buf[fr.start:fr.end])
+		fr.start = 0
+	}
+	for fr.end-fr.start < n {
+		m, err := fr.r.Read(buf[fr.end:])
+		fr.end += m
+		fr.batch += m
+		if err != nil {
+			if fr.end-fr.start >= n {
+				return nil
+			}
+			if err == io.EOF && fr.end-fr.start > 0 {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// reset drops an empty buffer back to the pool.
+func (fr *FrameReader) reset() {
+	fr.start, fr.end = 0, 0
+	fr.big = nil
+	if fr.buf != nil {
+		PutBuffer(fr.buf)
+		fr.buf = nil
+	}
+}
+
+// Release returns any buffer; the reader must not be used afterwards.
+func (fr *FrameReader) Release() {
+	fr.reset()
+}
