@@ -86,7 +86,7 @@ func textWidth(s string, scale int) int { return len([]rune(s)) * 6 * scale }
 // issue's goals as red marks.
 func (r *Report) WritePNG(path string) error {
 	const (
-		w, h           = 1700, 560
+		w, h           = 1800, 560
 		left, right    = 80, 20
 		top, bottom    = 70, 90
 		scale          = 2
@@ -127,6 +127,10 @@ func (r *Report) WritePNG(path string) error {
 		for _, t := range Targets {
 			if t.Scenario == it.scenario && t.Metric == it.metric {
 				goals[i] = t.Goal
+				// Keep the goal mark inside the plot (9× is above the
+				// default 8×).
+				lo = math.Min(lo, math.Floor(math.Log2(t.Goal)-0.3))
+				hi = math.Max(hi, math.Ceil(math.Log2(t.Goal)+0.3))
 			}
 		}
 	}
