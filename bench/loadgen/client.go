@@ -31,11 +31,12 @@ type Load struct {
 	Warmup      time.Duration // run, but do not count, for this long first
 	Duration    time.Duration // then count for this long
 	// Rate, when positive, paces the run open-loop: Rate requests per
-	// second in all, spread evenly over the connections and in time, each
-	// request's latency counted from when it was due rather than from when
-	// it was sent, so a stall counts against every request it held up (no
-	// coordinated omission). Zero sends each request as soon as the last
-	// one's answer is in (closed loop).
+	// second in all, spread evenly over the connections and in time. A
+	// request held up by the previous one's answer has its latency counted
+	// from when it was due rather than from when it was sent, so a stall
+	// counts against every request it held up (no coordinated omission).
+	// Zero sends each request as soon as the last one's answer is in
+	// (closed loop).
 	Rate float64
 }
 
@@ -131,6 +132,20 @@ func (p *pace) next() time.Time {
 	return t
 }
 
+// latencyFrom is when a paced request's latency starts. A request that
+// was due while the previous one on its connection was still waiting for
+// its answer (ready after due) counts from when it was due: the wait is
+// the system's. One the worker had to wait for counts from when it was
+// sent: a timer can fire up to a millisecond late when the process is
+// idle (the poller sleeps in whole milliseconds), and that lateness is the
+// load generator's, not the tunnel's.
+func latencyFrom(due, ready, sent time.Time) time.Time {
+	if ready.After(due) {
+		return due
+	}
+	return sent
+}
+
 // worker sends requests until ctx ends: back to back, or when p says they
 // are due.
 func worker(ctx context.Context, l Load, w window, p *pace, r *Result) {
@@ -155,15 +170,17 @@ func worker(ctx context.Context, l Load, w window, p *pace, r *Result) {
 		t0 := time.Now()
 		if p != nil {
 			due := p.next()
-			if wait := due.Sub(t0); wait > 0 {
+			ready := t0
+			if wait := due.Sub(ready); wait > 0 {
 				timer.Reset(wait)
 				select {
 				case <-timer.C:
 				case <-ctx.Done():
 					return
 				}
+				t0 = time.Now()
 			}
-			t0 = due // latency from when the request was due
+			t0 = latencyFrom(due, ready, t0)
 		}
 		err := func() error {
 			if conn == nil {

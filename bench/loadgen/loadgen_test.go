@@ -256,3 +256,20 @@ func TestPacedRunIsOpenLoop(t *testing.T) {
 		t.Errorf("only %d requests counted; the ones held up by the stall should all complete", r.Requests)
 	}
 }
+
+// TestLatencyFrom: a request held up by the previous answer counts from
+// when it was due; one sent late only because the worker's own timer woke
+// late counts from when it was sent.
+func TestLatencyFrom(t *testing.T) {
+	due := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	ms := time.Millisecond
+	if got := latencyFrom(due, due.Add(5*ms), due.Add(5*ms)); !got.Equal(due) {
+		t.Errorf("held up by the previous answer: from %s, want the due time", got.Sub(due))
+	}
+	if got := latencyFrom(due, due.Add(-ms), due.Add(ms/2)); !got.Equal(due.Add(ms / 2)) {
+		t.Errorf("worker idle, timer woke 0.5 ms late: from %s after due, want 0.5ms (when sent)", got.Sub(due))
+	}
+	if got := latencyFrom(due, due, due); !got.Equal(due) {
+		t.Errorf("ready exactly when due: from %s", got.Sub(due))
+	}
+}
