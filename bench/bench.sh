@@ -7,7 +7,7 @@
 #   bench/bench.sh [--quick] [pbench run flags...]
 #
 # Writes bench/results/latest.json, latest.md and chart.png, and prints the
-# table. The full run takes about 13 minutes on 2 cores, --quick about 3.
+# table. The full run takes about 10 minutes on 2 cores, --quick under 2.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

@@ -72,7 +72,7 @@ var allScenarios = []string{report.Memory, report.ShortC1, report.ShortC32, repo
 func cmdRun(args []string, stdout, stderr io.Writer) error {
 	var f runFlags
 	fs := flag.NewFlagSet("pbench run", flag.ContinueOnError)
-	fs.BoolVar(&f.quick, "quick", false, "one short run of each scenario, 1,000 held connections (about 3 minutes)")
+	fs.BoolVar(&f.quick, "quick", false, "one short run of each scenario, 1,000 held connections (under 2 minutes)")
 	fs.StringVar(&f.bin, "bin", "bench/.bin/postern", "postern `binary` to measure")
 	fs.StringVar(&f.out, "out", "bench/results", "`folder` for latest.json, latest.md and chart.png")
 	fs.StringVar(&f.work, "work", "", "work `folder` for certificates, configs and logs (default: a temporary one, removed after)")
