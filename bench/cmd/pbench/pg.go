@@ -92,8 +92,8 @@ func pgUser() (*syscall.Credential, string, error) {
 }
 
 // startPG makes and starts a cluster listening on a free loopback port.
-// Its folder is under the system's temporary folder (not the work folder,
-// which only root may enter) and removed by stop.
+// Its folder is a temporary one of its own (not the work folder, which only
+// root may enter), owned by the cluster's user and removed by stop.
 func startPG(ctx context.Context) (*pgCluster, error) {
 	bin, err := pgBinDir()
 	if err != nil {
@@ -103,7 +103,13 @@ func startPG(ctx context.Context) (*pgCluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "pbench-pg-")
+	// As root, under /tmp: root's own TMPDIR may be a folder the
+	// cluster's user cannot enter.
+	parent := ""
+	if cred != nil {
+		parent = "/tmp"
+	}
+	dir, err := os.MkdirTemp(parent, "pbench-pg-")
 	if err != nil {
 		return nil, err
 	}
