@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Postern's side-by-side benchmark: direct TCP, Postern, stunnel4 and HAProxy
-# on loopback. Installs what it needs (Debian/Ubuntu), builds Postern and the
+# on loopback, with HTTP, iperf3 and pgbench (a throwaway PostgreSQL cluster)
+# through each. Installs what it needs (Debian/Ubuntu), builds Postern and the
 # benchmark driver, and runs it. See docs/performance.md.
 #
 #   bench/bench.sh [--quick] [pbench run flags...]
 #
 # Writes bench/results/latest.json, latest.md and chart.png, and prints the
-# table. The full run takes under 10 minutes on 2 cores, --quick under 2.
+# table. The full run takes about 10 minutes on 2 cores, --quick under 2.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -37,6 +38,9 @@ command -v stunnel4 >/dev/null || missing+=(stunnel4)
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v iperf3 >/dev/null || missing+=(iperf3)
 command -v ip >/dev/null || missing+=(iproute2)
+# initdb, pg_ctl and pgbench, from Debian's server package; the cluster is
+# the benchmark's own (bench/cmd/pbench/pg.go), not the package's.
+compgen -G '/usr/lib/postgresql/*/bin/pgbench' >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
 	if ! command -v apt-get >/dev/null; then
 		echo "bench: please install: ${missing[*]}" >&2

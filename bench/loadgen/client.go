@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -29,6 +30,14 @@ type Load struct {
 	Concurrency int           // connections (workers) sending at once
 	Warmup      time.Duration // run, but do not count, for this long first
 	Duration    time.Duration // then count for this long
+	// Rate, when positive, paces the run open-loop: Rate requests per
+	// second in all, spread evenly over the connections and in time. A
+	// request held up by the previous one's answer has its latency counted
+	// from when it was due rather than from when it was sent, so a stall
+	// counts against every request it held up (no coordinated omission).
+	// Zero sends each request as soon as the last one's answer is in
+	// (closed loop).
+	Rate float64
 }
 
 // Result is what a run measured in its counted window.
@@ -59,6 +68,9 @@ func Run(ctx context.Context, l Load) (*Result, error) {
 	if l.Concurrency < 1 || l.Duration <= 0 {
 		return nil, fmt.Errorf("loadgen: concurrency %d and duration %s must be positive", l.Concurrency, l.Duration)
 	}
+	if l.Rate < 0 || math.IsNaN(l.Rate) || math.IsInf(l.Rate, 0) {
+		return nil, fmt.Errorf("loadgen: rate %v must be a positive number of requests per second, or 0 for closed loop", l.Rate)
+	}
 	start := time.Now()
 	w := window{from: start.Add(l.Warmup), to: start.Add(l.Warmup + l.Duration)}
 	ctx, cancel := context.WithDeadline(ctx, w.to)
@@ -67,9 +79,13 @@ func Run(ctx context.Context, l Load) (*Result, error) {
 	var wg sync.WaitGroup
 	for i := range results {
 		wg.Add(1)
+		var p *pace
+		if l.Rate > 0 {
+			p = newPace(start, l.Rate, l.Concurrency, i)
+		}
 		go func() {
 			defer wg.Done()
-			worker(ctx, l, w, &results[i])
+			worker(ctx, l, w, p, &results[i])
 		}()
 	}
 	wg.Wait()
@@ -92,7 +108,47 @@ type window struct{ from, to time.Time }
 
 func (w window) counts(t time.Time) bool { return !t.Before(w.from) && !t.After(w.to) }
 
-func worker(ctx context.Context, l Load, w window, r *Result) {
+// pace is one worker's share of an open-loop schedule: with c workers at
+// rate requests per second in all, worker i's k-th request is due at
+// start + i/rate + k·c/rate, so the requests of all workers together are
+// due one every 1/rate.
+type pace struct {
+	first time.Time
+	every time.Duration
+	k     int64
+}
+
+func newPace(start time.Time, rate float64, workers, i int) *pace {
+	return &pace{
+		first: start.Add(time.Duration(float64(i) / rate * float64(time.Second))),
+		every: time.Duration(float64(workers) / rate * float64(time.Second)),
+	}
+}
+
+// next is when the next request is due.
+func (p *pace) next() time.Time {
+	t := p.first.Add(time.Duration(p.k) * p.every)
+	p.k++
+	return t
+}
+
+// latencyFrom is when a paced request's latency starts. A request that
+// was due while the previous one on its connection was still waiting for
+// its answer (ready after due) counts from when it was due: the wait is
+// the system's. One the worker had to wait for counts from when it was
+// sent: a timer can fire up to a millisecond late when the process is
+// idle (the poller sleeps in whole milliseconds), and that lateness is the
+// load generator's, not the tunnel's.
+func latencyFrom(due, ready, sent time.Time) time.Time {
+	if ready.After(due) {
+		return due
+	}
+	return sent
+}
+
+// worker sends requests until ctx ends: back to back, or when p says they
+// are due.
+func worker(ctx context.Context, l Load, w window, p *pace, r *Result) {
 	d := net.Dialer{Timeout: ioTimeout}
 	var conn net.Conn
 	var br *bufio.Reader
@@ -105,8 +161,27 @@ func worker(ctx context.Context, l Load, w window, r *Result) {
 	if l.Mode == Short {
 		req = requestClose
 	}
+	var timer *time.Timer
+	if p != nil {
+		timer = time.NewTimer(time.Hour)
+		defer timer.Stop()
+	}
 	for ctx.Err() == nil {
 		t0 := time.Now()
+		if p != nil {
+			due := p.next()
+			ready := t0
+			if wait := due.Sub(ready); wait > 0 {
+				timer.Reset(wait)
+				select {
+				case <-timer.C:
+				case <-ctx.Done():
+					return
+				}
+				t0 = time.Now()
+			}
+			t0 = latencyFrom(due, ready, t0)
+		}
 		err := func() error {
 			if conn == nil {
 				c, err := d.DialContext(ctx, "tcp", l.Addr)
@@ -120,7 +195,7 @@ func worker(ctx context.Context, l Load, w window, r *Result) {
 					br.Reset(c)
 				}
 			}
-			conn.SetDeadline(t0.Add(ioTimeout))
+			conn.SetDeadline(time.Now().Add(ioTimeout))
 			if _, err := conn.Write(req); err != nil {
 				return err
 			}

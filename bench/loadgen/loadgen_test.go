@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"math"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -141,4 +143,133 @@ func TestRunAndHold(t *testing.T) {
 		t.Errorf("target sees %d connections, want the 20 held", n)
 	}
 	CloseAll(conns)
+}
+
+// TestPaceSpreadsRequestsEvenly: at 1,000 req/s over 4 workers, the
+// requests of all workers together are due one per millisecond, each due
+// time once.
+func TestPaceSpreadsRequestsEvenly(t *testing.T) {
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	const workers, perWorker = 4, 50
+	seen := map[time.Duration]int{}
+	for i := range workers {
+		p := newPace(start, 1000, workers, i)
+		prev := time.Time{}
+		for k := range perWorker {
+			due := p.next()
+			if k > 0 && due.Sub(prev) != 4*time.Millisecond {
+				t.Fatalf("worker %d: request %d due %s after the previous one, want 4ms", i, k, due.Sub(prev))
+			}
+			prev = due
+			seen[due.Sub(start)]++
+		}
+	}
+	for slot := range workers * perWorker {
+		if n := seen[time.Duration(slot)*time.Millisecond]; n != 1 {
+			t.Errorf("%d requests due at +%dms, want 1", n, slot)
+		}
+	}
+}
+
+func TestRunRejectsBadRate(t *testing.T) {
+	for _, rate := range []float64{-1, math.NaN(), math.Inf(1)} {
+		if _, err := Run(context.Background(), Load{Addr: "127.0.0.1:1", Concurrency: 1, Duration: time.Millisecond, Rate: rate}); err == nil {
+			t.Errorf("rate %v accepted", rate)
+		}
+	}
+}
+
+// stallingServer answers like Server, but holds its very first answer
+// back for stall: what a tunnel that stops for a moment looks like.
+func stallingServer(t *testing.T, stall time.Duration) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first sync.Once
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					if _, err := readRequest(br); err != nil {
+						return
+					}
+					first.Do(func() { time.Sleep(stall) })
+					if _, err := c.Write(responseKeepAlive); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestPacedRunIsOpenLoop: a paced run sends no more than its schedule,
+// and a stall of the target counts against every request due during it,
+// not only the one that was waiting (a closed-loop client would report one
+// slow request among hundreds, and a p99 of microseconds).
+func TestPacedRunIsOpenLoop(t *testing.T) {
+	const (
+		rate  = 1000.0
+		stall = 300 * time.Millisecond
+		d     = time.Second
+	)
+	addr := stallingServer(t, stall)
+	r, err := Run(context.Background(), Load{Addr: addr, Mode: KeepAlive, Concurrency: 1, Duration: d, Rate: rate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Errors != 0 {
+		t.Fatalf("%d errors: %v", r.Errors, r.FirstError)
+	}
+	// The schedule has rate·d requests due in the run (one at its very
+	// start); it can never send more, however fast the target.
+	if limit := uint64(rate*d.Seconds()) + 1; r.Completed > limit || r.Requests > limit {
+		t.Errorf("completed %d (counted %d), more than the %d the schedule allows", r.Completed, r.Requests, limit)
+	}
+	// The requests due in the first 150 ms of the stall (150 of at most
+	// 1,001) each waited at least 150 ms from when they were due.
+	if p := r.Latency.Quantile(0.99); p < stall/2 {
+		t.Errorf("p99 %s with a %s stall at the start: latency not counted from when requests were due", p, stall)
+	}
+	if r.Latency.Max() < stall {
+		t.Errorf("max latency %s, less than the %s stall", r.Latency.Max(), stall)
+	}
+	if r.Requests < 150 {
+		t.Errorf("only %d requests counted; the ones held up by the stall should all complete", r.Requests)
+	}
+}
+
+// TestLatencyFrom: a request held up by the previous answer counts from
+// when it was due; one sent late only because the worker's own timer woke
+// late counts from when it was sent.
+func TestLatencyFrom(t *testing.T) {
+	due := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	ms := time.Millisecond
+	if got := latencyFrom(due, due.Add(5*ms), due.Add(5*ms)); !got.Equal(due) {
+		t.Errorf("held up by the previous answer: from %s, want the due time", got.Sub(due))
+	}
+	if got := latencyFrom(due, due.Add(-ms), due.Add(ms/2)); !got.Equal(due.Add(ms / 2)) {
+		t.Errorf("worker idle, timer woke 0.5 ms late: from %s after due, want 0.5ms (when sent)", got.Sub(due))
+	}
+	if got := latencyFrom(due, due, due); !got.Equal(due) {
+		t.Errorf("ready exactly when due: from %s", got.Sub(due))
+	}
 }

@@ -25,9 +25,13 @@ var chartItems = []chartItem{
 	{[2]string{"new conn", "c=32"}, ShortC32, RPS, false},
 	{[2]string{"keepalive", "c=1"}, KeepAliveC1, RPS, false},
 	{[2]string{"keepalive", "c=32"}, KeepAliveC32, RPS, false},
+	{[2]string{"p99 at", "5k/s c=8"}, KeepAliveLoad, P99, false},
+	{[2]string{"pgbench", "c=1"}, PgbenchC1, TPS, false},
+	{[2]string{"pgbench", "c=8"}, PgbenchC8, TPS, false},
 	{[2]string{"memory", "per conn"}, Memory, KiBPer10k, false},
 	{[2]string{"CPU/GB", "1 stream"}, Bulk1, CPUPerGB, false},
-	{[2]string{"CPU/req", "ka c=32"}, KeepAliveC32, CPUPer1k, false},
+	{[2]string{"CPU/req", "ka c=1"}, KeepAliveC1, CPUPerReq, false},
+	{[2]string{"CPU/txn", "pgb c=1"}, PgbenchC1, CPUPerReq, false},
 	{[2]string{"40ms link", "vs direct"}, Link40ms, Gbps, true},
 }
 
@@ -82,7 +86,7 @@ func textWidth(s string, scale int) int { return len([]rune(s)) * 6 * scale }
 // issue's goals as red marks.
 func (r *Report) WritePNG(path string) error {
 	const (
-		w, h           = 1300, 560
+		w, h           = 1800, 560
 		left, right    = 80, 20
 		top, bottom    = 70, 90
 		scale          = 2
@@ -123,6 +127,10 @@ func (r *Report) WritePNG(path string) error {
 		for _, t := range Targets {
 			if t.Scenario == it.scenario && t.Metric == it.metric {
 				goals[i] = t.Goal
+				// Keep the goal mark inside the plot (9× is above the
+				// default 8×).
+				lo = math.Min(lo, math.Floor(math.Log2(t.Goal)-0.3))
+				hi = math.Max(hi, math.Ceil(math.Log2(t.Goal)+0.3))
 			}
 		}
 	}

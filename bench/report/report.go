@@ -123,9 +123,35 @@ func ReadJSON(path string) (*Report, error) {
 	}
 	var r Report
 	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("read benchmark result %s: %w", path, err)
 	}
+	r.upgrade()
 	return &r, nil
+}
+
+// oldCPUPer1k is the key results written before CPU per request was in
+// µs: CPU seconds per 1,000 requests.
+const oldCPUPer1k = "cpu_s_per_1k"
+
+// upgrade rewrites metrics of older result files in today's units, so
+// `pbench report` redraws them alongside new runs: CPU s per 1,000
+// requests becomes CPU µs per request (the same figure × 1,000).
+func (r *Report) upgrade() {
+	for _, e := range r.Entries {
+		old, ok := e.Metrics[oldCPUPer1k]
+		if !ok {
+			continue
+		}
+		delete(e.Metrics, oldCPUPer1k)
+		if _, ok := e.Metrics[CPUPerReq]; ok {
+			continue
+		}
+		runs := make([]float64, len(old.Runs))
+		for i, v := range old.Runs {
+			runs[i] = v * 1000
+		}
+		e.Metrics[CPUPerReq] = Summarize(runs)
+	}
 }
 
 // MarshalJSON writes NaN (not measured) as null, which encoding/json
@@ -249,8 +275,11 @@ func formatNum(v float64, digits int) string {
 			digits = 3
 		}
 	}
+	if math.IsNaN(v) {
+		return "–"
+	}
 	s := fmt.Sprintf("%.*f", digits, v)
-	if digits == 0 && math.Abs(v) >= 10000 {
+	if digits == 0 && math.Abs(v) >= 1000 {
 		return thousands(s)
 	}
 	return s

@@ -111,15 +111,13 @@ func (r *runner) benchLink(ctx context.Context) error {
 		return err
 	}
 	defer iperf.stop()
-	srvConf, err := writeFile(r.dir, "link-postern-server.toml", fmt.Sprintf(posternServer,
-		r.certs.serverCert, r.certs.serverKy, r.certs.ca, r.set.window, addrServer+":"+tunnelPort,
-		"127.0.0.1:9", "127.0.0.1:"+iperfPort))
+	srvConf, err := writeFile(r.dir, "link-postern-server.toml", posternServerConf(r.certs, r.set.window,
+		addrServer+":"+tunnelPort, routes{http: "127.0.0.1:9", bulk: "127.0.0.1:" + iperfPort}))
 	if err != nil {
 		return err
 	}
-	cliConf, err := writeFile(r.dir, "link-postern-client.toml", fmt.Sprintf(posternClient,
-		r.certs.clientCert, r.certs.clientKy, r.certs.ca, r.set.window, addrServer+":"+tunnelPort, serverName,
-		"127.0.0.1:15080", "127.0.0.1:"+frontPort))
+	cliConf, err := writeFile(r.dir, "link-postern-client.toml", posternClientConf(r.certs, r.set.window,
+		addrServer+":"+tunnelPort, routes{http: "127.0.0.1:15080", bulk: "127.0.0.1:" + frontPort}))
 	if err != nil {
 		return err
 	}

@@ -1,14 +1,14 @@
 //go:build linux
 
 // Command pbench is Postern's side-by-side benchmark: direct TCP, Postern,
-// stunnel and HAProxy on loopback, with the same certificates, targets and
-// load. bench/bench.sh installs the tools and runs it; see
+// stunnel and HAProxy on loopback, with the same certificates, targets
+// (an HTTP target, iperf3, PostgreSQL for pgbench) and load. bench/bench.sh installs the tools and runs it; see
 // docs/performance.md.
 //
 //	pbench run [-quick] [-bin FILE] [-out DIR] [-tunnels LIST] [-scenarios LIST]
 //	pbench report [-in FILE] [-out DIR]    redraw the table and chart from a JSON result
 //	pbench serve -addr HOST:PORT           the HTTP target (run by pbench run)
-//	pbench load -addr HOST:PORT [-mode short|keepalive] [-c N] [-d 5s]   one load run, by hand
+//	pbench load -addr HOST:PORT [-mode short|keepalive] [-c N] [-d 5s] [-rate R]   one load run, by hand
 //	pbench hold -addr HOST:PORT -n N [-for 30s]   hold N idle connections, by hand
 package main
 
@@ -67,7 +67,7 @@ type runFlags struct {
 }
 
 var allScenarios = []string{report.Memory, report.ShortC1, report.ShortC32, report.KeepAliveC1, report.KeepAliveC32,
-	report.Bulk1, report.Bulk8, report.Link40ms}
+	report.KeepAliveLoad, report.PgbenchC1, report.PgbenchC8, report.Bulk1, report.Bulk8, report.Link40ms}
 
 func cmdRun(args []string, stdout, stderr io.Writer) error {
 	var f runFlags
@@ -178,6 +178,7 @@ func cmdLoad(args []string, stdout io.Writer) error {
 	fs.IntVar(&l.Concurrency, "c", 1, "concurrent connections")
 	fs.DurationVar(&l.Duration, "d", 5*time.Second, "counted duration")
 	fs.DurationVar(&l.Warmup, "warmup", 500*time.Millisecond, "warm-up, not counted")
+	fs.Float64Var(&l.Rate, "rate", 0, "total `req/s`, paced open-loop over the connections (0: as fast as answers come)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -215,7 +216,10 @@ func cmdHold(args []string, stdout io.Writer) error {
 func (s settings) describe() []string {
 	return []string{
 		fmt.Sprintf("%d run(s) per scenario, median reported with min–max; the runs of a scenario visit every tunnel in turn (all tunnels up at once); memory: %d run(s) on fresh tunnel ends", s.reps, s.memReps),
-		fmt.Sprintf("request/response: %s warm-up + %s counted per run; %d-byte response body", s.httpWarm, s.httpDur, 512),
+		fmt.Sprintf("request/response: %s warm-up + %s counted per run; %d-byte response body", s.httpWarm, s.httpDur, loadgen.BodySize),
+		fmt.Sprintf("latency under load: %d req/s in all over %d keep-alive connections, paced open-loop (latency counted from when each request was due)", loadRate, loadConc),
+		fmt.Sprintf("pgbench: -i -s %d once on a throwaway cluster on loopback (fsync off), then -S (select-only) for %s per run at c=1 and c=8", pgScale, s.pg),
+		"CPU: utime + stime of both tunnel ends' processes from /proc/PID/stat over a run (warm-up included), per request, pgbench transaction, or GB moved",
 		fmt.Sprintf("bulk (iperf3, client → server): %s with 1 stream, %s with 8", s.bulk1, s.bulk8),
 		fmt.Sprintf("connections held: %v; 40 ms link: %s per run", s.holds, s.link),
 		fmt.Sprintf("Postern: stream_window %s, log level warn; all tunnels TLS 1.3 AES-128-GCM, ECDSA P-256, mutual verification", s.window),

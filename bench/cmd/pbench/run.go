@@ -27,6 +27,7 @@ type settings struct {
 	bulk1     time.Duration // one-stream iperf3 run
 	bulk8     time.Duration // eight-stream iperf3 run
 	link      time.Duration // one stream over the 40 ms link
+	pg        time.Duration // one pgbench -S run
 	holds     []int         // connections held for the memory scenario, cumulative
 	window    string        // Postern stream_window
 	budget    time.Duration // the whole run is cut after this
@@ -36,24 +37,44 @@ type settings struct {
 func modeSettings(quick bool) settings {
 	if quick {
 		return settings{mode: "quick", reps: 1, memReps: 1, httpWarm: 300 * time.Millisecond, httpDur: 1500 * time.Millisecond,
-			bulk1: 3 * time.Second, bulk8: 2 * time.Second, link: 4 * time.Second,
-			holds: []int{1000}, window: "16MiB", budget: 110 * time.Second, holdBurst: 32}
+			bulk1: 3 * time.Second, bulk8: 2 * time.Second, link: 4 * time.Second, pg: 2 * time.Second,
+			holds: []int{1000}, window: "16MiB", budget: 180 * time.Second, holdBurst: 32}
 	}
 	return settings{mode: "full", reps: 3, memReps: 1, httpWarm: 500 * time.Millisecond, httpDur: 3 * time.Second,
-		bulk1: 10 * time.Second, bulk8: 5 * time.Second, link: 10 * time.Second,
-		holds: []int{1000, 10000}, window: "16MiB", budget: 570 * time.Second, holdBurst: 32}
+		bulk1: 10 * time.Second, bulk8: 5 * time.Second, link: 10 * time.Second, pg: 5 * time.Second,
+		holds: []int{1000, 10000}, window: "16MiB", budget: 780 * time.Second, holdBurst: 32}
 }
 
-// httpScenarios are the request/response scenarios, in run order.
+// loadRate is the fixed rate of the latency-under-load scenario, over
+// loadConc keep-alive connections: well within what every tunnel carries
+// here, so its latency shows what a busy but not saturated tunnel adds.
+const (
+	loadRate = 5000
+	loadConc = 8
+)
+
+// httpScenarios are the request/response scenarios, in run order. rate 0
+// is closed loop (as fast as answers come back).
 var httpScenarios = []struct {
 	key  string
 	mode loadgen.Mode
 	conc int
+	rate float64
 }{
-	{report.ShortC1, loadgen.Short, 1},
-	{report.ShortC32, loadgen.Short, 32},
-	{report.KeepAliveC1, loadgen.KeepAlive, 1},
-	{report.KeepAliveC32, loadgen.KeepAlive, 32},
+	{report.ShortC1, loadgen.Short, 1, 0},
+	{report.ShortC32, loadgen.Short, 32, 0},
+	{report.KeepAliveC1, loadgen.KeepAlive, 1, 0},
+	{report.KeepAliveC32, loadgen.KeepAlive, 32, 0},
+	{report.KeepAliveLoad, loadgen.KeepAlive, loadConc, loadRate},
+}
+
+// pgScenarios are the pgbench -S scenarios: clients.
+var pgScenarios = []struct {
+	key     string
+	clients int
+}{
+	{report.PgbenchC1, 1},
+	{report.PgbenchC8, 8},
 }
 
 // runner runs the benchmark: the targets, each tunnel in turn, the report.
@@ -71,7 +92,8 @@ type runner struct {
 
 	certs   certs
 	targets routes
-	target  *proc // the HTTP target (pbench serve)
+	target  *proc      // the HTTP target (pbench serve)
+	pg      *pgCluster // the pgbench target; nil when no pgbench scenario runs
 	rep     *report.Report
 }
 
@@ -137,6 +159,18 @@ func (r *runner) run(ctx context.Context) error {
 		return err
 	}
 	r.targets = routes{http: httpAddr, bulk: bulkAddr}
+	if r.wantPG() {
+		r.logf("starting a throwaway PostgreSQL cluster, pgbench -i -s %d", pgScale)
+		if err := r.startPG(ctx); err != nil {
+			r.note("pgbench: skipped: %v", err)
+			for _, sc := range pgScenarios {
+				delete(r.scenarios, sc.key)
+			}
+		} else {
+			defer r.pg.stop()
+			r.targets.pg = r.pg.addr
+		}
+	}
 
 	r.benchTunnels(ctx)
 	if r.scenarios[report.Link40ms] && ctx.Err() == nil {
@@ -147,24 +181,59 @@ func (r *runner) run(ctx context.Context) error {
 	return nil
 }
 
+func (r *runner) wantPG() bool {
+	for _, sc := range pgScenarios {
+		if r.scenarios[sc.key] {
+			return true
+		}
+	}
+	return false
+}
+
+// startPG starts the cluster and fills it.
+func (r *runner) startPG(ctx context.Context) error {
+	t0 := time.Now()
+	pg, err := startPG(ctx)
+	if err != nil {
+		return err
+	}
+	if err := pg.initialize(ctx); err != nil {
+		pg.stop()
+		return err
+	}
+	r.pg = pg
+	r.rep.Versions = append(r.rep.Versions, pg.version())
+	as := ""
+	if pg.who != "" {
+		as = " as user " + pg.who
+	}
+	r.logf("PostgreSQL on %s%s, filled in %s", pg.addr, as, time.Since(t0).Round(100*time.Millisecond))
+	return nil
+}
+
 func (r *runner) env() tunnelEnv {
 	return tunnelEnv{dir: r.dir, bin: r.bin, certs: r.certs, targets: r.targets, window: r.set.window,
 		maxconn: int(r.fileLimit-100) / 2}
 }
 
-// timedScenario is one request/response or bulk scenario.
+// timedScenario is one request/response, pgbench or bulk scenario.
 type timedScenario struct {
-	key     string
-	mode    loadgen.Mode  // request/response: how connections are used
-	conc    int           // request/response: concurrency
-	d       time.Duration // bulk: iperf3 duration
-	streams int           // bulk: parallel streams; 0 for request/response
+	key       string
+	mode      loadgen.Mode  // request/response: how connections are used
+	conc      int           // request/response: concurrency
+	rate      float64       // request/response: total req/s, 0 for closed loop
+	d         time.Duration // bulk: iperf3 duration
+	streams   int           // bulk: parallel streams; 0 for the others
+	pgClients int           // pgbench: clients; 0 for the others
 }
 
 func (r *runner) timedScenarios() []timedScenario {
 	var out []timedScenario
 	for _, sc := range httpScenarios {
-		out = append(out, timedScenario{key: sc.key, mode: sc.mode, conc: sc.conc})
+		out = append(out, timedScenario{key: sc.key, mode: sc.mode, conc: sc.conc, rate: sc.rate})
+	}
+	for _, sc := range pgScenarios {
+		out = append(out, timedScenario{key: sc.key, pgClients: sc.clients})
 	}
 	out = append(out, timedScenario{key: report.Bulk1, d: r.set.bulk1, streams: 1},
 		timedScenario{key: report.Bulk8, d: r.set.bulk8, streams: 8})
@@ -229,9 +298,12 @@ func (r *runner) benchTunnels(ctx context.Context) {
 					return
 				}
 				var err error
-				if sc.streams > 0 {
+				switch {
+				case sc.streams > 0:
 					err = r.bulkRun(ctx, t, sc, rep)
-				} else {
+				case sc.pgClients > 0:
+					err = r.pgRun(ctx, t, sc, rep)
+				default:
 					err = r.httpRun(ctx, t, sc, rep)
 				}
 				if err == nil {
@@ -273,7 +345,8 @@ func (r *runner) httpRun(ctx context.Context, t *tunnel, sc timedScenario, rep i
 	if err != nil {
 		return err
 	}
-	res, err := loadgen.Run(ctx, loadgen.Load{Addr: t.fronts.http, Mode: sc.mode, Concurrency: sc.conc, Warmup: r.set.httpWarm, Duration: r.set.httpDur})
+	res, err := loadgen.Run(ctx, loadgen.Load{Addr: t.fronts.http, Mode: sc.mode, Concurrency: sc.conc, Rate: sc.rate,
+		Warmup: r.set.httpWarm, Duration: r.set.httpDur})
 	if err != nil {
 		return err
 	}
@@ -291,10 +364,49 @@ func (r *runner) httpRun(ctx context.Context, t *tunnel, sc timedScenario, rep i
 	r.addRun(t.name, sc.key, report.RPS, res.RPS())
 	r.addRun(t.name, sc.key, report.P50, p50)
 	r.addRun(t.name, sc.key, report.P99, p99)
+	cpu := ""
 	if len(t.ends) > 0 {
-		r.addRun(t.name, sc.key, report.CPUPer1k, (c1-c0)/(float64(res.Completed)/1000))
+		us := cpuMicrosPer(c1-c0, res.Completed)
+		r.addRun(t.name, sc.key, report.CPUPerReq, us)
+		cpu = fmt.Sprintf("  CPU %.1f µs/req", us)
 	}
-	r.logf("%-8s %-14s run %d/%d: %8.0f req/s  p50 %.3f ms  p99 %.3f ms", t.name, sc.key, rep+1, r.set.reps, res.RPS(), p50, p99)
+	r.logf("%-8s %-15s run %d/%d: %8.0f req/s  p50 %.3f ms  p99 %.3f ms%s", t.name, sc.key, rep+1, r.set.reps, res.RPS(), p50, p99, cpu)
+	return nil
+}
+
+// cpuMicrosPer is CPU seconds spread over n requests, in µs each.
+func cpuMicrosPer(cpuSeconds float64, n uint64) float64 {
+	return cpuSeconds * 1e6 / float64(n)
+}
+
+// pgRun runs one repeat of a pgbench scenario through t.
+func (r *runner) pgRun(ctx context.Context, t *tunnel, sc timedScenario, rep int) error {
+	if r.pg == nil || t.fronts.pg == "" {
+		return fmt.Errorf("no PostgreSQL route")
+	}
+	c0, err := sumOver(t.pids(), cpuSeconds)
+	if err != nil {
+		return err
+	}
+	res, err := r.pg.selectOnly(ctx, t.fronts.pg, sc.pgClients, r.set.pg)
+	if err != nil {
+		return err
+	}
+	c1, err := sumOver(t.pids(), cpuSeconds)
+	if err != nil {
+		return err
+	}
+	if res.txns == 0 || res.failed > res.txns/100 {
+		return fmt.Errorf("pgbench: %d transactions, %d failed", res.txns, res.failed)
+	}
+	r.addRun(t.name, sc.key, report.TPS, res.tps)
+	cpu := ""
+	if len(t.ends) > 0 {
+		us := cpuMicrosPer(c1-c0, res.txns)
+		r.addRun(t.name, sc.key, report.CPUPerReq, us)
+		cpu = fmt.Sprintf("  CPU %.1f µs/txn", us)
+	}
+	r.logf("%-8s %-15s run %d/%d: %8.0f transactions/s%s", t.name, sc.key, rep+1, r.set.reps, res.tps, cpu)
 	return nil
 }
 
@@ -318,7 +430,7 @@ func (r *runner) bulkRun(ctx context.Context, t *tunnel, sc timedScenario, rep i
 	if len(t.ends) > 0 {
 		r.addRun(t.name, sc.key, report.CPUPerGB, (c1-c0)/(res.bytes/1e9))
 	}
-	r.logf("%-8s %-14s run %d/%d: %6.2f Gbit/s", t.name, sc.key, rep+1, r.set.reps, res.bps/1e9)
+	r.logf("%-8s %-15s run %d/%d: %6.2f Gbit/s", t.name, sc.key, rep+1, r.set.reps, res.bps/1e9)
 	return nil
 }
 

@@ -13,11 +13,57 @@ import (
 	"github.com/postern-tunnel/postern/bench/report"
 )
 
-// routes are the plaintext addresses of the two benchmark targets: the
-// HTTP target and the iperf3 server. A tunnel takes targets and gives back
-// its own front addresses for the same two.
+// routes are the plaintext addresses of the benchmark targets: the HTTP
+// target, the iperf3 server and PostgreSQL (empty when the run has no
+// pgbench scenario). A tunnel takes targets and gives back its own front
+// addresses for the same ones.
 type routes struct {
-	http, bulk string
+	http, bulk, pg string
+}
+
+// route is one target by name: the name is the Postern service and the
+// stunnel/HAProxy section.
+type route struct{ name, addr string }
+
+// list is the routes in use, in a fixed order.
+func (r routes) list() []route {
+	var out []route
+	for _, x := range []route{{"http", r.http}, {"bulk", r.bulk}, {"pg", r.pg}} {
+		if x.addr != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// frontsFor takes a free loopback address for each route of targets.
+func frontsFor(targets routes) (routes, error) {
+	var fronts routes
+	for _, x := range targets.list() {
+		a, err := freeAddr()
+		if err != nil {
+			return routes{}, err
+		}
+		switch x.name {
+		case "http":
+			fronts.http = a
+		case "bulk":
+			fronts.bulk = a
+		case "pg":
+			fronts.pg = a
+		}
+	}
+	return fronts, nil
+}
+
+// get is the address of the route called name.
+func (r routes) get(name string) string {
+	for _, x := range r.list() {
+		if x.name == name {
+			return x.addr
+		}
+	}
+	return ""
 }
 
 // certs are the ECDSA P-256 files every tunnel uses.
@@ -88,19 +134,6 @@ func startTunnel(name string, env tunnelEnv) (*tunnel, error) {
 	return nil, fmt.Errorf("unknown tunnel %q", name)
 }
 
-// addrs returns n free loopback addresses.
-func addrs(n int) ([]string, error) {
-	out := make([]string, n)
-	for i := range out {
-		a, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		out[i] = a
-	}
-	return out, nil
-}
-
 func writeFile(dir, name, content string) (string, error) {
 	p := filepath.Join(dir, name)
 	return p, os.WriteFile(p, []byte(content), 0o600)
@@ -125,8 +158,8 @@ func startEnds(name string, fronts routes, serverListen string, server, client [
 		return nil, err
 	}
 	t.ends = append([]*proc{cli}, t.ends...)
-	for _, a := range []string{fronts.http, fronts.bulk} {
-		if err := waitListening(context.Background(), a, 10*time.Second, cli); err != nil {
+	for _, a := range fronts.list() {
+		if err := waitListening(context.Background(), a.addr, 10*time.Second, cli); err != nil {
 			t.stop()
 			return nil, err
 		}
@@ -134,7 +167,7 @@ func startEnds(name string, fronts routes, serverListen string, server, client [
 	return t, nil
 }
 
-const posternServer = `name = "bench-server"
+const posternServerHead = `name = "bench-server"
 shutdown_timeout = "1s"
 
 [tls]
@@ -144,25 +177,22 @@ ca = %q
 
 [tunnel]
 stream_window = %q
-
-[[server]]
-listen = %q
-
-[[service]]
-name = "http"
-target = %q
-allow = ["cn:bench-client"]
-
-[[service]]
-name = "bulk"
-target = %q
-allow = ["cn:bench-client"]
 
 [log]
 level = "warn"
+
+[[server]]
+listen = %q
 `
 
-const posternClient = `name = "bench-client"
+const posternService = `
+[[service]]
+name = %q
+target = %q
+allow = ["cn:bench-client"]
+`
+
+const posternClientHead = `name = "bench-client"
 shutdown_timeout = "1s"
 
 [tls]
@@ -172,40 +202,57 @@ ca = %q
 
 [tunnel]
 stream_window = %q
+
+[log]
+level = "warn"
 
 [[client]]
 name = "server"
 servers = [%q]
 server_name = %q
-
-[[forward]]
-listen = %q
-service = "http"
-via = "server"
-
-[[forward]]
-listen = %q
-service = "bulk"
-via = "server"
-
-[log]
-level = "warn"
 `
 
+const posternForward = `
+[[forward]]
+listen = %q
+service = %q
+via = "server"
+`
+
+// posternServerConf is the hub end: one service per target.
+func posternServerConf(c certs, window, listen string, targets routes) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, posternServerHead, c.serverCert, c.serverKy, c.ca, window, listen)
+	for _, x := range targets.list() {
+		fmt.Fprintf(&b, posternService, x.name, x.addr)
+	}
+	return b.String()
+}
+
+// posternClientConf is the site end: one forward per front.
+func posternClientConf(c certs, window, server string, fronts routes) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, posternClientHead, c.clientCert, c.clientKy, c.ca, window, server, serverName)
+	for _, x := range fronts.list() {
+		fmt.Fprintf(&b, posternForward, x.addr, x.name)
+	}
+	return b.String()
+}
+
 func startPostern(env tunnelEnv) (*tunnel, error) {
-	a, err := addrs(3)
+	listen, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	listen, fronts := a[0], routes{http: a[1], bulk: a[2]}
-	c := env.certs
-	srvConf, err := writeFile(env.dir, "postern-server.toml", fmt.Sprintf(posternServer,
-		c.serverCert, c.serverKy, c.ca, env.window, listen, env.targets.http, env.targets.bulk))
+	fronts, err := frontsFor(env.targets)
 	if err != nil {
 		return nil, err
 	}
-	cliConf, err := writeFile(env.dir, "postern-client.toml", fmt.Sprintf(posternClient,
-		c.clientCert, c.clientKy, c.ca, env.window, listen, serverName, fronts.http, fronts.bulk))
+	srvConf, err := writeFile(env.dir, "postern-server.toml", posternServerConf(env.certs, env.window, listen, env.targets))
+	if err != nil {
+		return nil, err
+	}
+	cliConf, err := writeFile(env.dir, "postern-client.toml", posternClientConf(env.certs, env.window, listen, fronts))
 	if err != nil {
 		return nil, err
 	}
@@ -222,24 +269,25 @@ debug = err
 `
 
 func startStunnel(env tunnelEnv) (*tunnel, error) {
-	a, err := addrs(4)
+	fronts, err := frontsFor(env.targets)
 	if err != nil {
 		return nil, err
 	}
-	tlsHTTP, tlsBulk, fronts := a[0], a[1], routes{http: a[2], bulk: a[3]}
+	tlsAddrs, err := frontsFor(env.targets)
+	if err != nil {
+		return nil, err
+	}
 	c := env.certs
 	common := fmt.Sprintf("CAfile = %s\nverifyChain = yes\nsslVersionMin = TLSv1.3\nciphersuites = TLS_AES_128_GCM_SHA256\n", c.ca)
 	var srv, cli strings.Builder
 	srv.WriteString(stunnelGlobal)
 	cli.WriteString(stunnelGlobal)
-	for _, r := range []struct{ name, tls, target, front string }{
-		{"http", tlsHTTP, env.targets.http, fronts.http},
-		{"bulk", tlsBulk, env.targets.bulk, fronts.bulk},
-	} {
+	for _, r := range env.targets.list() {
+		tls, front := tlsAddrs.get(r.name), fronts.get(r.name)
 		fmt.Fprintf(&srv, "\n[%s]\naccept = %s\nconnect = %s\ncert = %s\nkey = %s\nrequireCert = yes\n%s",
-			r.name, r.tls, r.target, c.serverCert, c.serverKy, common)
+			r.name, tls, r.addr, c.serverCert, c.serverKy, common)
 		fmt.Fprintf(&cli, "\n[%s]\nclient = yes\naccept = %s\nconnect = %s\ncert = %s\nkey = %s\ncheckHost = %s\nsni = %s\n%s",
-			r.name, r.front, r.tls, c.clientCert, c.clientKy, serverName, serverName, common)
+			r.name, front, tls, c.clientCert, c.clientKy, serverName, serverName, common)
 	}
 	srvConf, err := writeFile(env.dir, "stunnel-server.conf", srv.String())
 	if err != nil {
@@ -249,7 +297,7 @@ func startStunnel(env tunnelEnv) (*tunnel, error) {
 	if err != nil {
 		return nil, err
 	}
-	return startEnds(report.Stunnel, fronts, tlsHTTP,
+	return startEnds(report.Stunnel, fronts, tlsAddrs.http,
 		[]string{"stunnel4", srvConf}, []string{"stunnel4", cliConf}, env.dir)
 }
 
@@ -271,23 +319,24 @@ defaults
 `
 
 func startHAProxy(env tunnelEnv) (*tunnel, error) {
-	a, err := addrs(4)
+	fronts, err := frontsFor(env.targets)
 	if err != nil {
 		return nil, err
 	}
-	tlsHTTP, tlsBulk, fronts := a[0], a[1], routes{http: a[2], bulk: a[3]}
+	tlsAddrs, err := frontsFor(env.targets)
+	if err != nil {
+		return nil, err
+	}
 	c := env.certs
 	var srv, cli strings.Builder
 	fmt.Fprintf(&srv, haproxyGlobal, min(env.maxconn, 60000))
 	fmt.Fprintf(&cli, haproxyGlobal, min(env.maxconn, 60000))
-	for _, r := range []struct{ name, tls, target, front string }{
-		{"http", tlsHTTP, env.targets.http, fronts.http},
-		{"bulk", tlsBulk, env.targets.bulk, fronts.bulk},
-	} {
+	for _, r := range env.targets.list() {
+		tls, front := tlsAddrs.get(r.name), fronts.get(r.name)
 		fmt.Fprintf(&srv, "\nfrontend tls_%s\n    bind %s ssl crt %s ca-file %s verify required\n    default_backend plain_%s\n\nbackend plain_%s\n    server target %s\n",
-			r.name, r.tls, c.serverPEM, c.ca, r.name, r.name, r.target)
+			r.name, tls, c.serverPEM, c.ca, r.name, r.name, r.addr)
 		fmt.Fprintf(&cli, "\nfrontend plain_%s\n    bind %s\n    default_backend tls_%s\n\nbackend tls_%s\n    server peer %s ssl crt %s ca-file %s verify required verifyhost %s sni str(%s)\n",
-			r.name, r.front, r.name, r.name, r.tls, c.clientPEM, c.ca, serverName, serverName)
+			r.name, front, r.name, r.name, tls, c.clientPEM, c.ca, serverName, serverName)
 	}
 	srvConf, err := writeFile(env.dir, "haproxy-server.cfg", srv.String())
 	if err != nil {
@@ -297,6 +346,6 @@ func startHAProxy(env tunnelEnv) (*tunnel, error) {
 	if err != nil {
 		return nil, err
 	}
-	return startEnds(report.HAProxy, fronts, tlsHTTP,
+	return startEnds(report.HAProxy, fronts, tlsAddrs.http,
 		[]string{"haproxy", "-db", "-f", srvConf}, []string{"haproxy", "-db", "-f", cliConf}, env.dir)
 }
