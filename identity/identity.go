@@ -62,8 +62,8 @@ type Pattern struct {
 	// "spki:<hex>", or "" when any trusted CA may have.
 	CA string
 
-	caSPKI bool     // CA names the CA's public key, not its certificate
-	caSum  [32]byte // the hash CA names
+	caSPKI bool         // CA names the CA's public key, not its certificate
+	caSum  [32]byte     // the hash CA names
 	wild   bool         // dns "*." prefix, or uri "*" last segment
 	prefix netip.Prefix // ip: a single address is a full-length prefix
 	sum    [32]byte     // sha256, spki
