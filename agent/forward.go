@@ -166,7 +166,7 @@ func (p *peerSource) Tunnel(ctx context.Context) (*tunnel.Tunnel, error) {
 		a.mu.Lock()
 		var best *tunnel.Tunnel
 		for t := range a.tunnels {
-			if t.Session.IsClosed() || !p.pattern.Match(t.Peer) {
+			if t.Session.IsClosed() || !p.pattern.MatchVerified(t.Chains) {
 				continue
 			}
 			if best == nil || t.Session.NumStreams() < best.Session.NumStreams() {

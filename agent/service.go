@@ -142,7 +142,7 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *yamux.Stream, open int64) (re
 		log.Warn(head + ": refused: no such service here")
 		return nil
 	}
-	if _, ok := svc.allow.Match(t.Peer); !ok {
+	if _, ok := svc.allow.MatchVerified(t.Chains); !ok {
 		a.refuse(st, tunnel.StatusNotAllowed, "not allowed for "+who)
 		log.Warn(fmt.Sprintf("%s: refused: identity not in allow (%v)", head, allowString(svc.allow)))
 		return nil
@@ -203,7 +203,8 @@ func isClosed(err error) bool { return errors.Is(err, net.ErrClosed) }
 func (a *Agent) servePlain(c *tls.Conn, svc *service) {
 	a.streams.Add()
 	defer a.streams.Done()
-	peer := c.ConnectionState().PeerCertificates[0]
+	cs := c.ConnectionState()
+	peer := cs.PeerCertificates[0]
 	who := identity.Describe(peer)
 	head := fmt.Sprintf("plain TLS from %s (%s) → service %q", c.RemoteAddr(), who, svc.name)
 	log := a.log.With("peer_addr", c.RemoteAddr().String())
@@ -212,7 +213,7 @@ func (a *Agent) servePlain(c *tls.Conn, svc *service) {
 		c.Close()
 		return
 	}
-	if _, ok := svc.allow.Match(peer); !ok {
+	if _, ok := svc.allow.MatchVerified(cs.VerifiedChains); !ok {
 		log.Warn(fmt.Sprintf("%s: refused: identity not in allow (%v)", head, allowString(svc.allow)))
 		a.metrics.countStream("service", 0, 0, nil, true)
 		resetTLS(c)

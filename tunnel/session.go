@@ -60,6 +60,9 @@ type Tunnel struct {
 	Name string
 	// Peer is the verified peer leaf certificate.
 	Peer *x509.Certificate
+	// Chains are Peer's verified chains, leaf first, each ending at a CA of
+	// the local bundle: what identity patterns that name a CA match.
+	Chains [][]*x509.Certificate
 
 	conn        *tunnelConn
 	ylog        *yamuxLog
@@ -90,9 +93,11 @@ func New(conn *tls.Conn, isClient bool, opts Options) (*Tunnel, error) {
 		return nil, err
 	}
 	t := &Tunnel{Session: sess, Conn: conn, conn: tc, ylog: ylog}
-	if certs := conn.ConnectionState().PeerCertificates; len(certs) > 0 {
-		t.Peer = certs[0]
+	cs := conn.ConnectionState()
+	if len(cs.PeerCertificates) > 0 {
+		t.Peer = cs.PeerCertificates[0]
 	}
+	t.Chains = cs.VerifiedChains
 	return t, nil
 }
 
