@@ -107,4 +107,3 @@ func signOutside(t *testing.T, ca *capki.CA, name string) (certPEM, keyPEM []byt
 	certPEM = append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), capki.CertPEM(ca.Cert)...)
 	return certPEM, keyPEM
 }
-

@@ -200,7 +200,6 @@ func (ca *CA) ChainPEM(cert *x509.Certificate) []byte {
 	return out
 }
 
-
 // checkPermitted refuses names that ca's name constraints forbid, so an
 // intermediate CA does not sign a certificate every peer would refuse.
 // The handshake's verification is what enforces the constraints; this
