@@ -2,6 +2,7 @@ package agent
 
 import (
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -67,6 +68,17 @@ func CheckCAScopes(cfg *config.Config) []error {
 		check(c.Peer, &own, func(string) string { return fmt.Sprintf("%s: client %q: peer", where(c.Line), c.Name) })
 	}
 	return errs
+}
+
+// caScopeError is CheckCAScopes as one error, or nil. A reload that would
+// trust a second CA under name patterns that do not say which CA is
+// refused like a file that does not load: the agent keeps what it has.
+func caScopeError(cfg *config.Config) error {
+	errs := CheckCAScopes(cfg)
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("the ca files now trust more CAs than the config can tell apart: %w", errors.Join(errs...))
 }
 
 // isClientName reports whether via names a [[client]] (a forward through

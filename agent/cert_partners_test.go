@@ -188,3 +188,28 @@ func TestPartnerCAUnscopedRefused(t *testing.T) {
 func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t, "agent"}, nil))
 }
+
+// TestPartnerCAReloadRefused: a hub that trusts one CA and allows by name
+// refuses a reload whose bundle adds a second CA; it keeps trusting only
+// the first, so B's certificate for site-a still gets no tunnel.
+func TestPartnerCAReloadRefused(t *testing.T) {
+	p := newPartners(t)
+	p.hub.CA = filepath.Join(p.dir, "hub-ca.crt")
+	testca.WriteFile(t, p.hub.CA, p.caA.PEM)
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, testnet.Echo)
+	hub := start(t, p.dir, "hub", p.hubTOML(serviceTOML("erp", ln.Addr().String(), "dns:site-a.test")))
+
+	testca.WriteFile(t, p.hub.CA, append(append([]byte{}, p.caA.PEM...), p.caB.PEM...))
+	err := hub.Reload()
+	if err == nil || !strings.Contains(err.Error(), `service "erp": allow "dns:site-a.test" names no CA, but this agent trusts 2 CAs`) {
+		t.Fatalf("Reload with a second CA: %v; want the unscoped allow named", err)
+	}
+	hub.log.WaitFor(t, 5*time.Second, "certificate reload failed; still using the material loaded before", "names no CA")
+
+	forged := start(t, p.dir, "forged", p.siteTOML(p.forge, hub.ServerAddrs()[0].String(), "erp"))
+	hub.log.WaitFor(t, 10*time.Second, "tunnel refused", "unknown authority")
+	if got, err := echoOnce(t, forged.ForwardAddrs()[0], "impersonating site-a"); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("B's certificate after the refused reload: %q, %v; want connection reset", got, err)
+	}
+}
