@@ -189,6 +189,12 @@ func (e *ScopeError) Error() string {
 	fmt.Fprintf(&sb, "%q names no CA, but this agent trusts %d CAs (%s), and any of them can issue a certificate with that name; write it as one of:",
 		e.Pattern.String(), len(e.CAs), e.Bundles)
 	for _, ca := range e.CAs {
+		if !ca.IsCA {
+			// A self-signed peer certificate in the bundle issues nothing:
+			// its peer is allowed by pinning it.
+			fmt.Fprintf(&sb, " %q (%s, a peer certificate, not a CA: pin it);", KindSHA256+":"+Fingerprint(ca), caName(ca))
+			continue
+		}
 		fmt.Fprintf(&sb, " %q (%s);", e.Pattern.WithCA(ca).String(), caName(ca))
 	}
 	return strings.TrimSuffix(sb.String(), ";")

@@ -203,6 +203,14 @@ func TestCheckScope(t *testing.T) {
 	if !errors.Is(err, ErrNoCA) {
 		t.Fatal("error does not wrap ErrNoCA")
 	}
+	peer := newCert(t, certSpec{cn: "self-signed peer"})
+	err = CheckScope(mustParse(t, "cn:x"), []*x509.Certificate{caA.cert, peer}, "ca.pem")
+	want = `"cn:x" names no CA, but this agent trusts 2 CAs (ca.pem), and any of them can issue a certificate with that name; write it as one of:` +
+		` "cn:x from ca:sha256:` + Fingerprint(caA.cert) + `" (CN="Partner A CA");` +
+		` "sha256:` + Fingerprint(peer) + `" (CN="self-signed peer", a peer certificate, not a CA: pin it)`
+	if err == nil || err.Error() != want {
+		t.Fatalf("CheckScope with a self-signed peer in the bundle:\n got %v\nwant %s", err, want)
+	}
 	for _, s := range []string{"*", "cn:x", "ou:x", "ip:10.0.0.1", "uri:spiffe://x/y"} {
 		if CheckScope(mustParse(t, s), two, "ca.pem") == nil {
 			t.Errorf("CheckScope(%q) passed with two CAs", s)
