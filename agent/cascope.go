@@ -109,3 +109,14 @@ func (b *bundleSet) add(path string) {
 func (b *bundleSet) anchors() []*x509.Certificate { return identity.Anchors(b.certs) }
 
 func (b *bundleSet) names() string { return "ca " + strings.Join(b.files, ", ") }
+
+// verifiedIssuer names the CA that issued the peer's certificate in its
+// first verified chain, with its fingerprint, for the log line of a
+// refused stream: an allow entry that names a CA is matched against it.
+func verifiedIssuer(chains [][]*x509.Certificate) string {
+	if len(chains) == 0 || len(chains[0]) < 2 {
+		return "unknown"
+	}
+	ca := chains[0][1]
+	return tunnel.Subject(ca) + " sha256:" + identity.Fingerprint(ca)
+}

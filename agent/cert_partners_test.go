@@ -70,7 +70,8 @@ func TestPartnerCAImpersonation(t *testing.T) {
 	if got, err := echoOnce(t, forged.ForwardAddrs()[0], "impersonating site-a"); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("B's certificate for site-a reached erp: %q, %v; want connection reset", got, err)
 	}
-	hub.log.WaitFor(t, 5*time.Second, `service \"erp\": refused: identity not in allow`)
+	hub.log.WaitFor(t, 5*time.Second, `service \"erp\": refused: identity not in allow`,
+		`issuer="CN=\"Partner B CA\" sha256:`+identity.Fingerprint(p.caB.Cert)+`"`)
 
 	real := start(t, p.dir, "site-a", p.siteTOML(p.siteA, addr, "erp"))
 	real.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")

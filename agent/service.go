@@ -144,7 +144,7 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *yamux.Stream, open int64) (re
 	}
 	if _, ok := svc.allow.MatchVerified(t.Chains); !ok {
 		a.refuse(st, tunnel.StatusNotAllowed, "not allowed for "+who)
-		log.Warn(fmt.Sprintf("%s: refused: identity not in allow (%v)", head, allowString(svc.allow)))
+		log.Warn(fmt.Sprintf("%s: refused: identity not in allow (%v)", head, allowString(svc.allow)), "issuer", verifiedIssuer(t.Chains))
 		return nil
 	}
 	target, err := svc.dial(a.relayCtx, a.opts.Dial, req.Source, req.Destination)
@@ -214,7 +214,7 @@ func (a *Agent) servePlain(c *tls.Conn, svc *service) {
 		return
 	}
 	if _, ok := svc.allow.MatchVerified(cs.VerifiedChains); !ok {
-		log.Warn(fmt.Sprintf("%s: refused: identity not in allow (%v)", head, allowString(svc.allow)))
+		log.Warn(fmt.Sprintf("%s: refused: identity not in allow (%v)", head, allowString(svc.allow)), "issuer", verifiedIssuer(cs.VerifiedChains))
 		a.metrics.countStream("service", 0, 0, nil, true)
 		resetTLS(c)
 		return
