@@ -100,6 +100,9 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (_ *Agent, err erro
 			}
 		}
 	}()
+	if err := errors.Join(CheckCAScopes(cfg)...); err != nil {
+		return nil, err
+	}
 	a.metrics = a.newMetrics()
 	if cfg.Admin.Listen != "" {
 		if a.admin, err = opts.Listen("tcp", string(cfg.Admin.Listen)); err != nil {

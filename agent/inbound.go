@@ -143,9 +143,9 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream, open int64) (c
 		log.Warn(head + ": refused: no such service here")
 		return nil
 	}
-	if _, ok := svc.allow.Match(t.Peer); !ok {
+	if _, ok := svc.allow.MatchVerified(t.Chains); !ok {
 		a.refuse(st, wire.StatusNotAllowed, "not allowed for "+who)
-		log.Warn(fmt.Sprintf("%s: refused: identity not in allow (%v)", head, allowString(svc.allow)))
+		log.Warn(fmt.Sprintf("%s: refused: identity not in allow (%v)", head, allowString(svc.allow)), "issuer", verifiedIssuer(t.Chains))
 		return nil
 	}
 	target, err := svc.dial(a.relayCtx, a.opts.Dial, req.Source, req.Destination)
@@ -204,7 +204,8 @@ func isClosed(err error) bool { return errors.Is(err, net.ErrClosed) }
 func (a *Agent) serveRaw(c *tls.Conn, svc *service) {
 	a.streams.Add()
 	defer a.streams.Done()
-	peer := c.ConnectionState().PeerCertificates[0]
+	cs := c.ConnectionState()
+	peer := cs.PeerCertificates[0]
 	who := identity.Describe(peer)
 	head := fmt.Sprintf("raw TLS from %s (%s) → service %q", c.RemoteAddr(), who, svc.name)
 	log := a.log.With("peer_addr", c.RemoteAddr().String())
@@ -213,8 +214,8 @@ func (a *Agent) serveRaw(c *tls.Conn, svc *service) {
 		c.Close()
 		return
 	}
-	if _, ok := svc.allow.Match(peer); !ok {
-		log.Warn(fmt.Sprintf("%s: refused: identity not in allow (%v)", head, allowString(svc.allow)))
+	if _, ok := svc.allow.MatchVerified(cs.VerifiedChains); !ok {
+		log.Warn(fmt.Sprintf("%s: refused: identity not in allow (%v)", head, allowString(svc.allow)), "issuer", verifiedIssuer(cs.VerifiedChains))
 		a.metrics.countStream("service", 0, 0, nil, true)
 		resetTLS(c)
 		return

@@ -169,7 +169,7 @@ func (p *peerSource) Tunnel(ctx context.Context) (*tunnel.Tunnel, error) {
 	for {
 		a.mu.Lock()
 		best := tunnel.LeastLoaded(slices.Collect(maps.Keys(a.tunnels)), func(t *tunnel.Tunnel) bool {
-			return p.pattern.Match(t.Peer)
+			return p.pattern.MatchVerified(t.Chains)
 		})
 		ch := a.tunnelsChanged.Wait()
 		a.mu.Unlock()

@@ -199,7 +199,10 @@ func (w *certWatch) poll(a *Agent, now time.Time) {
 // an explicit reload logs every failure at once.
 func (w *certWatch) reload(a *Agent, e *certEndpoint, explicit bool) (bool, error) {
 	old := e.creds.Load()
-	changed, err := e.creds.Reload()
+	changed, err := false, caScopeError(a.cfg)
+	if err == nil {
+		changed, err = e.creds.Reload()
+	}
 	if err != nil {
 		msg := err.Error()
 		if explicit || (msg == e.seenErr && msg != e.loggedErr) {

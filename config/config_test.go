@@ -313,6 +313,10 @@ func TestErrors(t *testing.T) {
 			`config FILE:8: service "erp": allow "email:ops@example.com": unknown kind: start with one of dns: ip: uri: cn: ou: sha256: spki:, or write "*" for any verified peer`},
 		{"allow empty value", validClient + "[[service]]\nname = \"erp\"\ntarget = \"h:1\"\nallow = [\"cn:\"]\n",
 			`config FILE:8: service "erp": allow "cn:": nothing after "cn:"`},
+		{"allow names a CA by name", validClient + "[[service]]\nname = \"erp\"\ntarget = \"h:1\"\nallow = [\"dns:a.example.com from ca:cn:Partner A\"]\n",
+			`config FILE:8: service "erp": allow "dns:a.example.com from ca:cn:Partner A": " from ca:cn:Partner A": name the CA by sha256:<fingerprint of its certificate> or spki:<hash of its key>`},
+		{"allow from ca with unknown kind", validClient + "[[service]]\nname = \"erp\"\ntarget = \"h:1\"\nallow = [\"a.example.com from ca:sha256:00\"]\n",
+			`config FILE:8: service "erp": allow "a.example.com from ca:sha256:00": unknown kind: start with one of dns: ip: uri: cn: ou: sha256: spki:, or write "*" for any verified peer`},
 
 		// Enumerations.
 		{"log level", "[log]\nlevel = \"verbose\"\n" + validClient,

@@ -23,6 +23,9 @@ func FuzzParse(f *testing.F) {
 		"a.b.c = 1\n[x.y]\nz = [1, \"2\"]\n",
 		"[[server]]\nlisten = \":0\"\nmux = false\n",
 		"[tls]\ncrl = \"x\"\n",
+		validClient + "[[service]]\nname = \"a\"\ntarget = \"db:1\"\nallow = [\"* from ca:sha256:ab\", \"dns:a from ca:spki:cd\"]\n",
+		validClient + "[[service]]\nname = \"a\"\ntarget = \"db:1\"\nallow = [\"cn:x from ca:cn:y\", \"cn:x from y\"]\n",
+		validClient + "[[forward]]\nlisten = \"127.0.0.1:1\"\nservice = \"a\"\nvia = \"* from ca:sha256:ab\"\n",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -37,5 +40,33 @@ func FuzzParse(f *testing.F) {
 		if len(c.Servers) == 0 && len(c.Clients) == 0 {
 			t.Fatal("accepted a config with nothing to do")
 		}
+		var entries []string
+		for _, sv := range c.Services {
+			entries = append(entries, sv.Allow...)
+		}
+		for _, cl := range c.Clients {
+			entries = append(entries, cl.Peer...)
+		}
+		for _, e := range entries {
+			checkAcceptedIdentity(t, e)
+		}
 	})
+}
+
+// checkAcceptedIdentity checks an allow or peer entry the config accepted:
+// it starts with a kind or is "*", and whatever follows " from ca:" names
+// the CA by a hash.
+func checkAcceptedIdentity(t *testing.T, e string) {
+	t.Helper()
+	name, ref, scoped := strings.Cut(e, " from ca:")
+	if scoped && !strings.HasPrefix(ref, "sha256:") && !strings.HasPrefix(ref, "spki:") {
+		t.Fatalf("accepted %q, whose CA is not named by sha256: or spki:", e)
+	}
+	if name == "*" {
+		return
+	}
+	kind, value, ok := strings.Cut(name, ":")
+	if !ok || value == "" || !strings.Contains(" dns ip uri cn ou sha256 spki ", " "+kind+" ") {
+		t.Fatalf("accepted %q, which has no known kind", e)
+	}
 }

@@ -15,6 +15,10 @@ import (
 // parses the rest.
 var identityKinds = []string{"dns:", "ip:", "uri:", "cn:", "ou:", "sha256:", "spki:"}
 
+// caScope ends an identity that names the CA which must have issued the
+// peer's certificate: "dns:a.example.com from ca:sha256:<hex>".
+const caScope = " from ca:"
+
 // Validate checks values and cross-references. The first problem is
 // returned, naming the file, the table's line and the key.
 func (c *Config) Validate() error {
@@ -227,6 +231,7 @@ func (c *Config) validateService(s *Service) error {
 // isIdentity reports whether s is written as a peer identity ("dns:...",
 // "*") rather than a [[client]] name.
 func isIdentity(s string) bool {
+	s, _, _ = strings.Cut(s, caScope)
 	if s == "*" {
 		return true
 	}
@@ -239,6 +244,10 @@ func isIdentity(s string) bool {
 }
 
 func checkAllow(a string) error {
+	a, ref, scoped := strings.Cut(a, caScope)
+	if scoped && !strings.HasPrefix(ref, "sha256:") && !strings.HasPrefix(ref, "spki:") {
+		return fmt.Errorf("%q: name the CA by sha256:<fingerprint of its certificate> or spki:<hash of its key>", caScope+ref)
+	}
 	if a == "*" {
 		return nil
 	}

@@ -15,6 +15,11 @@
 //	spki:4a1c…                    SHA-256 of the SubjectPublicKeyInfo (hex or base64)
 //	*                             any peer that passed verification
 //
+// Any pattern may end with " from ca:sha256:<hex>" or " from ca:spki:<hex>"
+// to say which CA must have issued the certificate (see scope.go); an
+// agent that trusts more than one CA needs this on every pattern but the
+// sha256: and spki: pins.
+//
 // Matching says only whether a certificate carries an identity; it does not
 // verify the certificate. Callers match only certificates that the TLS layer
 // has already verified. The package uses nothing but the standard library.
@@ -53,17 +58,36 @@ const kindList = `dns, ip, uri, cn, ou, sha256, spki, or "*" alone`
 type Pattern struct {
 	Kind  string
 	Value string
+	// CA is the CA that must have issued the certificate, "sha256:<hex>" or
+	// "spki:<hex>", or "" when any trusted CA may have.
+	CA string
 
+	caSPKI bool         // CA names the CA's public key, not its certificate
+	caSum  [32]byte     // the hash CA names
 	wild   bool         // dns "*." prefix, or uri "*" last segment
 	prefix netip.Prefix // ip: a single address is a full-length prefix
 	sum    [32]byte     // sha256, spki
 }
 
-// Parse parses one pattern such as "dns:partner-a.example.com" or "*".
+// Parse parses one pattern such as "dns:partner-a.example.com", "*" or
+// "dns:partner-a.example.com from ca:sha256:<hex>".
 //
 // The error says what is wrong and what is accepted but does not repeat s;
 // wrap it with where s came from, as ParseList does.
 func Parse(s string) (Pattern, error) {
+	name, ref, scoped := cutScope(s)
+	p, err := parseUnscoped(name)
+	if err != nil || !scoped {
+		return p, err
+	}
+	if err := p.parseScope(ref); err != nil {
+		return Pattern{}, err
+	}
+	return p, nil
+}
+
+// parseUnscoped parses a pattern without its CA.
+func parseUnscoped(s string) (Pattern, error) {
 	if s == "" {
 		return Pattern{}, fmt.Errorf("empty pattern; want kind:value with kind %s", kindList)
 	}
@@ -147,15 +171,22 @@ func (p Pattern) String() string {
 	case "":
 		return ""
 	case KindAny:
+		if p.Scoped() {
+			return KindAny + scopeSep + p.CA
+		}
 		return KindAny
+	}
+	if p.Scoped() {
+		return p.Kind + ":" + p.Value + scopeSep + p.CA
 	}
 	return p.Kind + ":" + p.Value
 }
 
 // Match reports whether cert carries the identity p names. A nil cert
-// matches nothing, not even "*".
+// matches nothing, not even "*". A pattern that names a CA matches nothing
+// here, where the chain is unknown: use MatchVerified.
 func (p Pattern) Match(cert *x509.Certificate) bool {
-	if cert == nil {
+	if cert == nil || p.Scoped() {
 		return false
 	}
 	switch p.Kind {

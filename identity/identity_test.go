@@ -547,15 +547,25 @@ func FuzzParse(f *testing.F) {
 		"uri:spiffe://example.com/partner/*", "uri:urn:x", "cn:Legacy Gateway", "ou:Ops",
 		"sha256:9F:86:D0:81:88:4C:7D:65:9A:2F:EA:A0:C5:5A:D0:15:A3:BF:4F:1B:2B:0B:82:2C:D1:5D:6C:15:B0:F0:0A:08",
 		"spki:n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=", "dsn:x", "", " ", "dns:", "ip:10.1.2.3/8",
+		"dns:a.example.com from ca:sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+		"* from ca:spki:n4bQgYhMfWWaL+qgxVrQFaO/TxsrC4Is0V1sFbDwCgg=", "cn:a from ca:cn:b", "cn:a from b",
+		"dns:a.example.com from ca:", "ou:x from ca:sha256:00 from ca:sha256:11",
 	} {
 		f.Add(s)
 	}
+	ca := newCA(f, "Fuzz CA", nil)
+	leaf := ca.leaf(f, "a.example.com")
+	chains := [][]*x509.Certificate{{leaf, ca.cert}}
+	// Seeds that name this run's CA and leaf, so the scoped paths match.
+	f.Add("dns:a.example.com from ca:sha256:" + Fingerprint(ca.cert))
+	f.Add("* from ca:spki:" + SPKIHash(ca.cert))
 	cert := newCert(f, certSpec{
 		cn: "Legacy Gateway", ous: []string{"Ops"},
 		dns: []string{"a.example.com", "*.example.com"}, ips: []string{"10.0.0.1", "2001:db8::1"},
 		uris: []string{"spiffe://example.com/partner/b"},
 	})
 	f.Fuzz(func(t *testing.T, s string) {
+		checkScopeProperties(t, s, leaf, ca.cert, chains)
 		p, err := Parse(s)
 		if err != nil {
 			if err.Error() == "" {
@@ -573,4 +583,41 @@ func FuzzParse(f *testing.F) {
 		p.Match(cert)
 		p.Match(nil)
 	})
+}
+
+// checkScopeProperties checks what FuzzParse asserts about the CA a
+// pattern names: a scoped pattern is exactly the unscoped one plus a
+// "from ca:" suffix that names a hash, it never matches a bare leaf, and it
+// matches a verified chain only when its name matches the leaf and its CA is
+// the chain's CA.
+func checkScopeProperties(t *testing.T, s string, leaf, ca *x509.Certificate, chains [][]*x509.Certificate) {
+	t.Helper()
+	p, err := Parse(s)
+	if err != nil {
+		return
+	}
+	name, ref, scoped := strings.Cut(p.String(), " from ca:")
+	if scoped != p.Scoped() || scoped && ref != p.CA {
+		t.Fatalf("Parse(%q) = %q: Scoped() = %v, CA = %q", s, p, p.Scoped(), p.CA)
+	}
+	if scoped && !strings.HasPrefix(p.CA, "sha256:") && !strings.HasPrefix(p.CA, "spki:") {
+		t.Fatalf("Parse(%q): CA %q is not a hash", s, p.CA)
+	}
+	if u := p.Unscoped(); u.String() != name || u.Scoped() {
+		t.Fatalf("Parse(%q).Unscoped() = %q, want %q", s, u, name)
+	}
+	if p.NeedsCA() && (scoped || p.Kind == KindSHA256 || p.Kind == KindSPKI) {
+		t.Fatalf("Parse(%q): NeedsCA() for a pin or a scoped pattern", s)
+	}
+	if scoped && p.Match(leaf) {
+		t.Fatalf("Parse(%q) matched a bare leaf although it names a CA", s)
+	}
+	caMatches := p.CA == "sha256:"+Fingerprint(ca) || p.CA == "spki:"+SPKIHash(ca)
+	want := p.Unscoped().Match(leaf) && (!scoped || caMatches)
+	if got := p.MatchVerified(chains); got != want {
+		t.Fatalf("Parse(%q).MatchVerified = %v, want %v", s, got, want)
+	}
+	if p.MatchVerified(nil) {
+		t.Fatalf("Parse(%q) matched no chains", s)
+	}
 }

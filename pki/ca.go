@@ -47,6 +47,9 @@ type InitOptions struct {
 	CommonName string        // subject CN; "" means DefaultCAName
 	KeyType    KeyType       // "" means ecdsa-p256
 	Validity   time.Duration // 0 means DefaultCAValidity
+	// Intermediates lets the CA sign partners' intermediate CAs (path
+	// length 1) with SignIntermediate; by default it signs only leaves.
+	Intermediates bool
 }
 
 // A CA is a certificate authority: its certificate, its key, and the record
@@ -132,6 +135,9 @@ func NewCA(opts InitOptions) (*CA, error) {
 		MaxPathLen:            0,
 		MaxPathLenZero:        true,
 	}
+	if opts.Intermediates {
+		tmpl.MaxPathLen, tmpl.MaxPathLenZero = 1, false
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
 		return nil, fmt.Errorf("sign CA certificate: %w", err)
@@ -160,27 +166,7 @@ func Init(dir string, opts InitOptions) (*CA, error) {
 		return nil, err
 	}
 	ca.Dir = dir
-	keyPEM, err := MarshalKeyPEM(ca.Key)
-	if err != nil {
-		return nil, err
-	}
-	err = writeFileAtomic(filepath.Join(dir, KeyFile), keyPEM, 0o600)
-	if err == nil {
-		err = writeFileAtomic(filepath.Join(dir, CertFile), CertPEM(ca.Cert), 0o644)
-	}
-	if err == nil {
-		err = ca.saveIndex()
-	}
-	if err == nil {
-		err = ca.saveRevoked()
-	}
-	if err == nil {
-		_, err = ca.CRL(DefaultCRLValidity)
-	}
-	if err != nil {
-		for _, name := range []string{KeyFile, CertFile, IndexFile, RevokedFile, CRLNumberFile, CRLFile} {
-			os.Remove(filepath.Join(dir, name))
-		}
+	if err := ca.writeNew(); err != nil {
 		return nil, err
 	}
 	return ca, nil

@@ -104,6 +104,9 @@ func parseDER(der []byte) ([]Object, error) {
 type DescribeOptions struct {
 	Now time.Time         // zero means time.Now()
 	CA  *x509.Certificate // when set, certificates and CRLs are checked against it
+	// Intermediates may complete a certificate's chain to CA (the CAs that
+	// follow a leaf in a chain file).
+	Intermediates []*x509.Certificate
 }
 
 // Describe writes a human-readable view of o: subject, validity, key, usage,
@@ -195,7 +198,11 @@ func describeCRL(w *writer, l *x509.RevocationList, opts DescribeOptions) {
 func chainState(c *x509.Certificate, opts DescribeOptions) string {
 	roots := x509.NewCertPool()
 	roots.AddCert(opts.CA)
-	_, err := c.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: opts.Now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	inter := x509.NewCertPool()
+	for _, ic := range opts.Intermediates {
+		inter.AddCert(ic)
+	}
+	_, err := c.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: opts.Now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 	if err != nil {
 		return fmt.Sprintf("DOES NOT VERIFY with %s: %v", dn(opts.CA.Subject.String()), err)
 	}

@@ -232,7 +232,7 @@ func (ca *CA) Issue(opts IssueOptions) (certPEM, keyPEM []byte, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return CertPEM(cert), keyPEM, nil
+	return ca.ChainPEM(cert), keyPEM, nil
 }
 
 // RequestOptions describe a certificate request (CSR) a partner makes
@@ -398,6 +398,9 @@ func (ca *CA) draft(names Names, pub crypto.PublicKey, usage Usage, validity tim
 	if notAfter.After(ca.Cert.NotAfter) {
 		return nil, fmt.Errorf("the certificate would outlive the CA (CA valid until %s): choose a validity under %s, or make a new CA", ca.Cert.NotAfter.UTC().Format(time.RFC3339), days(ca.Cert.NotAfter.Sub(now)))
 	}
+	if err := ca.checkPermitted(names); err != nil {
+		return nil, err
+	}
 	serial, err := randomSerial()
 	if err != nil {
 		return nil, err
@@ -451,7 +454,7 @@ func (d *Draft) Sign() (*x509.Certificate, error) {
 		Serial:     serial,
 		Subject:    cert.Subject.String(),
 		Identities: identity.Identities(cert),
-		Usage:      usageOf(cert).String(),
+		Usage:      recordUsage(cert),
 		NotBefore:  cert.NotBefore,
 		NotAfter:   cert.NotAfter,
 		IssuedAt:   ca.now().UTC(),
@@ -484,4 +487,13 @@ func days(d time.Duration) string {
 		return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
 	}
 	return d.Round(time.Minute).String()
+}
+
+// recordUsage is the usage written in the index: server, client, both, or
+// "ca" for a partner's intermediate CA.
+func recordUsage(c *x509.Certificate) string {
+	if c.IsCA {
+		return "ca"
+	}
+	return usageOf(c).String()
 }

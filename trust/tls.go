@@ -305,7 +305,7 @@ func (c *Credentials) verifyConnection(m *Material, cs tls.ConnectionState, side
 	}
 	leaf := cs.PeerCertificates[0]
 	if len(peers) > 0 {
-		if _, ok := peers.Match(leaf); !ok {
+		if _, ok := peers.MatchVerified(cs.VerifiedChains); !ok {
 			return &PinError{Cert: leaf, Pins: peers.Strings()}
 		}
 	}

@@ -68,6 +68,9 @@ type Tunnel struct {
 	// Peer is the verified peer leaf certificate (nil over a connection
 	// without TLS, which only tests use).
 	Peer *x509.Certificate
+	// Chains are Peer's verified chains, leaf first, each ending at a CA of
+	// the local bundle: what identity patterns that name a CA match.
+	Chains [][]*x509.Certificate
 
 	sess        *yamux.Session
 	conn        *tunnelConn
@@ -102,9 +105,11 @@ func New(conn net.Conn, isClient bool, opts Options) (*Tunnel, error) {
 		return nil, err
 	}
 	t := &Tunnel{sess: sess, conn: tc, ylog: ylog}
-	if certs := t.ConnectionState().PeerCertificates; len(certs) > 0 {
-		t.Peer = certs[0]
+	cs := t.ConnectionState()
+	if len(cs.PeerCertificates) > 0 {
+		t.Peer = cs.PeerCertificates[0]
 	}
+	t.Chains = cs.VerifiedChains
 	return t, nil
 }
 

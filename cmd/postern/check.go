@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/postern-tunnel/postern/agent"
 	"github.com/postern-tunnel/postern/config"
 	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/trust"
@@ -53,6 +54,12 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	r.ok("config %s: %d server(s), %d client(s), %d forward(s), %d service(s)",
 		f.config, len(cfg.Servers), len(cfg.Clients), len(cfg.Forwards), len(cfg.Services))
 	checkServices(r, cfg)
+	if errs := agent.CheckCAScopes(cfg); len(errs) > 0 {
+		r.section("issuing CAs")
+		for _, err := range errs {
+			r.fail("%v", err)
+		}
+	}
 	for _, s := range cfg.Servers {
 		r.section("server %s (line %d)", s.Listen, s.Line)
 		checkEndpoint(r, s.TLS, x509.ExtKeyUsageServerAuth)

@@ -42,6 +42,7 @@ func pkiCommands() []pkiCommand {
 		{"issue", "--usage server|client|both --dns NAME ...", "make a key and a certificate here", pkiIssue},
 		{"request", "--cn NAME ...", "(partner) make a key and a CSR; the key stays here", pkiRequest},
 		{"sign", "--usage server|client|both FILE.csr", "(CA) show a partner's CSR, then sign it", pkiSign},
+		{"intermediate", "--cn NAME --permit-dns DOMAIN ... --out DIR", "(CA) a name-constrained CA for a partner", pkiIntermediate},
 		{"revoke", "[--reason R] SERIAL|FILE.crt", "revoke a certificate and rewrite the CRL", pkiRevoke},
 		{"crl", "[--crl-validity 7d]", "re-sign the CRL with a new next update", pkiCRL},
 		{"show", "[--ca CA.crt] FILE...", "describe certificates, CSRs, CRLs and keys", pkiShow},
@@ -71,7 +72,7 @@ func pkiUsage(w io.Writer) {
 	fmt.Fprintln(w, "usage: postern pki ACTION [flags]")
 	fmt.Fprintln(w)
 	for _, c := range pkiCommands() {
-		fmt.Fprintf(w, "  postern pki %-7s %-42s %s\n", c.name, c.args, c.what)
+		fmt.Fprintf(w, "  postern pki %-12s %-42s %s\n", c.name, c.args, c.what)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Run `postern pki ACTION -h` for the flags of one action.")
@@ -156,19 +157,23 @@ type pkiInitFlags struct {
 	cn       string
 	keyType  pkiKeyTypeFlag
 	validity pkiDurationFlag
+
+	intermediates bool
 }
 
 func pkiInit(env pkiEnv, args []string) int {
 	f := pkiInitFlags{validity: pkiDurationFlag(pki.DefaultCAValidity)}
-	fs := pkiFlags("init", "[--dir DIR] [--cn NAME] [--key-type TYPE] [--validity 10y]", env.stderr)
+	fs := pkiFlags("init", "[--dir DIR] [--cn NAME] [--key-type TYPE] [--validity 10y] [--intermediates]", env.stderr)
 	fs.StringVar(&f.dir, "dir", "pki", "CA `folder` to create")
 	fs.StringVar(&f.cn, "cn", pki.DefaultCAName, "common `name` of the CA, shown to peers in errors")
 	fs.Var(&f.keyType, "key-type", "CA key `type`: "+pkiKeyTypeNames())
 	fs.Var(&f.validity, "validity", "how long the CA is valid (`DURATION`: 10y, 365d, 720h)")
+	fs.BoolVar(&f.intermediates, "intermediates", false, "let this CA sign partners' name-constrained CAs (`postern pki intermediate`)")
 	if _, code, ok := pkiParse(fs, args, 0, 0); !ok {
 		return code
 	}
-	ca, err := pki.Init(f.dir, pki.InitOptions{CommonName: f.cn, KeyType: pki.KeyType(f.keyType), Validity: time.Duration(f.validity)})
+	ca, err := pki.Init(f.dir, pki.InitOptions{CommonName: f.cn, KeyType: pki.KeyType(f.keyType), Validity: time.Duration(f.validity),
+		Intermediates: f.intermediates})
 	if errors.Is(err, pki.ErrExists) {
 		return pkiFail(env, "init", fmt.Errorf("%v: use it with --dir %s, or choose another --dir", err, f.dir))
 	}
@@ -181,6 +186,9 @@ func pkiInit(env pkiEnv, args []string) int {
 	fmt.Fprintf(w, "  %-24s the CA's private key: keep it secret and backed up\n", filepath.Join(f.dir, pki.KeyFile))
 	fmt.Fprintf(w, "  %-24s give to every agent as tls.crl; re-sign it every few days with `postern pki crl`\n", filepath.Join(f.dir, pki.CRLFile))
 	fmt.Fprintf(w, "next: postern pki issue --dir %s --usage server --dns HOST\n", f.dir)
+	if f.intermediates {
+		fmt.Fprintf(w, "partners' CAs: postern pki intermediate --dir %s --cn \"Partner A CA\" --permit-dns partner-a.example.com --out partner-a-ca\n", f.dir)
+	}
 	return 0
 }
 
@@ -349,7 +357,7 @@ func pkiSign(env pkiEnv, args []string) int {
 	if err != nil {
 		return pkiFail(env, "sign", err)
 	}
-	if err := pkiWriteNew(crtPath, pki.CertPEM(cert), 0o644); err != nil {
+	if err := pkiWriteNew(crtPath, ca.ChainPEM(cert), 0o644); err != nil {
 		return pkiFail(env, "sign", fmt.Errorf("%w (the certificate is signed and in %s; serial %s)", err, pki.IndexFile, pki.FormatSerial(cert.SerialNumber)))
 	}
 	fmt.Fprintf(env.stdout, "signed serial %s, valid until %s: wrote %s\n", pki.FormatSerial(cert.SerialNumber), pkiDate(cert.NotAfter), crtPath)
@@ -533,6 +541,12 @@ func pkiShow(env pkiEnv, args []string) int {
 			fmt.Fprintln(env.stdout)
 		}
 		fmt.Fprintf(env.stdout, "%s:\n", name)
+		opts.Intermediates = nil // a chain file: the leaf's CAs follow it
+		for _, o := range objs {
+			if o.Certificate != nil && o.Certificate.IsCA {
+				opts.Intermediates = append(opts.Intermediates, o.Certificate)
+			}
+		}
 		for _, o := range objs {
 			fmt.Fprint(env.stdout, pki.Describe(o, opts))
 		}
