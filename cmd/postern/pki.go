@@ -12,10 +12,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/postern-tunnel/postern/config"
 	"github.com/postern-tunnel/postern/pki"
 )
 
@@ -730,45 +730,26 @@ func pkiKeyTypeNames() string {
 	return strings.Join(names, ", ")
 }
 
-// pkiDurationFlag reads Go durations plus whole days ("90d") and years
-// ("10y", 365 days each).
+// pkiDurationFlag reads durations the way config keys do (config.ParseDuration):
+// Go durations plus whole days ("90d") and years ("10y", 365 days each).
 type pkiDurationFlag time.Duration
 
-func (d *pkiDurationFlag) String() string { return pkiFormatDuration(time.Duration(*d)) }
+func (d *pkiDurationFlag) String() string { return config.FormatDuration(time.Duration(*d)) }
 func (d *pkiDurationFlag) Set(s string) error {
 	v, err := pkiParseDuration(s)
 	*d = pkiDurationFlag(v)
 	return err
 }
 
+// pkiParseDuration is config.ParseDuration, refusing zero: a certificate or
+// CRL valid for no time at all is never what was meant.
 func pkiParseDuration(s string) (time.Duration, error) {
-	bad := fmt.Errorf("%q is not a positive duration: write 90d, 10y, 12h or 30m", s)
-	unit := strings.TrimLeft(s, "0123456789")
-	if unit != "d" && unit != "y" {
-		v, err := time.ParseDuration(s)
-		if err != nil || v <= 0 {
-			return 0, bad
-		}
-		return v, nil
+	v, err := config.ParseDuration(s)
+	if err != nil {
+		return 0, err
 	}
-	count, err := strconv.Atoi(strings.TrimSuffix(s, unit))
-	if unit == "y" {
-		count *= 365
+	if v <= 0 {
+		return 0, fmt.Errorf("invalid duration %q: must be more than zero, like \"90d\"", s)
 	}
-	if err != nil || count <= 0 || count > 100*365 || len(s) > 8 {
-		return 0, bad
-	}
-	return time.Duration(count) * 24 * time.Hour, nil
-}
-
-func pkiFormatDuration(d time.Duration) string {
-	switch {
-	case d == 0:
-		return "0"
-	case d%(365*24*time.Hour) == 0:
-		return fmt.Sprintf("%dy", d/(365*24*time.Hour))
-	case d%(24*time.Hour) == 0:
-		return fmt.Sprintf("%dd", d/(24*time.Hour))
-	}
-	return d.String()
+	return v, nil
 }

@@ -235,7 +235,7 @@ func TestPKIErrors(t *testing.T) {
 		{"init twice", []string{"init", "--dir", caDir}, 1, "postern pki init: " + filepath.Join(caDir, pki.CertFile) + ": a CA already exists there: use it with --dir " + caDir + ", or choose another --dir"},
 		{"issue without usage", []string{"issue", "--dir", caDir, "--cn", "x"}, 2, "postern pki issue: --usage is required: server (accepts tunnels), client (dials tunnels) or both"},
 		{"issue bad usage", []string{"issue", "--usage", "sideways"}, 2, `invalid value "sideways" for flag -usage: unknown usage "sideways": use server (accepts tunnels), client (dials tunnels) or both`},
-		{"issue bad validity", []string{"issue", "--validity", "5w"}, 2, `invalid value "5w" for flag -validity: "5w" is not a positive duration: write 90d, 10y, 12h or 30m`},
+		{"issue bad validity", []string{"issue", "--validity", "5w"}, 2, `invalid value "5w" for flag -validity: invalid duration "5w": use a number with a unit: ms, s, m, h, d (days) or y (365 days), like "10s", "2m", "12h" or "30d"`},
 		{"issue bad ip", []string{"issue", "--ip", "10.0.0.300"}, 2, `invalid value "10.0.0.300" for flag -ip: "10.0.0.300" is not an IP address`},
 		{"issue no CA", []string{"issue", "--dir", noCA, "--usage", "client", "--cn", "x", "--out", filepath.Join(dir, "x")}, 1, "postern pki issue: no CA in " + noCA},
 		{"issue over a file", []string{"issue", "--dir", caDir, "--usage", "client", "--cn", "taken", "--out", filepath.Join(dir, "taken")}, 1, "postern pki issue: " + filepath.Join(dir, "taken.crt") + " already exists: remove it or choose another --out"},
