@@ -190,7 +190,7 @@ func Parse(path string, data []byte) (*Config, error) {
 	if undecoded := md.Undecoded(); len(undecoded) > 0 {
 		k := undecoded[0]
 		line, col := keyPosition(data, k)
-		return nil, &Error{File: path, Line: line, Col: col, Msg: fmt.Sprintf("unknown key %q", k.String())}
+		return nil, &Error{File: path, Line: line, Col: col, Msg: fmt.Sprintf("unknown key %q", k.String()) + didYouMean(suggestKey(k))}
 	}
 	c.setLines(data)
 	c.SetDefaults()

@@ -108,7 +108,7 @@ func checkAddress(s string) error {
 	if err != nil {
 		var ae *net.AddrError
 		if errors.As(err, &ae) {
-			return fmt.Errorf("%q: %s", s, ae.Err)
+			return fmt.Errorf("%q: %s%s", s, ae.Err, didYouMean(suggestAddress(s)))
 		}
 		return fmt.Errorf("%q: %v", s, err)
 	}
