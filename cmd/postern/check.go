@@ -165,7 +165,7 @@ func checkEndpoint(r *checkReport, t config.TLS, usage x509.ExtKeyUsage) bool {
 		read("crl", c)
 	}
 	if _, ok := files[t.Key]; ok {
-		if p := keyPermissionProblem(t.Key); p != "" {
+		if p := tunnel.KeyPermissionProblem(t.Key); p != "" {
 			r.warn("key %s: %s", t.Key, p)
 		}
 	}
