@@ -36,6 +36,8 @@ type Config struct {
 
 	// Path is the file the config was loaded from ("" when built in code).
 	Path string `toml:"-"`
+
+	lines keyLines // where each key is written, for messages (TLSKeyAt)
 }
 
 // TLS holds certificate material. [tls] sets the agent's defaults; a
@@ -193,6 +195,8 @@ func Parse(path string, data []byte) (*Config, error) {
 		return nil, &Error{File: path, Line: line, Col: col, Msg: fmt.Sprintf("unknown key %q", k.String()) + didYouMean(suggestKey(k))}
 	}
 	c.setLines(data)
+	c.lines = keyLines{}
+	c.lines.record(data)
 	c.SetDefaults()
 	c.resolvePaths(filepath.Dir(path))
 	if err := c.Validate(); err != nil {

@@ -136,6 +136,9 @@ func LoadKeyPair(certFile, keyFile string) (tls.Certificate, *x509.Certificate, 
 
 func keyPair(f Files, certPEM, keyPEM []byte) (tls.Certificate, *x509.Certificate, error) {
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil && Swapped(certPEM, keyPEM) {
+		return tls.Certificate{}, nil, &SwappedError{Cert: f.Cert, Key: f.Key}
+	}
 	if err != nil {
 		return tls.Certificate{}, nil, explainKeyPair(f, err)
 	}

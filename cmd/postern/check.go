@@ -52,14 +52,15 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	r.ok("config %s: %d server(s), %d client(s), %d forward(s), %d service(s)",
 		f.config, len(cfg.Servers), len(cfg.Clients), len(cfg.Forwards), len(cfg.Services))
 	checkServices(r, cfg)
-	for _, s := range cfg.Servers {
+	for i, s := range cfg.Servers {
 		r.section("server %s (line %d)", s.Listen, s.Line)
-		checkEndpoint(r, s.TLS, x509.ExtKeyUsageServerAuth)
+		checkEndpoint(r, s.TLS, x509.ExtKeyUsageServerAuth, func(key string) string { return cfg.TLSKeyAt("server", i, key) })
 	}
 	creds := map[string]*tunnel.Credentials{}
-	for _, c := range cfg.Clients {
+	for i, c := range cfg.Clients {
 		r.section("client %q (line %d)", c.Name, c.Line)
-		if ok := checkEndpoint(r, c.TLS, x509.ExtKeyUsageClientAuth) && checkPins(r, c.Peer); ok {
+		at := func(key string) string { return cfg.TLSKeyAt("client", i, key) }
+		if ok := checkEndpoint(r, c.TLS, x509.ExtKeyUsageClientAuth, at) && checkPins(r, c.Peer); ok {
 			if m, err := tunnel.LoadMaterial(filesOf(c.TLS)); err == nil {
 				creds[c.Name] = tunnel.NewCredentials(m)
 			}
@@ -146,8 +147,9 @@ func checkServices(r *checkReport, cfg *config.Config) {
 }
 
 // checkEndpoint checks the certificate material of one [[server]] or
-// [[client]] and reports whether it would load.
-func checkEndpoint(r *checkReport, t config.TLS, usage x509.ExtKeyUsage) bool {
+// [[client]] and reports whether it would load. at says where a [tls] key
+// is set ("postern.toml:3").
+func checkEndpoint(r *checkReport, t config.TLS, usage x509.ExtKeyUsage, at func(key string) string) bool {
 	errorsBefore := r.errors
 	files := map[string][]byte{}
 	read := func(role, path string) {
@@ -163,6 +165,11 @@ func checkEndpoint(r *checkReport, t config.TLS, usage x509.ExtKeyUsage) bool {
 	read("ca", t.CA)
 	for _, c := range t.CRL {
 		read("crl", c)
+	}
+	if files[t.Cert] != nil && files[t.Key] != nil && tunnel.Swapped(files[t.Cert], files[t.Key]) {
+		r.fail("cert = %s (%s) holds a private key and key = %s (%s) holds a certificate: swap them",
+			t.Cert, at("cert"), t.Key, at("key"))
+		return false
 	}
 	if _, ok := files[t.Key]; ok {
 		if p := tunnel.KeyPermissionProblem(t.Key); p != "" {
