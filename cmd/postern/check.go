@@ -431,10 +431,16 @@ func connectOnce(addr, serverName string, creds *tunnel.Credentials, pins identi
 		identity.Describe(peer), tls.VersionName(cs.Version), peer.SerialNumber.Text(16), stamp(peer.NotAfter)), nil
 }
 
+// unwrapOpError drops the "dial tcp ADDR: connect: " a failed dial
+// repeats, leaving "connection refused".
 func unwrapOpError(err error) error {
 	var op *net.OpError
 	if errors.As(err, &op) && op.Err != nil {
-		return op.Err
+		err = op.Err
+	}
+	var se *os.SyscallError
+	if errors.As(err, &se) {
+		return se.Err
 	}
 	return err
 }

@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
+	"syscall"
 	"strings"
 	"testing"
 
@@ -49,5 +51,14 @@ cert = %q
 	_, out = checkRun(t, "-c", path)
 	if want := "(postern.toml:8) holds a private key and key = " + site.Cert + " (postern.toml:7)"; !strings.Contains(out, want) {
 		t.Errorf("output:\n%s\nwant %q", out, want)
+	}
+}
+
+// TestUnwrapOpError: a refused dial reads "connect: connection refused",
+// not "connect: connect: connection refused".
+func TestUnwrapOpError(t *testing.T) {
+	err := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	if got := fmt.Errorf("connect: %w", unwrapOpError(err)).Error(); got != "connect: connection refused" {
+		t.Errorf("got %q", got)
 	}
 }
