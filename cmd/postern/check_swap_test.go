@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"syscall"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/postern-tunnel/postern/internal/testca"
