@@ -19,7 +19,7 @@ import (
 	"github.com/postern-tunnel/postern/tunnel"
 )
 
-// `postern check -c FILE [--connect]` validates a config and everything it
+// `postern check [-c FILE] [--connect]` validates a config and everything it
 // points at, the way the agent will load it, and says what is wrong in one
 // line per problem. With --connect it also opens each configured tunnel.
 // Exit status: 0 when nothing is wrong (warnings allowed), 1 on any error,
@@ -34,17 +34,19 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	var f checkFlags
 	fs := flag.NewFlagSet("postern check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&f.config, "c", "", "config `FILE` (TOML)")
+	fs.StringVar(&f.config, "c", "", "config `FILE` (TOML; default "+config.DefaultPath()+")")
 	fs.BoolVar(&f.connect, "connect", false, "also open each [[client]] tunnel and report the result")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if f.config == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: postern check -c FILE [--connect]")
+	if fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: postern check [-c FILE] [--connect]")
 		return 2
 	}
+	defaulted := f.config == ""
+	f.config = configPath(f.config, "check", stdout)
 	r := &checkReport{w: stdout, now: time.Now()}
-	cfg, err := config.Load(f.config)
+	cfg, err := loadConfig(f.config, defaulted)
 	if err != nil {
 		r.fail("%v", err)
 		return r.finish()

@@ -163,8 +163,8 @@ server_name = "hub.test"
 
 // TestCheckUsage: a missing -c is a usage error, a bad config a plain one.
 func TestCheckUsage(t *testing.T) {
-	if code, _ := checkRun(t); code != 2 {
-		t.Errorf("no -c: exit %d, want 2", code)
+	if code, _ := checkRun(t, "extra"); code != 2 {
+		t.Errorf("an argument: exit %d, want 2", code)
 	}
 	path := writeTOML(t, t.TempDir(), "name = 3\n")
 	code, out := checkRun(t, "-c", path)
