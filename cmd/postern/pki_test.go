@@ -238,7 +238,7 @@ func TestPKIErrors(t *testing.T) {
 		{"issue bad validity", []string{"issue", "--validity", "5w"}, 2, `invalid value "5w" for flag -validity: invalid duration "5w": use a number with a unit: ms, s, m, h, d (days) or y (365 days), like "10s", "2m", "12h" or "30d"`},
 		{"issue bad ip", []string{"issue", "--ip", "10.0.0.300"}, 2, `invalid value "10.0.0.300" for flag -ip: "10.0.0.300" is not an IP address`},
 		{"issue no CA", []string{"issue", "--dir", noCA, "--usage", "client", "--cn", "x", "--out", filepath.Join(dir, "x")}, 1, "postern pki issue: no CA in " + noCA},
-		{"issue over a file", []string{"issue", "--dir", caDir, "--usage", "client", "--cn", "taken", "--out", filepath.Join(dir, "taken")}, 1, "postern pki issue: " + filepath.Join(dir, "taken.crt") + " already exists: remove it or choose another --out"},
+		{"issue over a file", []string{"issue", "--dir", caDir, "--usage", "client", "--cn", "taken", "--out", filepath.Join(dir, "taken")}, 1, "postern pki issue: " + filepath.Join(dir, "taken.crt") + " already exists: remove it or choose another --out; to renew it in place: postern pki issue --renew --out " + filepath.Join(dir, "taken")},
 		{"issue nothing to name", []string{"issue", "--dir", caDir, "--usage", "client"}, 2, "postern pki issue: --out PREFIX is required when there is no --cn or --dns to name the files after"},
 		{"issue no identity", []string{"issue", "--dir", caDir, "--usage", "client", "--out", filepath.Join(dir, "anon")}, 1, "postern pki issue: no identity: give a common name, a DNS name, an IP address or a URI"},
 		{"issue extra argument", []string{"issue", "--usage", "client", "stray"}, 2, `postern pki issue: unexpected argument "stray": this action takes flags only`},
