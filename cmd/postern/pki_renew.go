@@ -114,4 +114,3 @@ func pkiUsageOf(c *x509.Certificate) pki.Usage {
 	}
 	return u
 }
-
