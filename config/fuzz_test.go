@@ -23,6 +23,10 @@ func FuzzParse(f *testing.F) {
 		"a.b.c = 1\n[x.y]\nz = [1, \"2\"]\n",
 		"[[server]]\nlisten = \":0\"\nmux = false\n",
 		"[tls]\ncrl = \"x\"\n",
+		validClient + "[[forward]]\nlisten = \"::1:7445\"\nservice = \"a\"\nvia = \"hub\"\n",
+		validClient + "[[service]]\nname = \"a\"\ntarget = \"h:1\"\nallow = [\"CN=site-a\"]\n",
+		"[[client]]\nname = \"hub\"\nserver = [\"h:1\"]\n",
+		"[tls]\nexpiry_warning = \"30d\"\n",
 	} {
 		f.Add([]byte(seed))
 	}
