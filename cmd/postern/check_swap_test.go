@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/postern-tunnel/postern/agent"
 	"github.com/postern-tunnel/postern/internal/testca"
 )
 
@@ -60,5 +63,27 @@ func TestUnwrapOpError(t *testing.T) {
 	err := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
 	if got := fmt.Errorf("connect: %w", unwrapOpError(err)).Error(); got != "connect: connection refused" {
 		t.Errorf("got %q", got)
+	}
+}
+
+// TestRunSwappedCertAndKey: `postern run` says the same as check, with the
+// lines of [tls] that set the two paths.
+func TestRunSwappedCertAndKey(t *testing.T) {
+	dir := t.TempDir()
+	ca := testca.New(t, "Test CA")
+	site := ca.Issue(t, testca.Options{CN: "site-a"}).Write(t, dir, "site", ca)
+	path := writeTOML(t, dir, fmt.Sprintf(`[tls]
+cert = %q
+key = %q
+ca = %q
+
+[[client]]
+name = "hub"
+servers = ["127.0.0.1:7443"]
+`, site.Key, site.Cert, site.CA))
+	err := runAgent(context.Background(), path, io.Discard, func(*agent.Agent) {})
+	want := fmt.Sprintf("cert = %s holds a private key and key = %s holds a certificate: swap them (cert set at postern.toml:2, key at postern.toml:3)", site.Key, site.Cert)
+	if err == nil || !strings.HasSuffix(err.Error(), want) {
+		t.Errorf("got %v\nwant it to end in %s", err, want)
 	}
 }
