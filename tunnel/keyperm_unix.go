@@ -31,8 +31,11 @@ func KeyPermissionProblem(path string) string {
 // keyModeProblem is the rule behind KeyPermissionProblem; own reports
 // whether gid is a group the agent runs with.
 func keyModeProblem(path string, mode os.FileMode, gid int, group string, own func(gid int) bool) string {
-	if mode&0o007 != 0 {
+	switch {
+	case mode&0o004 != 0:
 		return fmt.Sprintf("readable by every user (mode %04o): chmod o-rwx %s", mode, path)
+	case mode&0o003 != 0:
+		return fmt.Sprintf("writable by every user (mode %04o): chmod o-rwx %s", mode, path)
 	}
 	if mode&0o070 == 0 || group == ServiceGroup || own(gid) {
 		return ""

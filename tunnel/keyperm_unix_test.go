@@ -31,6 +31,7 @@ func TestKeyModeProblem(t *testing.T) {
 			`readable by group "4242" (mode 0640)`},
 		{"others, service group", 0o644, 998, "postern", "readable by every user (mode 0644): chmod o-rwx /k.key"},
 		{"others only", 0o604, 1000, "site", "readable by every user (mode 0604): chmod o-rwx /k.key"},
+		{"others may write", 0o602, 998, "postern", "writable by every user (mode 0602): chmod o-rwx /k.key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := keyModeProblem("/k.key", tc.mode, tc.gid, tc.group, own)
