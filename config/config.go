@@ -39,6 +39,8 @@ type Config struct {
 
 	// Path is the file the config was loaded from ("" when built in code).
 	Path string `toml:"-"`
+
+	lines keyLines // where each key is written, for messages (TLSKeyAt)
 }
 
 // TLS holds certificate material. [tls] sets the agent's defaults; a
@@ -193,9 +195,11 @@ func Parse(path string, data []byte) (*Config, error) {
 	if undecoded := md.Undecoded(); len(undecoded) > 0 {
 		k := undecoded[0]
 		line, col := keyPosition(data, k)
-		return nil, &Error{File: path, Line: line, Col: col, Msg: fmt.Sprintf("unknown key %q", k.String())}
+		return nil, &Error{File: path, Line: line, Col: col, Msg: fmt.Sprintf("unknown key %q", k.String()) + didYouMean(suggestKey(k))}
 	}
 	c.setLines(data)
+	c.lines = keyLines{}
+	c.lines.record(data)
 	c.SetDefaults()
 	c.resolvePaths(filepath.Dir(path))
 	if err := c.Validate(); err != nil {

@@ -26,6 +26,10 @@ func FuzzParse(f *testing.F) {
 		validClient + "[[service]]\nname = \"a\"\ntarget = \"db:1\"\nallow = [\"* from ca:sha256:ab\", \"dns:a from ca:spki:cd\"]\n",
 		validClient + "[[service]]\nname = \"a\"\ntarget = \"db:1\"\nallow = [\"cn:x from ca:cn:y\", \"cn:x from y\"]\n",
 		validClient + "[[forward]]\nlisten = \"127.0.0.1:1\"\nservice = \"a\"\nvia = \"* from ca:sha256:ab\"\n",
+		validClient + "[[forward]]\nlisten = \"::1:7445\"\nservice = \"a\"\nvia = \"hub\"\n",
+		validClient + "[[service]]\nname = \"a\"\ntarget = \"h:1\"\nallow = [\"CN=site-a\"]\n",
+		"[[client]]\nname = \"hub\"\nserver = [\"h:1\"]\n",
+		"[tls]\nexpiry_warning = \"30d\"\n",
 	} {
 		f.Add([]byte(seed))
 	}

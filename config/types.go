@@ -9,7 +9,8 @@ import (
 	"time"
 )
 
-// Duration is a time.Duration written as a string ("10s", "1m30s").
+// Duration is a time.Duration written as a string ("10s", "1m30s", "30d");
+// see ParseDuration.
 //
 // A bare TOML integer is rejected: the TOML decoder would otherwise read 10 as
 // ten nanoseconds, which is never what a person meant.
@@ -19,14 +20,11 @@ type Duration time.Duration
 func (d *Duration) UnmarshalTOML(v any) error {
 	s, ok := v.(string)
 	if !ok {
-		return fmt.Errorf("duration must be a string with a unit, like \"10s\" or \"2m\" (got %v)", v)
+		return fmt.Errorf("duration must be a string with a unit: %s (got %v)", DurationUnits, v)
 	}
-	parsed, err := time.ParseDuration(strings.TrimSpace(s))
+	parsed, err := ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("invalid duration %q: use a number with a unit, like \"10s\" or \"2m\"", s)
-	}
-	if parsed < 0 {
-		return fmt.Errorf("invalid duration %q: must not be negative", s)
+		return err
 	}
 	*d = Duration(parsed)
 	return nil
@@ -110,7 +108,7 @@ func checkAddress(s string) error {
 	if err != nil {
 		var ae *net.AddrError
 		if errors.As(err, &ae) {
-			return fmt.Errorf("%q: %s", s, ae.Err)
+			return fmt.Errorf("%q: %s%s", s, ae.Err, didYouMean(suggestAddress(s)))
 		}
 		return fmt.Errorf("%q: %v", s, err)
 	}

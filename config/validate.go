@@ -259,6 +259,9 @@ func checkAllow(a string) error {
 			return nil
 		}
 	}
+	if hint := suggestIdentity(a); hint != "" {
+		return fmt.Errorf("unknown kind%s (identities are written kind:value, kind one of %s)", didYouMean(hint), strings.Join(identityKinds, " "))
+	}
 	return fmt.Errorf("unknown kind: start with one of %s, or write \"*\" for any verified peer", strings.Join(identityKinds, " "))
 }
 

@@ -48,7 +48,7 @@ func Install(c Config, warnf func(format string, args ...any)) error {
 	}
 	path := filepath.Join(unitDir, c.Name+".service")
 	if existing := findUnit(c.Name); existing != "" {
-		return fmt.Errorf("install service %q: %w (%s): uninstall it first, or choose another --name", c.Name, ErrExists, existing)
+		return existingUnitError(c.Name, existing)
 	}
 	if !systemdRunning() {
 		return fmt.Errorf("install service %q: systemd is not running on this host (no /run/systemd/system): write the unit yourself from `postern service install --print`", c.Name)
@@ -101,7 +101,7 @@ func Uninstall(name string) error {
 	case path == "":
 		return fmt.Errorf("uninstall service %q: %w (no %s.service in %s)", name, ErrNotInstalled, name, unitDir)
 	case filepath.Dir(path) != unitDir:
-		return fmt.Errorf("uninstall service %q: %s comes from a package: remove the package instead", name, path)
+		return packagedUnitError(name, path)
 	}
 	s, err := newService(Config{Name: name})
 	if err != nil {

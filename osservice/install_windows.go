@@ -62,7 +62,7 @@ func Install(c Config, warnf func(format string, args ...any)) error {
 	defer m.Disconnect()
 	if s, err := m.OpenService(c.Name); err == nil {
 		s.Close()
-		return fmt.Errorf("install service %q: %w: uninstall it first, or choose another --name", c.Name, ErrExists)
+		return fmt.Errorf("install service %q: %w: remove it first with `postern service uninstall%s` (or, when the MSI installed it, uninstall Postern in Settings > Apps), or choose another --name", c.Name, ErrExists, nameFlag(c.Name))
 	}
 	ks, err := newService(c)
 	if err != nil {

@@ -28,6 +28,10 @@ GO=${GO:-go}
 DIST=${DIST:-dist}
 VERSION=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}
 NFPM_VERSION=v2.45.2
+# The documentation every artifact carries (the .deb and .rpm list theirs in
+# nfpm.yaml): installing, the README, and certificates with the error
+# reference.
+DOCS=(docs/install.md README.md docs/certificates.md)
 
 # versions sets PKG_VERSION (deb/rpm/archives) and MSI_VERSION (numeric
 # major.minor.build) from VERSION:
@@ -82,14 +86,14 @@ archives() {
 		dir=postern_${PKG_VERSION}_linux_$arch
 		mkdir -p "$WORK/$dir"
 		cp "$WORK/linux_$arch/postern" packaging/postern.toml packaging/systemd/postern.service \
-			packaging/systemd/postern@.service docs/install.md "$WORK/$dir/"
+			packaging/systemd/postern@.service "${DOCS[@]}" "$WORK/$dir/"
 		tar -C "$WORK" --owner=0 --group=0 -czf "$DIST/$dir.tar.gz" "$dir"
 		echo "built $DIST/$dir.tar.gz"
 	done
 	build windows amd64
 	dir=postern_${PKG_VERSION}_windows_amd64
 	mkdir -p "$WORK/$dir"
-	cp "$WORK/windows_amd64/postern.exe" packaging/postern.toml docs/install.md "$WORK/$dir/"
+	cp "$WORK/windows_amd64/postern.exe" packaging/postern.toml "${DOCS[@]}" "$WORK/$dir/"
 	rm -f "$DIST/$dir.zip"
 	(cd "$WORK" && zip -qr "$DIST/$dir.zip" "$dir")
 	echo "built $DIST/$dir.zip"
@@ -117,9 +121,9 @@ msi() {
 	rm -f "$out"
 	# wixl takes only relative source paths.
 	mkdir -p "$WORK/msi"
-	cp "$WORK/windows_amd64/postern.exe" packaging/postern.toml docs/install.md "$WORK/msi/"
+	cp "$WORK/windows_amd64/postern.exe" packaging/postern.toml "${DOCS[@]}" "$WORK/msi/"
 	(cd "$WORK/msi" && wixl -a x64 -D "Version=$MSI_VERSION" -D Exe=postern.exe -D Config=postern.toml \
-		-D Docs=install.md -o "$out" "$OLDPWD/packaging/windows/postern.wxs")
+		-D Docs=install.md -D Readme=README.md -D CertDocs=certificates.md -o "$out" "$OLDPWD/packaging/windows/postern.wxs")
 	# What wixl cannot write from the .wxs:
 	# - the config is Permanent and NeverOverwrite (256|16|128): an upgrade
 	#   or uninstall keeps the user's edited file;

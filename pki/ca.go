@@ -89,6 +89,7 @@ type Revocation struct {
 	RevokedAt time.Time `json:"revoked_at"`
 	Reason    int       `json:"reason"` // RFC 5280 CRLReason
 	Subject   string    `json:"subject,omitempty"`
+	SPKI      string    `json:"spki,omitempty"` // public key fingerprint, when known: a key-compromise revocation bars the key
 }
 
 type indexFile struct {

@@ -195,9 +195,12 @@ type IssueOptions struct {
 	Usage    Usage         // required
 	Validity time.Duration // 0 means DefaultValidity
 	KeyType  KeyType       // "" means ecdsa-p256
+	// Key, when set, is certified instead of a new key (renewal in place:
+	// spki: pins on it keep matching); KeyType is then ignored.
+	Key crypto.Signer
 }
 
-// NewCertificate makes a key and a certificate for it, records the
+// NewCertificate makes a key (or takes opts.Key) and a certificate for it, records the
 // certificate in the index and returns both. Tests in other packages use it
 // to get a ready tls.Certificate without touching files.
 func (ca *CA) NewCertificate(opts IssueOptions) (*x509.Certificate, crypto.Signer, error) {
@@ -205,7 +208,7 @@ func (ca *CA) NewCertificate(opts IssueOptions) (*x509.Certificate, crypto.Signe
 	if err := names.validate(); err != nil {
 		return nil, nil, err
 	}
-	key, err := GenerateKey(opts.KeyType)
+	key, err := keyFor(opts.Key, opts.KeyType)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -240,6 +243,9 @@ func (ca *CA) Issue(opts IssueOptions) (certPEM, keyPEM []byte, err error) {
 type RequestOptions struct {
 	Names           // CommonName defaults to the first DNS name
 	KeyType KeyType // "" means ecdsa-p256
+	// Key, when set, signs the request instead of a new key (renewal with
+	// the same key); KeyType is then ignored.
+	Key crypto.Signer
 }
 
 // NewRequest makes a private key and a certificate request signed by it. The
@@ -249,7 +255,7 @@ func NewRequest(opts RequestOptions) (csrPEM, keyPEM []byte, err error) {
 	if err := names.validate(); err != nil {
 		return nil, nil, err
 	}
-	key, err := GenerateKey(opts.KeyType)
+	key, err := keyFor(opts.Key, opts.KeyType)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -384,6 +390,9 @@ func (ca *CA) draft(names Names, pub crypto.PublicKey, usage Usage, validity tim
 	if usage&^UsageBoth != 0 || usage == 0 {
 		return nil, errors.New("usage is required: server (accepts tunnels), client (dials tunnels) or both")
 	}
+	if err := ca.checkKeyNotCompromised(pub); err != nil {
+		return nil, err
+	}
 	if validity == 0 {
 		validity = DefaultValidity
 	}
@@ -496,4 +505,16 @@ func recordUsage(c *x509.Certificate) string {
 		return "ca"
 	}
 	return usageOf(c).String()
+}
+
+// keyFor returns key when set (after checking it is strong enough), or a
+// new key of type kt.
+func keyFor(key crypto.Signer, kt KeyType) (crypto.Signer, error) {
+	if key == nil {
+		return GenerateKey(kt)
+	}
+	if err := checkPublicKey(key.Public()); err != nil {
+		return nil, err
+	}
+	return key, nil
 }

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/postern-tunnel/postern/identity"
 )
 
 // CRL reason codes (RFC 5280, section 5.3.1) that Revoke accepts.
@@ -96,7 +98,7 @@ func (ca *CA) Revoke(serial *big.Int, reason int) error {
 	if !ok {
 		return fmt.Errorf("serial %s: %w (it is not in %s; check it with `postern pki show CERT`, or revoke by certificate file)", FormatSerial(serial), ErrUnknownSerial, IndexFile)
 	}
-	return ca.revoke(serial, reason, rec.Subject)
+	return ca.revoke(serial, reason, rec.Subject, "")
 }
 
 // RevokeCertificate revokes cert after checking that this CA signed it.
@@ -104,10 +106,12 @@ func (ca *CA) RevokeCertificate(cert *x509.Certificate, reason int) error {
 	if err := cert.CheckSignatureFrom(ca.Cert); err != nil {
 		return fmt.Errorf("certificate %s (serial %s, issuer %s): %w: %v", cert.Subject, FormatSerial(cert.SerialNumber), cert.Issuer, ErrUnknownSerial, err)
 	}
-	return ca.revoke(cert.SerialNumber, reason, cert.Subject.String())
+	return ca.revoke(cert.SerialNumber, reason, cert.Subject.String(), identity.SPKIHash(cert))
 }
 
-func (ca *CA) revoke(serial *big.Int, reason int, subject string) error {
+// revoke records the revocation; spki is the key's fingerprint when the
+// caller has the certificate, otherwise the index's record supplies it.
+func (ca *CA) revoke(serial *big.Int, reason int, subject, spki string) error {
 	if !validReason(reason) {
 		return fmt.Errorf("revocation reason %d is not supported", reason)
 	}
@@ -119,7 +123,10 @@ func (ca *CA) revoke(serial *big.Int, reason int, subject string) error {
 			return fmt.Errorf("serial %s (%s): %w on %s", s, r.Subject, ErrAlreadyRevoked, r.RevokedAt.UTC().Format(time.RFC3339))
 		}
 	}
-	ca.revoked = append(ca.revoked, Revocation{Serial: s, RevokedAt: ca.now().UTC().Truncate(time.Second), Reason: reason, Subject: subject})
+	if spki == "" {
+		spki = ca.spkiOfRecord(s)
+	}
+	ca.revoked = append(ca.revoked, Revocation{Serial: s, RevokedAt: ca.now().UTC().Truncate(time.Second), Reason: reason, Subject: subject, SPKI: spki})
 	if err := ca.saveRevoked(); err != nil {
 		ca.revoked = ca.revoked[:len(ca.revoked)-1]
 		return fmt.Errorf("record revocation of %s in %s: %w", s, RevokedFile, err)

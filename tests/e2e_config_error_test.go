@@ -68,7 +68,7 @@ colour = "auto"
 			toml: `name = "site-a"
 shutdown_timeout = 30
 `,
-			want: `2:20: shutdown_timeout: duration must be a string with a unit, like "10s" or "2m" (got 30)`,
+			want: `2:20: shutdown_timeout: duration must be a string with a unit: ms, s, m, h, d (days) or y (365 days), like "10s", "2m", "12h" or "30d" (got 30)`,
 		},
 		{
 			name: "bare integer duration in a table",
@@ -79,7 +79,7 @@ name = "hub"
 servers = ["hub.example.com:7443"]
 backoff_max = 500
 `,
-			want: `6:15: client.backoff_max: duration must be a string with a unit, like "10s" or "2m" (got 500)`,
+			want: `6:15: client.backoff_max: duration must be a string with a unit: ms, s, m, h, d (days) or y (365 days), like "10s", "2m", "12h" or "30d" (got 500)`,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -82,6 +82,8 @@ func TestPackages(t *testing.T) {
 			`-rw-r--r-- root/root .* \./lib/systemd/system/postern\.service$`,
 			`-rw-r--r-- root/root .* \./lib/systemd/system/postern@\.service$`,
 			`-rw-r--r-- root/root .* \./usr/share/doc/postern/install\.md$`,
+			`-rw-r--r-- root/root .* \./usr/share/doc/postern/README\.md$`,
+			`-rw-r--r-- root/root .* \./usr/share/doc/postern/certificates\.md$`,
 		} {
 			if !regexp.MustCompile(`(?m)^` + want).MatchString(contents) {
 				t.Errorf("dpkg-deb --contents has no line matching %q:\n%s", want, contents)
@@ -178,6 +180,8 @@ sh "$SCRIPTS/postinst" configure
 			"/usr/lib/systemd/system/postern.service  -rw-r--r-- root root",
 			"/usr/lib/systemd/system/postern@.service  -rw-r--r-- root root",
 			"/usr/share/doc/postern/install.md",
+			"/usr/share/doc/postern/README.md",
+			"/usr/share/doc/postern/certificates.md",
 		} {
 			if !strings.Contains(files, want) {
 				t.Errorf("rpm files lack %q:\n%s", want, files)
@@ -223,6 +227,9 @@ sh "$SCRIPTS/postinst" configure
 			{"Upgrade", "{B1850495-7AFE-45F3-BCCF-B9E34FF4C0D0}\t\t" + v + "\t\t513\t\tWIX_UPGRADE_DETECTED"},
 			{"Property", "ProductVersion\t" + v + "\n"},
 			{"File", "PosternExe\tBinary\tpostern.exe\t"},
+			{"File", "InstallDoc\tDocs\tinstall.md\t"},
+			{"File", "ReadmeDoc\tDocs\tREADME.md\t"},
+			{"File", "CertificatesDoc\tDocs\tcertificates.md\t"},
 		}
 		for _, c := range checks {
 			if got := table(c.table); !strings.Contains(got, c.want) {
@@ -235,7 +242,7 @@ sh "$SCRIPTS/postinst" configure
 		for _, arch := range []string{"amd64", "arm64"} {
 			base := "postern_" + v + "_linux_" + arch
 			list := svcMust(t, time.Minute, nil, "tar", "-tzvf", art(base+".tar.gz"))
-			for _, f := range []string{"postern", "postern.toml", "postern.service", "postern@.service", "install.md"} {
+			for _, f := range []string{"postern", "postern.toml", "postern.service", "postern@.service", "install.md", "README.md", "certificates.md"} {
 				if !regexp.MustCompile(`(?m) ` + regexp.QuoteMeta(base+"/"+f) + `$`).MatchString(list) {
 					t.Errorf("%s.tar.gz lacks %s:\n%s", base, f, list)
 				}
@@ -246,7 +253,7 @@ sh "$SCRIPTS/postinst" configure
 		}
 		base := "postern_" + v + "_windows_amd64"
 		list := svcMust(t, time.Minute, nil, "unzip", "-l", art(base+".zip"))
-		for _, f := range []string{"postern.exe", "postern.toml", "install.md"} {
+		for _, f := range []string{"postern.exe", "postern.toml", "install.md", "README.md", "certificates.md"} {
 			if !strings.Contains(list, base+"/"+f) {
 				t.Errorf("%s.zip lacks %s:\n%s", base, f, list)
 			}

@@ -212,7 +212,7 @@ func TestServiceInstallSystemd(t *testing.T) {
 	})
 	t.Run("install again", func(t *testing.T) {
 		out, code := s.run(true, "", install...)
-		check(t, out, code, 1, "already installed (/etc/systemd/system/"+name+".service)", "uninstall it first, or choose another --name")
+		check(t, out, code, 1, "already installed (/etc/systemd/system/"+name+".service)", "remove it first with `postern service uninstall --name "+name+"`, or choose another --name")
 	})
 	t.Run("status", func(t *testing.T) {
 		out, code := s.run(true, "", "service", "status", "--name", name)

@@ -159,8 +159,8 @@ func explainVerify(err error, leaf *x509.Certificate, side Side, trusted []strin
 		return explainInvalid(ci, who, leaf, now)
 	case errors.As(err, &he):
 		names := certNames(he.Certificate)
-		return fmt.Sprintf("%s is not valid for %q: it names %s — set server_name to one of these, or issue a certificate for %q%s",
-			who, he.Host, names, he.Host, facts(he.Certificate))
+		return fmt.Sprintf("%s is not valid for %q: it names %s — set server_name to one of these, or %s%s",
+			who, he.Host, names, reissueHint(he.Host), facts(he.Certificate))
 	}
 	return fmt.Sprintf("%s: %v%s", who, err, facts(leaf))
 }

@@ -236,7 +236,15 @@ func TestExplainHandshakes(t *testing.T) {
 			server: serverConfig(p.hub, p.ca),
 			client: clientConfig(p.site, p.ca, "erp.example.com"),
 			clientWants: []string{`server certificate CN="hub" is not valid for "erp.example.com"`,
-				"it names DNS:hub.example.com", "set server_name"},
+				"it names DNS:hub.example.com", "set server_name", `or issue a certificate for "erp.example.com"`},
+			serverWants: []string{"the client rejected our certificate"},
+		},
+		{
+			name:   "server dialled by IP address, certificate with DNS names only",
+			server: serverConfig(p.hub, p.ca),
+			client: clientConfig(p.site, p.ca, "10.0.0.5"),
+			clientWants: []string{`server certificate CN="hub" is not valid for "10.0.0.5"`,
+				"it names DNS:hub.example.com", "set server_name to one of these, or issue one with --ip 10.0.0.5 (postern pki issue or sign): a server dialled by IP address needs the address as an IP name, not --dns"},
 			serverWants: []string{"the client rejected our certificate"},
 		},
 		{

@@ -79,5 +79,6 @@ func (c *Credentials) Reload() (changed bool, err error) {
 		return false, err
 	}
 	c.Store(m)
+	c.warnKeyPermission(m)
 	return true, nil
 }

@@ -136,6 +136,9 @@ func LoadKeyPair(certFile, keyFile string) (tls.Certificate, *x509.Certificate, 
 
 func keyPair(f Files, certPEM, keyPEM []byte) (tls.Certificate, *x509.Certificate, error) {
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil && Swapped(certPEM, keyPEM) {
+		return tls.Certificate{}, nil, &SwappedError{Cert: f.Cert, Key: f.Key}
+	}
 	if err != nil {
 		return tls.Certificate{}, nil, explainKeyPair(f, err)
 	}
@@ -235,8 +238,13 @@ func (c *Credentials) Load() *Material { return c.cur.Load() }
 func (c *Credentials) Store(m *Material) { c.cur.Store(m) }
 
 // SetLogger sets where warnings that do not stop a handshake go (an OCSP
-// responder that did not answer in soft mode). The default is slog.Default.
-func (c *Credentials) SetLogger(l *slog.Logger) { c.log.Store(l) }
+// responder that did not answer in soft mode, a key file readable by
+// others). The default is slog.Default. Setting it logs the key file's
+// permission problem, if any, so the agent says it at start.
+func (c *Credentials) SetLogger(l *slog.Logger) {
+	c.log.Store(l)
+	c.warnKeyPermission(c.Load())
+}
 
 func (c *Credentials) logger() *slog.Logger {
 	if l := c.log.Load(); l != nil {

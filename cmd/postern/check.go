@@ -21,7 +21,7 @@ import (
 	"github.com/postern-tunnel/postern/tunnel"
 )
 
-// `postern check -c FILE [--connect]` validates a config and everything it
+// `postern check [-c FILE] [--connect]` validates a config and everything it
 // points at, the way the agent will load it, and says what is wrong in one
 // line per problem. With --connect it also opens each configured tunnel.
 // Exit status: 0 when nothing is wrong (warnings allowed), 1 on any error,
@@ -36,17 +36,19 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	var f checkFlags
 	fs := flag.NewFlagSet("postern check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&f.config, "c", "", "config `FILE` (TOML)")
+	fs.StringVar(&f.config, "c", "", "config `FILE` (TOML; default "+config.DefaultPath()+")")
 	fs.BoolVar(&f.connect, "connect", false, "also open each [[client]] tunnel and report the result")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if f.config == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: postern check -c FILE [--connect]")
+	if fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "usage: postern check [-c FILE] [--connect]")
 		return 2
 	}
+	defaulted := f.config == ""
+	f.config = configPath(f.config, "check", stdout)
 	r := &checkReport{w: stdout, now: time.Now()}
-	cfg, err := config.Load(f.config)
+	cfg, err := loadConfig(f.config, defaulted)
 	if err != nil {
 		r.fail("%v", err)
 		return r.finish()
@@ -60,14 +62,15 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 			r.fail("%v", err)
 		}
 	}
-	for _, s := range cfg.Servers {
+	for i, s := range cfg.Servers {
 		r.section("server %s (line %d)", s.Listen, s.Line)
-		checkEndpoint(r, s.TLS, x509.ExtKeyUsageServerAuth)
+		checkEndpoint(r, s.TLS, x509.ExtKeyUsageServerAuth, func(key string) string { return cfg.TLSKeyAt("server", i, key) })
 	}
 	creds := map[string]*trust.Credentials{}
-	for _, c := range cfg.Clients {
+	for i, c := range cfg.Clients {
 		r.section("client %q (line %d)", c.Name, c.Line)
-		if ok := checkEndpoint(r, c.TLS, x509.ExtKeyUsageClientAuth) && checkPins(r, c.Peer); ok {
+		at := func(key string) string { return cfg.TLSKeyAt("client", i, key) }
+		if ok := checkEndpoint(r, c.TLS, x509.ExtKeyUsageClientAuth, at) && checkPins(r, c.Peer); ok {
 			if m, err := trust.LoadMaterial(trust.FilesOf(c.TLS)); err == nil {
 				creds[c.Name] = trust.NewCredentials(m)
 			}
@@ -146,8 +149,9 @@ func checkServices(r *checkReport, cfg *config.Config) {
 }
 
 // checkEndpoint checks the certificate material of one [[server]] or
-// [[client]] and reports whether it would load.
-func checkEndpoint(r *checkReport, t config.TLS, usage x509.ExtKeyUsage) bool {
+// [[client]] and reports whether it would load. at says where a [tls] key
+// is set ("postern.toml:3").
+func checkEndpoint(r *checkReport, t config.TLS, usage x509.ExtKeyUsage, at func(key string) string) bool {
 	errorsBefore := r.errors
 	files := map[string][]byte{}
 	read := func(role, path string) {
@@ -164,8 +168,13 @@ func checkEndpoint(r *checkReport, t config.TLS, usage x509.ExtKeyUsage) bool {
 	for _, c := range t.CRL {
 		read("crl", c)
 	}
+	if files[t.Cert] != nil && files[t.Key] != nil && trust.Swapped(files[t.Cert], files[t.Key]) {
+		r.fail("cert = %s (%s) holds a private key and key = %s (%s) holds a certificate: swap them",
+			t.Cert, at("cert"), t.Key, at("key"))
+		return false
+	}
 	if _, ok := files[t.Key]; ok {
-		if p := keyPermissionProblem(t.Key); p != "" {
+		if p := trust.KeyPermissionProblem(t.Key); p != "" {
 			r.warn("key %s: %s", t.Key, p)
 		}
 	}
@@ -424,10 +433,16 @@ func connectOnce(addr, serverName string, creds *trust.Credentials, pins identit
 		identity.Describe(peer), tls.VersionName(cs.Version), peer.SerialNumber.Text(16), stamp(peer.NotAfter)), nil
 }
 
+// unwrapOpError drops the "dial tcp ADDR: connect: " a failed dial
+// repeats, leaving "connection refused".
 func unwrapOpError(err error) error {
 	var op *net.OpError
 	if errors.As(err, &op) && op.Err != nil {
-		return op.Err
+		err = op.Err
+	}
+	var se *os.SyscallError
+	if errors.As(err, &se) {
+		return se.Err
 	}
 	return err
 }

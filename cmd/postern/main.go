@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/postern-tunnel/postern/config"
 )
 
 func main() {
@@ -22,7 +24,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"run", "run -c FILE            run the agent in the foreground", cmdRun},
-		{"check", "check -c FILE          validate the config and its files", cmdCheck},
+		{"check", "check [-c FILE]        validate the config and its files (default: " + config.DefaultPath() + ")", cmdCheck},
 		{"service", "service ACTION -c FILE install|uninstall|start|stop|restart|status", cmdService},
 		{"pki", "pki ACTION ...         a small private CA: init|issue|request|sign|revoke|crl|show", cmdPKI},
 		{"demo", "demo                   both agents and a sample service on loopback", cmdDemo},

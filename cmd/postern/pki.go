@@ -12,10 +12,10 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/postern-tunnel/postern/config"
 	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/pki"
 )
@@ -201,6 +201,8 @@ type pkiIssueFlags struct {
 	usage    pkiUsageFlag
 	validity pkiDurationFlag
 	keyType  pkiKeyTypeFlag
+	renew    bool
+	newKey   bool
 }
 
 func pkiIssue(env pkiEnv, args []string) int {
@@ -212,8 +214,16 @@ func pkiIssue(env pkiEnv, args []string) int {
 	fs.Var(&f.usage, "usage", "which side: `server|client|both` (server accepts tunnels, client dials them); required")
 	fs.Var(&f.validity, "validity", "how long the certificate is valid (`DURATION`: 90d, 720h)")
 	fs.Var(&f.keyType, "key-type", "key `type`: "+pkiKeyTypeNames())
+	fs.BoolVar(&f.renew, "renew", false, "replace PREFIX.crt in place with a new certificate for the same key (spki: pins keep matching); names and usage default to the old certificate's")
+	fs.BoolVar(&f.newKey, "new-key", false, "with --renew: make a new key too and replace PREFIX.key")
 	if _, code, ok := pkiParse(fs, args, 0, 0); !ok {
 		return code
+	}
+	if f.newKey && !f.renew {
+		return pkiUsageFail(env, fs, "--new-key goes with --renew: without --renew every issue makes a new key")
+	}
+	if f.renew {
+		return pkiRenewIssue(env, fs, f)
 	}
 	if f.usage == 0 {
 		return pkiUsageFail(env, fs, "--usage is required: server (accepts tunnels), client (dials tunnels) or both")
@@ -225,7 +235,7 @@ func pkiIssue(env pkiEnv, args []string) int {
 	}
 	crtPath, keyPath := out+".crt", out+".key"
 	if err := pkiCheckFree(crtPath, keyPath); err != nil {
-		return pkiFail(env, "issue", err)
+		return pkiFail(env, "issue", fmt.Errorf("%w; to renew it in place: postern pki issue --renew --out %s", err, out))
 	}
 	ca, err := pkiOpen(f.dir)
 	if err != nil {
@@ -241,16 +251,21 @@ func pkiIssue(env pkiEnv, args []string) int {
 	if err := pkiWriteNew(crtPath, certPEM, 0o644); err != nil {
 		return pkiFail(env, "issue", err)
 	}
+	pkiPrintIssued(env, "issued", certPEM, crtPath, keyPath, "tls.key (private, mode 0600: move it only over a secure channel)")
+	return 0
+}
+
+// pkiPrintIssued says what was written and what the certificate proves.
+func pkiPrintIssued(env pkiEnv, verb string, certPEM []byte, crtPath, keyPath, keyNote string) {
 	cert, _ := pki.ParseCertPEM(certPEM)
 	w := env.stdout
-	fmt.Fprintf(w, "issued %s certificate %s, serial %s, valid until %s\n", pki.Usage(f.usage), cert.Subject, pki.FormatSerial(cert.SerialNumber), pkiDate(cert.NotAfter))
+	fmt.Fprintf(w, "%s %s certificate %s, serial %s, valid until %s\n", verb, pkiUsageOf(cert), cert.Subject, pki.FormatSerial(cert.SerialNumber), pkiDate(cert.NotAfter))
 	fmt.Fprintf(w, "  %-24s tls.cert\n", crtPath)
-	fmt.Fprintf(w, "  %-24s tls.key (private, mode 0600: move it only over a secure channel)\n", keyPath)
+	fmt.Fprintf(w, "  %-24s %s\n", keyPath, keyNote)
 	pkiPrintIdentities(w, identity.Identities(cert))
-	if pki.Usage(f.usage)&pki.UsageServer != 0 && len(cert.DNSNames) == 0 && len(cert.IPAddresses) == 0 {
+	if pkiUsageOf(cert)&pki.UsageServer != 0 && len(cert.DNSNames) == 0 && len(cert.IPAddresses) == 0 {
 		fmt.Fprintln(env.stderr, "postern pki issue: note: this server certificate has no --dns or --ip, so clients can only accept it by pin (sha256: or spki:); add the name clients dial with --dns")
 	}
-	return 0
 }
 
 // ---- request
@@ -259,6 +274,7 @@ type pkiRequestFlags struct {
 	out     string
 	names   pkiNameFlags
 	keyType pkiKeyTypeFlag
+	renew   bool
 }
 
 func pkiRequest(env pkiEnv, args []string) int {
@@ -267,21 +283,49 @@ func pkiRequest(env pkiEnv, args []string) int {
 	fs.StringVar(&f.out, "out", "", "write `PREFIX`.csr and PREFIX.key (default: from the CN or first DNS name)")
 	f.names.register(fs)
 	fs.Var(&f.keyType, "key-type", "key `type`: "+pkiKeyTypeNames())
+	fs.BoolVar(&f.renew, "renew", false, "a new request for the existing PREFIX.key (replaces PREFIX.csr; the key stays, so spki: pins keep matching); names default to PREFIX.crt's when it is there")
 	if _, code, ok := pkiParse(fs, args, 0, 0); !ok {
 		return code
 	}
 	names := f.names.names()
+	if f.renew {
+		if f.out == "" {
+			return pkiUsageFail(env, fs, "--renew needs --out PREFIX: the PREFIX.key to keep (and PREFIX.crt to take the names from)")
+		}
+		if pkiNoNames(names) {
+			if cert, err := pkiReadCert(f.out + ".crt"); err == nil {
+				names = pkiNamesOf(cert)
+			}
+		}
+	}
 	out, err := pkiOutPrefix(f.out, names)
 	if err != nil {
 		return pkiUsageFail(env, fs, err.Error())
 	}
 	csrPath, keyPath := out+".csr", out+".key"
-	if err := pkiCheckFree(csrPath, keyPath); err != nil {
-		return pkiFail(env, "request", err)
+	opts := pki.RequestOptions{Names: names, KeyType: pki.KeyType(f.keyType)}
+	if f.renew {
+		if opts.Key, err = pkiReadKey(keyPath); err != nil {
+			return pkiFail(env, "request", fmt.Errorf("--renew keeps the existing key: %w", err))
+		}
+	} else if err := pkiCheckFree(csrPath, keyPath); err != nil {
+		return pkiFail(env, "request", fmt.Errorf("%w; to renew with the same key: postern pki request --renew --out %s", err, out))
 	}
-	csrPEM, keyPEM, err := pki.NewRequest(pki.RequestOptions{Names: names, KeyType: pki.KeyType(f.keyType)})
+	csrPEM, keyPEM, err := pki.NewRequest(opts)
 	if err != nil {
 		return pkiFail(env, "request", err)
+	}
+	w := env.stdout
+	if f.renew {
+		if err := pki.ReplaceFile(csrPath, csrPEM, 0o644); err != nil {
+			return pkiFail(env, "request", err)
+		}
+		csr, _ := pki.ParseRequestPEM(csrPEM)
+		spki, _ := identity.KeyHash(csr.PublicKey)
+		fmt.Fprintf(w, "made a renewal request for %s with the existing key %s (%s)\n", csr.Subject, keyPath, pki.KeyDescription(csr.PublicKey))
+		fmt.Fprintf(w, "  %-24s send this to the CA operator (it holds no secret)\n", csrPath)
+		fmt.Fprintf(w, "the signed certificate must show spki:%s, as the old one did: replace %s.crt with it\n", spki, out)
+		return 0
 	}
 	if err := pkiWriteNew(keyPath, keyPEM, 0o600); err != nil {
 		return pkiFail(env, "request", err)
@@ -290,7 +334,6 @@ func pkiRequest(env pkiEnv, args []string) int {
 		return pkiFail(env, "request", err)
 	}
 	csr, _ := pki.ParseRequestPEM(csrPEM)
-	w := env.stdout
 	fmt.Fprintf(w, "made a private key (%s) and a certificate request for %s\n", pki.KeyDescription(csr.PublicKey), csr.Subject)
 	fmt.Fprintf(w, "  %-24s send this to the CA operator (it holds no secret)\n", csrPath)
 	fmt.Fprintf(w, "  %-24s keep this here: it never leaves this machine; it becomes tls.key\n", keyPath)
@@ -308,6 +351,7 @@ type pkiSignFlags struct {
 	usage    pkiUsageFlag
 	validity pkiDurationFlag
 	yes      bool
+	renew    bool
 }
 
 func pkiSign(env pkiEnv, args []string) int {
@@ -319,6 +363,7 @@ func pkiSign(env pkiEnv, args []string) int {
 	fs.Var(&f.usage, "usage", "which side: `server|client|both` (server accepts tunnels, client dials them); required: the CA decides, not the request")
 	fs.Var(&f.validity, "validity", "how long the certificate is valid (`DURATION`: 90d, 720h)")
 	fs.BoolVar(&f.yes, "yes", false, "sign without asking for confirmation")
+	fs.BoolVar(&f.renew, "renew", false, "replace an existing PREFIX.crt (a renewal request); without it an existing file is refused")
 	pos, code, ok := pkiParse(fs, args, 1, 1)
 	if !ok {
 		return code
@@ -332,8 +377,10 @@ func pkiSign(env pkiEnv, args []string) int {
 		out = strings.TrimSuffix(csrPath, filepath.Ext(csrPath))
 	}
 	crtPath := out + ".crt"
-	if err := pkiCheckFree(crtPath); err != nil {
-		return pkiFail(env, "sign", err)
+	if !f.renew {
+		if err := pkiCheckFree(crtPath); err != nil {
+			return pkiFail(env, "sign", fmt.Errorf("%w; for a renewal, add --renew to replace it", err))
+		}
 	}
 	csr, err := pkiReadRequest(csrPath)
 	if err != nil {
@@ -357,7 +404,11 @@ func pkiSign(env pkiEnv, args []string) int {
 	if err != nil {
 		return pkiFail(env, "sign", err)
 	}
-	if err := pkiWriteNew(crtPath, ca.ChainPEM(cert), 0o644); err != nil {
+	write := pkiWriteNew
+	if f.renew {
+		write = pki.ReplaceFile
+	}
+	if err := write(crtPath, ca.ChainPEM(cert), 0o644); err != nil {
 		return pkiFail(env, "sign", fmt.Errorf("%w (the certificate is signed and in %s; serial %s)", err, pki.IndexFile, pki.FormatSerial(cert.SerialNumber)))
 	}
 	fmt.Fprintf(env.stdout, "signed serial %s, valid until %s: wrote %s\n", pki.FormatSerial(cert.SerialNumber), pkiDate(cert.NotAfter), crtPath)
@@ -745,45 +796,26 @@ func pkiKeyTypeNames() string {
 	return strings.Join(names, ", ")
 }
 
-// pkiDurationFlag reads Go durations plus whole days ("90d") and years
-// ("10y", 365 days each).
+// pkiDurationFlag reads durations the way config keys do (config.ParseDuration):
+// Go durations plus whole days ("90d") and years ("10y", 365 days each).
 type pkiDurationFlag time.Duration
 
-func (d *pkiDurationFlag) String() string { return pkiFormatDuration(time.Duration(*d)) }
+func (d *pkiDurationFlag) String() string { return config.FormatDuration(time.Duration(*d)) }
 func (d *pkiDurationFlag) Set(s string) error {
 	v, err := pkiParseDuration(s)
 	*d = pkiDurationFlag(v)
 	return err
 }
 
+// pkiParseDuration is config.ParseDuration, refusing zero: a certificate or
+// CRL valid for no time at all is never what was meant.
 func pkiParseDuration(s string) (time.Duration, error) {
-	bad := fmt.Errorf("%q is not a positive duration: write 90d, 10y, 12h or 30m", s)
-	unit := strings.TrimLeft(s, "0123456789")
-	if unit != "d" && unit != "y" {
-		v, err := time.ParseDuration(s)
-		if err != nil || v <= 0 {
-			return 0, bad
-		}
-		return v, nil
+	v, err := config.ParseDuration(s)
+	if err != nil {
+		return 0, err
 	}
-	count, err := strconv.Atoi(strings.TrimSuffix(s, unit))
-	if unit == "y" {
-		count *= 365
+	if v <= 0 {
+		return 0, fmt.Errorf("invalid duration %q: must be more than zero, like \"90d\"", s)
 	}
-	if err != nil || count <= 0 || count > 100*365 || len(s) > 8 {
-		return 0, bad
-	}
-	return time.Duration(count) * 24 * time.Hour, nil
-}
-
-func pkiFormatDuration(d time.Duration) string {
-	switch {
-	case d == 0:
-		return "0"
-	case d%(365*24*time.Hour) == 0:
-		return fmt.Sprintf("%dy", d/(365*24*time.Hour))
-	case d%(24*time.Hour) == 0:
-		return fmt.Sprintf("%dd", d/(24*time.Hour))
-	}
-	return d.String()
+	return v, nil
 }

@@ -84,7 +84,7 @@ func runAgent(ctx context.Context, path string, stderr io.Writer, ready func(*ag
 	log := newLogger(cfg.Log, stderr)
 	a, err := agent.New(cfg, log, agent.Options{})
 	if err != nil {
-		return err
+		return withSwapLines(cfg, err)
 	}
 	defer reloadOnHangup(a)() // SIGHUP: reload certificates, keys, CAs and CRLs
 	ready(a)

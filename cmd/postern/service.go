@@ -131,6 +131,9 @@ func serviceInstall(f serviceFlags, warnf func(string, ...any), stdout, stderr i
 			return fail(err)
 		}
 		fmt.Fprint(stdout, text)
+		for _, w := range osservice.DescribeWarnings(c) {
+			warnf("%s", w)
+		}
 		return 0
 	}
 	if err := osservice.Install(c, warnf); err != nil {

@@ -100,6 +100,13 @@ func TestCmdServiceInstallPrint(t *testing.T) {
 	if !strings.Contains(stdout.String(), want) {
 		t.Errorf("--print lacks %q:\n%s", want, &stdout)
 	}
+	// The config is under /tmp: --print warns as the real install refuses.
+	if runtime.GOOS == "linux" && strings.HasPrefix(cfg, "/tmp/") {
+		want := "postern service install: warning: " + cfg + " is under /tmp, which the service cannot see (ProtectHome=, PrivateTmp=): move it, e.g. to /usr/local/bin or /etc/postern; install refuses this"
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("--print stderr lacks %q:\n%s", want, &stderr)
+		}
+	}
 }
 
 func TestListensBelow1024(t *testing.T) {

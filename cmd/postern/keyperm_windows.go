@@ -1,5 +1,0 @@
-package main
-
-// keyPermissionProblem is not checked on Windows: access is governed by the
-// file's ACL, which the installer sets (see docs/install.md).
-func keyPermissionProblem(path string) string { return "" }
