@@ -47,6 +47,7 @@ func svcNeed(t *testing.T, tools ...string) {
 		"msiinfo": "msitools", "msibuild": "msitools", "msiextract": "msitools",
 		"osslsigncode": "osslsigncode", "zip": "zip", "unzip": "unzip",
 		"unshare": "util-linux", "sha256sum": "coreutils", "tar": "tar",
+		"testssl": "testssl.sh",
 	}
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {

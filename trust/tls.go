@@ -253,9 +253,22 @@ func (c *Credentials) logger() *slog.Logger {
 	return slog.Default()
 }
 
+// cipherSuites are what a tunnel offers under TLS 1.2: ECDHE key exchange
+// with an AEAD cipher only, none of the CBC suites crypto/tls would add.
+// (TLS 1.3 suites are all AEAD and not configurable.)
+var cipherSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
 func baseConfig(m *Material) *tls.Config {
 	return &tls.Config{
 		MinVersion:                  m.MinVersion,
+		CipherSuites:                cipherSuites,
 		Certificates:                []tls.Certificate{m.Cert},
 		NextProtos:                  []string{wire.ALPN},
 		DynamicRecordSizingDisabled: true, // bulk tunnels want full records at once
@@ -268,8 +281,9 @@ func baseConfig(m *Material) *tls.Config {
 // handshake, resumed ones included.
 func ServerConfig(creds *Credentials) *tls.Config {
 	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{wire.ALPN},
+		MinVersion:   tls.VersionTLS12,
+		CipherSuites: cipherSuites,
+		NextProtos:   []string{wire.ALPN},
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			m := creds.Load()
 			cfg := baseConfig(m)

@@ -202,9 +202,11 @@ func listensBelow1024(cfg *config.Config) bool {
 // tlsFiles lists the certificate files the agent reads.
 func tlsFiles(cfg *config.Config) []string {
 	var files []string
+	seen := map[string]bool{}
 	add := func(t config.TLS) {
 		for _, p := range append([]string{t.Cert, t.Key, t.CA}, t.CRL...) {
-			if p != "" {
+			if p != "" && !seen[p] {
+				seen[p] = true
 				files = append(files, p)
 			}
 		}
