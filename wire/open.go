@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 )
 
 // Wire protocol version 1; docs/protocol.md is the normative description.
@@ -83,6 +84,9 @@ func AppendOpen(b []byte, r OpenRequest) ([]byte, error) {
 	if len(r.Source) > 255 || len(r.Destination) > 255 {
 		return b, errors.New("open request: address too long")
 	}
+	if r.Source != "" && !isAddrPort(r.Source) || r.Destination != "" && !isAddrPort(r.Destination) {
+		return b, fmt.Errorf("open request: addresses must be ip:port (source %q, destination %q)", r.Source, r.Destination)
+	}
 	bodyLen := 1 + len(r.Service)
 	if r.Source != "" {
 		bodyLen += 2 + len(r.Source)
@@ -139,13 +143,27 @@ func ParseOpenBody(body []byte) (OpenRequest, error) {
 		tag, val := rest[0], string(rest[2:2+int(rest[1])])
 		switch tag {
 		case tagSource:
+			if !isAddrPort(val) {
+				return req, protoErr("open request: source %q is not ip:port", val)
+			}
 			req.Source = val
 		case tagDestination:
+			if !isAddrPort(val) {
+				return req, protoErr("open request: destination %q is not ip:port", val)
+			}
 			req.Destination = val
 		}
 		rest = rest[2+int(rest[1]):]
 	}
 	return req, nil
+}
+
+// isAddrPort reports whether s is an "ip:port" address ("[v6]:port" for
+// IPv6): the only form of source and destination the protocol carries, so
+// nothing else reaches logs and PROXY headers.
+func isAddrPort(s string) bool {
+	_, err := netip.ParseAddrPort(s)
+	return err == nil
 }
 
 // CheckServiceName reports whether a non-empty name can travel in an open

@@ -19,7 +19,7 @@ func TestOpenRoundTrip(t *testing.T) {
 		{"with source", wire.OpenRequest{Service: "erp-db", Source: "192.0.2.7:51234"}},
 		{"with destination", wire.OpenRequest{Service: "a", Destination: "127.0.0.1:15432"}},
 		{"with both", wire.OpenRequest{Service: "Legacy_ERP.v2-db", Source: "[2001:db8::1]:4000", Destination: "127.0.0.1:15432"}},
-		{"longest fields", wire.OpenRequest{Service: strings.Repeat("s", 255), Source: strings.Repeat("1", 255), Destination: strings.Repeat("2", 255)}},
+		{"longest fields", wire.OpenRequest{Service: strings.Repeat("s", 255), Source: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535", Destination: "[::ffff:255.255.255.255]:65535"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -59,6 +59,7 @@ func TestAppendOpenErrors(t *testing.T) {
 		{"long service", wire.OpenRequest{Service: strings.Repeat("s", 256)}, "open request: service name must be 1..255 bytes"},
 		{"long source", wire.OpenRequest{Service: "s", Source: strings.Repeat("1", 256)}, "open request: address too long"},
 		{"long destination", wire.OpenRequest{Service: "s", Destination: strings.Repeat("1", 256)}, "open request: address too long"},
+		{"source a host name", wire.OpenRequest{Service: "s", Source: "app.example:1"}, `open request: addresses must be ip:port (source "app.example:1", destination "")`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -87,13 +88,13 @@ func TestReadOpenUnknownTags(t *testing.T) {
 		9, 3, 'x', 'y', 'z', // unknown tag
 		1, 9, '1', '.', '2', '.', '3', '.', '4', ':', '5',
 		200, 0, // unknown tag, empty value
-		2, 3, 'a', ':', '1',
+		2, 10, '1', '0', '.', '0', '.', '0', '.', '1', ':', '1',
 	)
 	got, err := wire.ReadOpen(bytes.NewReader(message(1, 1, body)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := wire.OpenRequest{Service: "erp", Source: "1.2.3.4:5", Destination: "a:1"}
+	want := wire.OpenRequest{Service: "erp", Source: "1.2.3.4:5", Destination: "10.0.0.1:1"}
 	if got != want {
 		t.Errorf("ReadOpen = %+v, want %+v", got, want)
 	}
@@ -135,6 +136,10 @@ func TestReadOpenErrors(t *testing.T) {
 			"protocol error: open request: truncated metadata", true, nil},
 		{"value shorter than its length", message(1, 1, openBody("erp", 1, 10, 'a', 'b')),
 			"protocol error: open request: truncated metadata", true, nil},
+		{"source not ip:port", message(1, 1, openBody("erp", 1, 9, 'e', 'v', 'i', 'l', '\n', 'l', 'o', 'g', ':')),
+			`protocol error: open request: source "evil\nlog:" is not ip:port`, true, nil},
+		{"destination a host name", message(1, 1, openBody("erp", 2, 6, 'd', 'b', ':', '5', '4', '3')),
+			`protocol error: open request: destination "db:543" is not ip:port`, true, nil},
 		{"nothing", nil, "EOF", false, io.EOF},
 		{"truncated header", []byte{1, 1, 0}, "unexpected EOF", false, io.ErrUnexpectedEOF},
 		{"header without body", []byte{1, 1, 0, 4}, "unexpected EOF", false, io.ErrUnexpectedEOF},
