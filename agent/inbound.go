@@ -6,12 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/pires/go-proxyproto"
 	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/relay"
 	"github.com/postern-tunnel/postern/tunnel"
@@ -28,33 +26,25 @@ type service struct {
 }
 
 // dial connects to the service's target and, when configured, sends the
-// PROXY protocol header naming the original client (source) and the
-// address it connected to (dest), both "ip:port".
-func (s *service) dial(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), source, dest string) (net.Conn, error) {
+// PROXY protocol header describing the connection's origin.
+func (s *service) dial(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), origin proxyOrigin) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.dialTimeout)
 	defer cancel()
 	c, err := dial(ctx, "tcp", s.target)
 	if err != nil || s.proxyProtocol == 0 {
 		return c, err
 	}
-	h := proxyproto.HeaderProxyFromAddrs(s.proxyProtocol, tcpAddr(source), tcpAddr(dest))
-	c.SetWriteDeadline(time.Now().Add(s.dialTimeout))
-	if _, err := h.WriteTo(c); err != nil {
+	h, err := origin.header(s.proxyProtocol)
+	if err == nil {
+		c.SetWriteDeadline(time.Now().Add(s.dialTimeout))
+		_, err = h.WriteTo(c)
+	}
+	if err != nil {
 		c.Close()
 		return nil, fmt.Errorf("send PROXY header: %w", err)
 	}
 	c.SetWriteDeadline(time.Time{})
 	return c, nil
-}
-
-// tcpAddr parses "ip:port"; anything else yields nil, and the PROXY
-// header then says the address is unknown (LOCAL / UNKNOWN).
-func tcpAddr(s string) net.Addr {
-	ap, err := netip.ParseAddrPort(s)
-	if err != nil {
-		return nil
-	}
-	return net.TCPAddrFromAddrPort(ap)
 }
 
 // acceptors is how many goroutines accept streams on one tunnel at once.
@@ -143,12 +133,14 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream, open int64) (c
 		log.Warn(head + ": refused: no such service here")
 		return nil
 	}
-	if _, ok := svc.allow.MatchVerified(t.Chains); !ok {
+	allowed, ok := svc.allow.MatchVerified(t.Chains)
+	if !ok {
 		a.refuse(st, wire.StatusNotAllowed, "not allowed for "+who)
 		log.Warn(fmt.Sprintf("%s: refused: identity not in allow (%v)", head, allowString(svc.allow)), "issuer", verifiedIssuer(t.Chains))
 		return nil
 	}
-	target, err := svc.dial(a.relayCtx, a.opts.Dial, req.Source, req.Destination)
+	target, err := svc.dial(a.relayCtx, a.opts.Dial, proxyOrigin{source: req.Source, dest: req.Destination,
+		peer: t.Peer, allowed: allowed, tlsVersion: t.ConnectionState().Version})
 	if err != nil {
 		a.refuse(st, wire.StatusTargetUnreachable, fmt.Sprintf("service %q: target unreachable", req.Service))
 		log.Warn(fmt.Sprintf("%s: target %s unreachable: %v", head, svc.target, err))
@@ -214,13 +206,15 @@ func (a *Agent) serveRaw(c *tls.Conn, svc *service) {
 		c.Close()
 		return
 	}
-	if _, ok := svc.allow.MatchVerified(cs.VerifiedChains); !ok {
+	allowed, ok := svc.allow.MatchVerified(cs.VerifiedChains)
+	if !ok {
 		log.Warn(fmt.Sprintf("%s: refused: identity not in allow (%v)", head, allowString(svc.allow)), "issuer", verifiedIssuer(cs.VerifiedChains))
 		a.metrics.countStream("service", 0, 0, nil, true)
 		resetTLS(c)
 		return
 	}
-	target, err := svc.dial(a.relayCtx, a.opts.Dial, c.RemoteAddr().String(), c.LocalAddr().String())
+	target, err := svc.dial(a.relayCtx, a.opts.Dial, proxyOrigin{source: c.RemoteAddr().String(), dest: c.LocalAddr().String(),
+		peer: peer, allowed: allowed, tlsVersion: cs.Version})
 	if err != nil {
 		log.Warn(fmt.Sprintf("%s: target %s unreachable: %v", head, svc.target, err))
 		resetTLS(c)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/pires/go-proxyproto"
+	"github.com/pires/go-proxyproto/tlvparse"
 
 	"github.com/postern-tunnel/postern/internal/testnet"
 )
@@ -251,13 +253,16 @@ func waitTunnels(t testing.TB, r *running, n int) {
 }
 
 // TestProxyProtocol: the target, behind a real PROXY protocol parser, sees
-// the original client address and port.
+// the original client address and port; with v2 also who the verified peer
+// is (the SSL TLV with its CN, Postern's identities TLV) and the allow
+// entry that let it in.
 func TestProxyProtocol(t *testing.T) {
 	for _, version := range []string{"v1", "v2"} {
 		t.Run(version, func(t *testing.T) {
 			raw := testnet.Listen(t)
 			pl := &proxyproto.Listener{Listener: raw}
 			seen := make(chan string, 1)
+			tlvs := make(chan []proxyproto.TLV, 1)
 			go func() {
 				c, err := pl.Accept()
 				if err != nil {
@@ -265,10 +270,13 @@ func TestProxyProtocol(t *testing.T) {
 				}
 				defer c.Close()
 				seen <- c.RemoteAddr().String() + " → " + c.LocalAddr().String()
+				h := c.(*proxyproto.Conn).ProxyHeader()
+				list, _ := h.TLVs()
+				tlvs <- list
 				line, _ := bufio.NewReader(c).ReadString('\n')
 				c.Write([]byte(line))
 			}()
-			svc := serviceTOML("svc", raw.Addr().String(), "*") + fmt.Sprintf("proxy_protocol = %q\n", version)
+			svc := serviceTOML("svc", raw.Addr().String(), "cn:site-a") + fmt.Sprintf("proxy_protocol = %q\n", version)
 			_, site := startPair(t, svc, "svc")
 			c := testnet.Dial(t, site.ForwardAddrs()[0].String())
 			c.Write([]byte("hello\n"))
@@ -279,6 +287,35 @@ func TestProxyProtocol(t *testing.T) {
 			want := c.LocalAddr().String() + " → " + c.RemoteAddr().String()
 			if s := <-seen; s != want {
 				t.Fatalf("target saw %s, want %s (the app's address → the forward's)", s, want)
+			}
+			got2 := map[proxyproto.PP2Type]string{}
+			var ssl tlvparse.PP2SSL
+			for _, tlv := range <-tlvs {
+				got2[tlv.Type] = string(tlv.Value)
+				if tlv.Type == proxyproto.PP2_TYPE_SSL {
+					if ssl, err = tlvparse.SSL(tlv); err != nil {
+						t.Fatalf("SSL TLV: %v", err)
+					}
+				}
+			}
+			if version == "v1" {
+				if len(got2) != 0 {
+					t.Fatalf("v1 header with TLVs %v", got2)
+				}
+				return
+			}
+			if cn, _ := ssl.ClientCN(); !ssl.Verified() || !ssl.ClientCertConn() || cn != "site-a" {
+				t.Errorf("SSL TLV: verified %v, client cert %v, CN %q; want a verified client certificate CN site-a", ssl.Verified(), ssl.ClientCertConn(), cn)
+			}
+			if v, _ := ssl.SSLVersion(); v != "TLSv1.3" {
+				t.Errorf("SSL TLV version %q, want TLSv1.3", v)
+			}
+			ids := strings.Split(got2[TLVPeerIdentities], "\n")
+			if !slices.Contains(ids, "cn:site-a") || !slices.Contains(ids, "dns:site-a.test") {
+				t.Errorf("identities TLV %q lacks cn:site-a and dns:site-a.test", got2[TLVPeerIdentities])
+			}
+			if got2[TLVAllowEntry] != "cn:site-a" {
+				t.Errorf("allow entry TLV %q, want cn:site-a", got2[TLVAllowEntry])
 			}
 		})
 	}
