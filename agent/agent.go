@@ -100,7 +100,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (_ *Agent, err erro
 			}
 		}
 	}()
-	if err := errors.Join(CheckCAScopes(cfg)...); err != nil {
+	if err := errors.Join(CheckIdentities(cfg)...); err != nil {
 		return nil, err
 	}
 	a.metrics = a.newMetrics()

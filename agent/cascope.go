@@ -12,8 +12,10 @@ import (
 	"github.com/postern-tunnel/postern/trust"
 )
 
-// CheckCAScopes refuses identity patterns that any of several trusted CAs
-// could satisfy. When the CA bundles a pattern is matched under hold more
+// CheckIdentities parses every identity pattern of cfg (allow, a reverse
+// forward's via, a client's peer), so that `postern check` and `postern
+// run` refuse the same entries in the same words, and refuses patterns that
+// any of several trusted CAs could satisfy. When the CA bundles a pattern is matched under hold more
 // than one CA (identity.Anchors), a pattern that matches a name (dns:, ip:,
 // uri:, cn:, ou:, "*") must say which CA issued the certificate, or a
 // partner's CA could mint another partner's name. Pins (sha256:, spki:)
@@ -25,9 +27,8 @@ import (
 //   - a client's peer pins: that client's bundle.
 //
 // Both `postern run` (New) and `postern check` call it. A bundle that does
-// not load is skipped: loading it reports that error. Patterns that do not
-// parse are skipped too: config and agent report those.
-func CheckCAScopes(cfg *config.Config) []error {
+// not load is skipped: loading it reports that error.
+func CheckIdentities(cfg *config.Config) []error {
 	where := func(line int) string {
 		if line > 0 {
 			return fmt.Sprintf("config %s:%d", cfg.Path, line)
@@ -47,6 +48,7 @@ func CheckCAScopes(cfg *config.Config) []error {
 		for _, e := range entries {
 			p, err := identity.Parse(e)
 			if err != nil {
+				errs = append(errs, fmt.Errorf("%s %q: %w", what(e), e, err))
 				continue
 			}
 			if err := identity.CheckScope(p, set.anchors(), set.names()); err != nil {
@@ -70,11 +72,11 @@ func CheckCAScopes(cfg *config.Config) []error {
 	return errs
 }
 
-// caScopeError is CheckCAScopes as one error, or nil. A reload that would
+// caScopeError is CheckIdentities as one error, or nil. A reload that would
 // trust a second CA under name patterns that do not say which CA is
 // refused like a file that does not load: the agent keeps what it has.
 func caScopeError(cfg *config.Config) error {
-	errs := CheckCAScopes(cfg)
+	errs := CheckIdentities(cfg)
 	if len(errs) == 0 {
 		return nil
 	}

@@ -209,12 +209,13 @@ func (c *Client) order(slot, attempt int) []int {
 }
 
 func (c *Client) dial(ctx context.Context, addr string) (*tunnel.Tunnel, error) {
-	tc, err := c.dialTLS(ctx, addr, true)
+	// One dial_timeout covers the connect, the handshake and the first ping.
+	dctx, cancel := context.WithTimeout(ctx, c.DialTimeout)
+	defer cancel()
+	tc, err := c.dialTLS(dctx, addr, true)
 	if err != nil {
 		return nil, err
 	}
-	dctx, cancel := context.WithTimeout(ctx, c.DialTimeout)
-	defer cancel()
 	t, err := tunnel.New(tc, true, c.Options)
 	if err != nil {
 		tc.Close()
@@ -223,6 +224,9 @@ func (c *Client) dial(ctx context.Context, addr string) (*tunnel.Tunnel, error) 
 	t.Name = c.Name
 	if err := t.Confirm(dctx); err != nil {
 		t.Close()
+		if errors.Is(err, tunnel.ErrNoAnswer) {
+			return nil, fmt.Errorf("the server completed the TLS handshake but did not answer the first ping within dial_timeout (%s): an overloaded or stuck agent, or not a Postern agent", c.DialTimeout)
+		}
 		return nil, errors.New(trust.Explain(err, trust.SideClient, c.Creds.Load().CASubjects, time.Now()))
 	}
 	c.Log.Info(fmt.Sprintf("tunnel %s: connected to %s", c.Name, addr),

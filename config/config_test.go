@@ -57,7 +57,7 @@ handshake_timeout = "5s"
 [[service]]
 name   = "erp-db"
 target = "10.0.0.5:5432"
-allow  = ["dns:partner-a.example.com", "uri:spiffe://example.com/partner-b", "cn:Legacy Gateway", "sha256:9f86d0"]
+allow  = ["dns:partner-a.example.com", "uri:spiffe://example.com/partner-b", "cn:Legacy Gateway", "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]
 
 [admin]
 listen = "127.0.0.1:9901"
@@ -244,6 +244,8 @@ func TestErrors(t *testing.T) {
 			`config FILE:11:16: service.dial_timeout: invalid duration "ten seconds": use a number with a unit: ms, s, m, h, d (days) or y (365 days), like "10s", "2m", "12h" or "30d"`},
 		{"duration in weeks", "[tls]\nexpiry_warning = \"4w\"\n" + validClient[len("[tls]\n"):],
 			`config FILE:2:18: tls.expiry_warning: invalid duration "4w": use a number with a unit: ms, s, m, h, d (days) or y (365 days), like "10s", "2m", "12h" or "30d"`},
+		{"zero duration", "shutdown_timeout = \"0s\"\n" + validClient,
+			`config FILE:1:20: shutdown_timeout: duration "0s" is zero: leave the key out for its default (see the config reference)`},
 		{"negative duration", "[tunnel]\nopen_timeout = \"-5s\"\n" + validClient,
 			`config FILE:2:16: tunnel.open_timeout: invalid duration "-5s": must not be negative`},
 		{"size bogus", "[tunnel]\nstream_window = \"bogus\"\n" + validClient,

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/postern-tunnel/postern/config"
+	"github.com/postern-tunnel/postern/identity"
+	"github.com/postern-tunnel/postern/wire"
 )
 
 // FuzzParse feeds arbitrary bytes to the parser: it must never panic, and
@@ -30,6 +32,7 @@ func FuzzParse(f *testing.F) {
 		validClient + "[[service]]\nname = \"a\"\ntarget = \"h:1\"\nallow = [\"CN=site-a\"]\n",
 		"[[client]]\nname = \"hub\"\nserver = [\"h:1\"]\n",
 		"[tls]\nexpiry_warning = \"30d\"\n",
+		validClient + "[[service]]\nname = \"a\"\ntarget = \"h:1\"\nallow = [\"dns:a..b\"]\n",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -47,12 +50,31 @@ func FuzzParse(f *testing.F) {
 		var entries []string
 		for _, sv := range c.Services {
 			entries = append(entries, sv.Allow...)
+			if err := wire.CheckServiceName(sv.Name); err != nil || sv.Name == "" {
+				t.Fatalf("accepted service name %q, which no open request can carry", sv.Name)
+			}
 		}
+		clients := map[string]bool{}
 		for _, cl := range c.Clients {
 			entries = append(entries, cl.Peer...)
+			clients[cl.Name] = true
+		}
+		for _, fw := range c.Forwards {
+			if !clients[fw.Via] {
+				entries = append(entries, fw.Via) // a reverse forward's peer
+			}
 		}
 		for _, e := range entries {
 			checkAcceptedIdentity(t, e)
+			// What loads, the agent runs: identity parsing agrees.
+			if _, err := identity.Parse(e); err != nil {
+				t.Fatalf("accepted %q, which identity.Parse refuses: %v", e, err)
+			}
+		}
+		// Defaults are filled in: nothing the agent divides by or waits on
+		// is zero.
+		if c.Tunnel.KeepaliveInterval <= 0 || c.Tunnel.KeepaliveTimeout <= 0 || c.Tunnel.OpenTimeout <= 0 || c.Tunnel.MaxStreams <= 0 {
+			t.Fatalf("accepted with an unset tunnel default: %+v", c.Tunnel)
 		}
 	})
 }

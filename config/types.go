@@ -13,7 +13,9 @@ import (
 // see ParseDuration.
 //
 // A bare TOML integer is rejected: the TOML decoder would otherwise read 10 as
-// ten nanoseconds, which is never what a person meant.
+// ten nanoseconds, which is never what a person meant. So is a zero
+// duration: no key means "no time at all", and letting "0s" stand for the
+// default would surprise; leave the key out for its default.
 type Duration time.Duration
 
 // UnmarshalTOML implements toml.Unmarshaler.
@@ -25,6 +27,9 @@ func (d *Duration) UnmarshalTOML(v any) error {
 	parsed, err := ParseDuration(s)
 	if err != nil {
 		return err
+	}
+	if parsed == 0 {
+		return fmt.Errorf("duration %q is zero: leave the key out for its default (see the config reference)", s)
 	}
 	*d = Duration(parsed)
 	return nil

@@ -8,12 +8,16 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/wire"
 )
 
-// identityKinds are the prefixes an allow entry may use; the identity package
-// parses the rest.
-var identityKinds = []string{"dns:", "ip:", "uri:", "cn:", "ou:", "sha256:", "spki:"}
+// identityKinds are the prefixes an allow entry may use, as the identity
+// package names them; config explains a wrong kind in the user's words,
+// then identity.Parse checks the whole entry, so a config that loads is
+// one `postern run` accepts.
+var identityKinds = []string{identity.KindDNS + ":", identity.KindIP + ":", identity.KindURI + ":",
+	identity.KindCN + ":", identity.KindOU + ":", identity.KindSHA256 + ":", identity.KindSPKI + ":"}
 
 // caScope ends an identity that names the CA which must have issued the
 // peer's certificate: "dns:a.example.com from ca:sha256:<hex>".
@@ -243,8 +247,8 @@ func isIdentity(s string) bool {
 	return false
 }
 
-func checkAllow(a string) error {
-	a, ref, scoped := strings.Cut(a, caScope)
+func checkAllow(entry string) error {
+	a, ref, scoped := strings.Cut(entry, caScope)
 	if scoped && !strings.HasPrefix(ref, "sha256:") && !strings.HasPrefix(ref, "spki:") {
 		return fmt.Errorf("%q: name the CA by sha256:<fingerprint of its certificate> or spki:<hash of its key>", caScope+ref)
 	}
@@ -256,7 +260,8 @@ func checkAllow(a string) error {
 			if v == "" {
 				return fmt.Errorf("nothing after %q", k)
 			}
-			return nil
+			_, err := identity.Parse(entry)
+			return err
 		}
 	}
 	if hint := suggestIdentity(a); hint != "" {

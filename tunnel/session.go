@@ -56,6 +56,10 @@ func (o Options) yamuxConfig() *yamux.Config {
 	return c
 }
 
+// ErrNoAnswer is returned by Confirm when the peer completed the TLS
+// handshake but did not answer the first ping in time.
+var ErrNoAnswer = errors.New("no answer from peer")
+
 // ErrRetiring is returned by Open on a tunnel that takes no new streams
 // because this side or the peer retired it.
 var ErrRetiring = errors.New("tunnel is retiring: it takes no new streams")
@@ -247,10 +251,12 @@ func (t *Tunnel) Confirm(ctx context.Context) error {
 	case <-ctx.Done():
 		t.Close()
 		<-done
-		if rerr := t.Err(); rerr != nil {
+		// A read error other than our own Close says why (the peer's
+		// alert); otherwise the peer was silent.
+		if rerr := t.Err(); rerr != nil && !errors.Is(rerr, net.ErrClosed) {
 			return rerr
 		}
-		return fmt.Errorf("no answer from peer: %w", ctx.Err())
+		return fmt.Errorf("%w: %w", ErrNoAnswer, ctx.Err())
 	}
 }
 

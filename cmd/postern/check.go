@@ -56,8 +56,8 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	r.ok("config %s: %d server(s), %d client(s), %d forward(s), %d service(s)",
 		f.config, len(cfg.Servers), len(cfg.Clients), len(cfg.Forwards), len(cfg.Services))
 	checkServices(r, cfg)
-	if errs := agent.CheckCAScopes(cfg); len(errs) > 0 {
-		r.section("issuing CAs")
+	if errs := agent.CheckIdentities(cfg); len(errs) > 0 {
+		r.section("identities")
 		for _, err := range errs {
 			r.fail("%v", err)
 		}
@@ -139,7 +139,7 @@ func checkServices(r *checkReport, cfg *config.Config) {
 		allow, err := identity.ParseList(s.Allow)
 		switch {
 		case err != nil:
-			r.fail("service %q (line %d): %v", s.Name, s.Line, err)
+			// Reported under "identities", as postern run words it.
 		case len(allow) == 0:
 			r.warn("service %q (line %d): empty allow list: every stream to it is refused", s.Name, s.Line)
 		default:
@@ -348,8 +348,7 @@ func checkPins(r *checkReport, peer []string) bool {
 	ok := true
 	for _, p := range peer {
 		if _, err := identity.Parse(p); err != nil {
-			r.fail("peer %q: %v", p, err)
-			ok = false
+			ok = false // reported under "identities", as postern run words it
 		}
 	}
 	if ok && len(peer) > 0 {
@@ -416,6 +415,9 @@ func connectOnce(addr, serverName string, creds *trust.Credentials, pins identit
 		}
 		defer t.Close()
 		if err := t.Confirm(ctx); err != nil {
+			if errors.Is(err, tunnel.ErrNoAnswer) {
+				return "", fmt.Errorf("the server completed the TLS handshake but did not answer the first ping within dial_timeout (%s)", timeout)
+			}
 			return "", explain(err)
 		}
 	} else {
