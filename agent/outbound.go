@@ -81,15 +81,12 @@ func (f *forward) handle(c net.Conn) (carry func()) {
 	a := f.agent
 	head := fmt.Sprintf("forward %s → %s/%s", f.ln.Addr(), f.via, f.service)
 	log := a.log.With("client", c.RemoteAddr().String())
-	ctx, cancel := context.WithTimeout(a.relayCtx, f.wait)
-	t, err := f.source.Tunnel(ctx)
-	cancel()
-	if err != nil {
+	st, noTunnel, err := f.open()
+	if noTunnel {
 		log.Warn(fmt.Sprintf("%s: connection from %s reset: %v (waited %s)", head, c.RemoteAddr(), err, f.wait))
 		relay.ResetConn(c)
 		return nil
 	}
-	st, err := t.Open()
 	if err != nil {
 		log.Warn(fmt.Sprintf("%s: connection from %s reset: open stream: %v", head, c.RemoteAddr(), err))
 		relay.ResetConn(c)
@@ -129,6 +126,26 @@ func (f *forward) handle(c net.Conn) (carry func()) {
 			return
 		}
 		a.logRelayEnd(log, "forward", head, stats, err)
+	}
+}
+
+// open opens a stream on the least loaded tunnel that takes new streams,
+// waiting up to tunnel_wait for one. A tunnel its peer has retired (it
+// refuses the stream before any byte of it was sent) is skipped from then
+// on, and the next one is tried. noTunnel says none came up in time.
+func (f *forward) open() (st *tunnel.Stream, noTunnel bool, err error) {
+	ctx, cancel := context.WithTimeout(f.agent.relayCtx, f.wait)
+	defer cancel()
+	for {
+		t, err := f.source.Tunnel(ctx)
+		if err != nil {
+			return nil, true, err
+		}
+		st, err := t.Open()
+		if errors.Is(err, tunnel.ErrRetiring) {
+			continue // t is marked retiring now: Tunnel will not pick it again
+		}
+		return st, false, err
 	}
 }
 
