@@ -393,4 +393,3 @@ func TestRoundRobin(t *testing.T) {
 		t.Fatalf("answered by %q while the first connection is held by %q; want one of each hub", second, got)
 	}
 }
-
