@@ -471,8 +471,11 @@ func jitterUp(d time.Duration) time.Duration {
 }
 
 // unwrapOp drops the "dial tcp ...: connect:" wrapping the caller's own
-// message already says.
+// message already says. A *ProxyError already says it in its own words.
 func unwrapOp(err error) error {
+	if pe, ok := errors.AsType[*ProxyError](err); ok {
+		return pe
+	}
 	var op *net.OpError
 	if errors.As(err, &op) && op.Err != nil {
 		err = op.Err
