@@ -245,10 +245,10 @@ func TestProxyFromEnv(t *testing.T) {
 		proxied bool
 	}{
 		{"hub.example.com:7443", true},
-		{"db.internal:5432", false},      // NO_PROXY domain suffix
-		{"10.1.2.3:7443", false},         // NO_PROXY CIDR
-		{"hub.example.net:7443", false},  // NO_PROXY host
-		{"127.0.0.1:7443", false},        // loopback is never proxied
+		{"db.internal:5432", false},     // NO_PROXY domain suffix
+		{"10.1.2.3:7443", false},        // NO_PROXY CIDR
+		{"hub.example.net:7443", false}, // NO_PROXY host
+		{"127.0.0.1:7443", false},       // loopback is never proxied
 		{"sub.hub.example.net:7443", false},
 	} {
 		mu.Lock()
@@ -284,7 +284,7 @@ func TestProxyEnvPrecedence(t *testing.T) {
 		{map[string]string{"ALL_PROXY": "socks5h://gw:1080"}, "socks5://gw:1080 (from ALL_PROXY)"},
 		{map[string]string{"all_proxy": "proxy.corp:8080"}, "http://proxy.corp:8080 (from all_proxy)"},
 		{map[string]string{"HTTPS_PROXY": "http://bob:pw@p:3128"}, "http://bob@p:3128 (from HTTPS_PROXY)"}, // password never shown
-		{map[string]string{"HTTP_PROXY": "http://only-http:3128"}, ""},                                    // not for TLS, as in curl
+		{map[string]string{"HTTP_PROXY": "http://only-http:3128"}, ""},                                     // not for TLS, as in curl
 		{map[string]string{"HTTPS_PROXY": "http://p:3128", "no_proxy": "*"}, ""},
 		{map[string]string{"HTTPS_PROXY": "http://p:3128", "no_proxy": "other", "NO_PROXY": "*"}, "http://p:3128 (from HTTPS_PROXY)"},
 	} {
