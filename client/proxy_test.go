@@ -406,3 +406,12 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	c.n += n
 	return n, err
 }
+
+func writePassword(t *testing.T, password string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "proxy.pass")
+	if err := os.WriteFile(path, []byte(password), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

@@ -18,10 +18,6 @@ type SquidOptions struct {
 	// Users, when set, turns on Basic authentication with these names and
 	// passwords (an htpasswd file read by basic_ncsa_auth).
 	Users map[string]string
-	// NTLM turns on NTLM authentication with squid's fake helper, which
-	// accepts any well-formed exchange: it tests the protocol, not a
-	// password check.
-	NTLM bool
 	// DenyPorts are destination ports squid refuses to CONNECT to (403).
 	DenyPorts []int
 }
@@ -67,8 +63,6 @@ acl CONNECT method CONNECT
 		fmt.Fprintf(&conf, "acl denied_%[1]d port %[1]d\nhttp_access deny CONNECT denied_%[1]d\n", port)
 	}
 	switch {
-	case opts.NTLM:
-		conf.WriteString("auth_param ntlm program /usr/lib/squid/ntlm_fake_auth\nauth_param ntlm children 2\nacl authed proxy_auth REQUIRED\nhttp_access allow authed\n")
 	case opts.Users != nil:
 		htpasswd := filepath.Join(d, "htpasswd")
 		writeHtpasswd(t, htpasswd, opts.Users)
@@ -86,6 +80,20 @@ acl CONNECT method CONNECT
 	if s.proc.waitOutput(30*time.Second, "Accepting HTTP Socket connections") == "" {
 		s.proc.stop()
 		t.Fatalf("squid did not start on %s:\n%s", addr, s.proc.out.String())
+	}
+	// Hand the port over, then make sure squid alone answers on it.
+	hold.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) || s.proc.exited() {
+			s.proc.stop()
+			t.Fatalf("squid does not accept on %s: %v\n%s", addr, err, s.proc.out.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition, bounded by the deadline
 	}
 	return s
 }
