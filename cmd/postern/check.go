@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/postern-tunnel/postern/client"
 	"github.com/postern-tunnel/postern/config"
 	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/tunnel"
@@ -361,12 +362,26 @@ func checkConnect(r *checkReport, c config.Client, creds *tunnel.Credentials) {
 		pat, _ := identity.Parse(p) // checked by checkPins
 		pins = append(pins, pat)
 	}
+	proxy, err := client.NewProxy(c, nil)
+	if err != nil {
+		r.fail("%v", err)
+		return
+	}
+	var d net.Dialer
+	dial := proxy.Dial(d.DialContext)
 	for _, addr := range c.Servers {
 		name := c.ServerName
 		if name == "" {
 			name, _, _ = net.SplitHostPort(string(addr))
 		}
-		verdict, err := connectOnce(string(addr), name, creds, pins, *c.Mux, c.DialTimeout.D())
+		verdict, err := connectOnce(dial, string(addr), name, creds, pins, *c.Mux, c.DialTimeout.D())
+		if hop := proxy.Describe(string(addr)); hop != "" {
+			if _, failed := errors.AsType[*client.ProxyError](err); failed {
+				r.fail("%s: via proxy %s: %v", addr, hop, err)
+				continue
+			}
+			r.ok("%s: via proxy %s: ok", addr, hop)
+		}
 		if err != nil {
 			r.fail("%s: %v", addr, err)
 			continue
@@ -375,11 +390,13 @@ func checkConnect(r *checkReport, c config.Client, creds *tunnel.Credentials) {
 	}
 }
 
-func connectOnce(addr, serverName string, creds *tunnel.Credentials, pins identity.List, mux bool, timeout time.Duration) (string, error) {
+func connectOnce(dial client.DialFunc, addr, serverName string, creds *tunnel.Credentials, pins identity.List, mux bool, timeout time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	conn, err := dial(ctx, "tcp", addr)
+	if pe, ok := errors.AsType[*client.ProxyError](err); ok {
+		return "", pe
+	}
 	if err != nil {
 		return "", fmt.Errorf("connect: %w", unwrapOpError(err))
 	}
