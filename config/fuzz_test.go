@@ -23,6 +23,8 @@ func FuzzParse(f *testing.F) {
 		"a.b.c = 1\n[x.y]\nz = [1, \"2\"]\n",
 		"[[server]]\nlisten = \":0\"\nmux = false\n",
 		"[tls]\ncrl = \"x\"\n",
+		validClient + "proxy = \"http://u:pw@p:3128\"\n",
+		validClient + "proxy = \"socks5://u@p:1080\"\nproxy_password_env = \"P\"\n",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -36,6 +38,19 @@ func FuzzParse(f *testing.F) {
 		}
 		if len(c.Servers) == 0 && len(c.Clients) == 0 {
 			t.Fatal("accepted a config with nothing to do")
+		}
+		// A password is never accepted inline in a proxy URL.
+		for _, cl := range c.Clients {
+			if cl.Proxy == "" || cl.Proxy == "env" {
+				continue
+			}
+			u, err := config.ParseProxyURL(cl.Proxy)
+			if err != nil {
+				t.Fatalf("accepted proxy %q that does not parse: %v", cl.Proxy, err)
+			}
+			if _, set := u.User.Password(); set {
+				t.Fatalf("accepted proxy %q with an inline password", cl.Proxy)
+			}
 		}
 	})
 }
