@@ -181,7 +181,7 @@ func (a *Agent) buildClients() error {
 		}
 		c := &client.Client{
 			Name: cc.Name, Servers: servers, ServerName: cc.ServerName,
-			Creds: creds, TLSConfig: tlsConfig, Dial: proxy.Dial(a.opts.Dial), DialTimeout: cc.DialTimeout.D(),
+			Creds: creds, TLSConfig: tlsConfig, Dial: proxy.Dial(a.opts.Dial), Proxy: proxy, DialTimeout: cc.DialTimeout.D(),
 			BackoffMin: cc.BackoffMin.D(), BackoffMax: cc.BackoffMax.D(),
 			Parallel: cc.Tunnels, Strategy: cc.Strategy, MaxLifetime: cc.MaxTunnelLifetime.D(),
 			Options: a.tun, Log: a.log,

@@ -88,7 +88,7 @@ func TestTunnelThroughSquid(t *testing.T) {
 	var rec dialRecorder
 	site := startWith(t, dir, "site", withProxy(siteTOML(p, hub.ServerAddrs()[0].String(), "bulk"),
 		fmt.Sprintf("proxy = \"http://svc-postern@%s\"\nproxy_password_file = %q", squid.Addr, pass)), Options{Dial: rec.dial})
-	site.log.WaitFor(t, 20*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 20*time.Second, "tunnel hub: connected", "via=http://svc-postern@"+squid.Addr)
 	fwd := site.ForwardAddrs()[0].String()
 	shaTransfer(t, fwd, 4<<20)
 

@@ -43,6 +43,7 @@ type Client struct {
 	// add checks such as peer pins); nil uses tunnel.ClientConfig.
 	TLSConfig   func(serverName string) *tls.Config
 	Dial        DialFunc
+	Proxy       *Proxy        // for log lines only: Dial already goes through it; nil = direct
 	DialTimeout time.Duration // TCP connect plus TLS handshake plus first ping
 	BackoffMin  time.Duration
 	BackoffMax  time.Duration
@@ -224,8 +225,11 @@ func (c *Client) dial(ctx context.Context, addr string) (*tunnel.Tunnel, error) 
 		t.Close()
 		return nil, errors.New(tunnel.Explain(err, tunnel.SideClient, c.Creds.Load().CASubjects, time.Now()))
 	}
-	c.Log.Info(fmt.Sprintf("tunnel %s: connected to %s", c.Name, addr),
-		"server", tunnel.Subject(t.Peer), "tls", tls.VersionName(tc.ConnectionState().Version))
+	attrs := []any{"server", tunnel.Subject(t.Peer), "tls", tls.VersionName(tc.ConnectionState().Version)}
+	if via := c.Proxy.Describe(addr); via != "" {
+		attrs = append(attrs, "via", via)
+	}
+	c.Log.Info(fmt.Sprintf("tunnel %s: connected to %s", c.Name, addr), attrs...)
 	return t, nil
 }
 
