@@ -60,6 +60,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	creds := map[string]*tunnel.Credentials{}
 	for _, c := range cfg.Clients {
 		r.section("client %q (line %d)", c.Name, c.Line)
+		checkProxyPassword(r, c)
 		if ok := checkEndpoint(r, c.TLS, x509.ExtKeyUsageClientAuth) && checkPins(r, c.Peer); ok {
 			if m, err := tunnel.LoadMaterial(filesOf(c.TLS)); err == nil {
 				creds[c.Name] = tunnel.NewCredentials(m)
@@ -439,6 +440,23 @@ func connectOnce(dial client.DialFunc, addr, serverName string, creds *tunnel.Cr
 	}
 	return fmt.Sprintf("connected: server %s, %s, serial %s, valid until %s",
 		identity.Describe(peer), tls.VersionName(cs.Version), peer.SerialNumber.Text(16), stamp(peer.NotAfter)), nil
+}
+
+// checkProxyPassword says whether the proxy password file can be read and
+// is private to its owner. It never prints the password.
+func checkProxyPassword(r *checkReport, c config.Client) {
+	if c.ProxyPasswordFile == "" {
+		return
+	}
+	if _, err := os.ReadFile(c.ProxyPasswordFile); err != nil {
+		r.fail("proxy_password_file %s: cannot read: %v", c.ProxyPasswordFile, unwrapPath(err))
+		return
+	}
+	if p := keyPermissionProblem(c.ProxyPasswordFile); p != "" {
+		r.warn("proxy_password_file %s: %s", c.ProxyPasswordFile, p)
+		return
+	}
+	r.ok("proxy_password_file %s: readable", c.ProxyPasswordFile)
 }
 
 func unwrapOpError(err error) error {

@@ -23,6 +23,7 @@ func TestCheckConnectViaProxy(t *testing.T) {
 	right, wrong := filepath.Join(dir, "right.pass"), filepath.Join(dir, "wrong.pass")
 	os.WriteFile(right, []byte("right\n"), 0o600)
 	os.WriteFile(wrong, []byte("wrong\n"), 0o600)
+	os.Chmod(wrong, 0o644)
 	path := writeTOML(t, dir, fmt.Sprintf(`
 [tls]
 cert = %[1]q
@@ -52,6 +53,8 @@ proxy_password_file = %[7]q
 		"tunnel hub:\n  ok      " + hubAddr + ": via proxy http://svc@" + squid.Addr + ": ok\n  ok      " + hubAddr + `: connected: server CN="hub"`,
 		"tunnel badpass:\n  ERROR   " + hubAddr + ": via proxy http://svc@" + squid.Addr + ": proxy " + squid.Addr +
 			` answered 407 Proxy Authentication Required: check the user "svc" and proxy_password_file ` + wrong,
+		"ok      proxy_password_file " + right + ": readable",
+		"WARNING proxy_password_file " + wrong + ": readable by group or others (mode 0644): chmod 600 " + wrong,
 		"postern check: 1 error",
 	} {
 		if !strings.Contains(out, want) {
