@@ -133,3 +133,23 @@ func TestPlainClientThroughSquid(t *testing.T) {
 		t.Error("the site dialed nothing")
 	}
 }
+
+// TestTunnelThroughDante: the same tunnel through a SOCKS5 proxy.
+func TestTunnelThroughDante(t *testing.T) {
+	dante := testproxy.StartDante(t, false)
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	target := testnet.Listen(t)
+	testnet.Serve(t, target, testnet.Echo)
+	hub := start(t, dir, "hub", hubTOML(p, serviceTOML("bulk", target.Addr().String(), "dns:site-a.test")))
+	var rec dialRecorder
+	site := startWith(t, dir, "site", withProxy(siteTOML(p, hub.ServerAddrs()[0].String(), "bulk"),
+		fmt.Sprintf("proxy = %q", "socks5://"+dante.Addr)), Options{Dial: rec.dial})
+	site.log.WaitFor(t, 20*time.Second, "tunnel hub: connected", "via=socks5://"+dante.Addr)
+	shaTransfer(t, site.ForwardAddrs()[0].String(), 4<<20)
+	for _, a := range rec.dialed() {
+		if a != dante.Addr {
+			t.Errorf("the site dialed %s itself; every dial must go to the proxy %s", a, dante.Addr)
+		}
+	}
+}
