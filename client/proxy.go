@@ -112,7 +112,7 @@ func parseEnvProxy(v string) (*url.URL, error) {
 		return nil, fmt.Errorf("%q: scheme %q is not one of http, socks5, socks5h", u.Redacted(), u.Scheme)
 	}
 	if u.Port() == "" {
-		u.Host = net.JoinHostPort(u.Hostname(), "1080") // curl's default for both
+		u.Host = net.JoinHostPort(u.Hostname(), config.DefaultEnvProxyPort)
 	}
 	return u, nil
 }

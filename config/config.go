@@ -164,6 +164,7 @@ const (
 	DefaultBackoffMax        = 30 * time.Second
 	DefaultTunnelWait        = 10 * time.Second
 	DefaultProxyAuth         = "basic" // when proxy is set
+	DefaultEnvProxyPort      = "1080"  // proxy = "env": a variable's URL without a port, as curl reads it
 	DefaultLogLevel          = "info"
 	DefaultLogFormat         = "text"
 )
