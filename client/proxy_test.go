@@ -283,6 +283,7 @@ func TestProxyEnvPrecedence(t *testing.T) {
 		{map[string]string{"https_proxy": "http://a:1", "HTTPS_PROXY": "http://b:2"}, "http://a:1 (from https_proxy)"},
 		{map[string]string{"ALL_PROXY": "socks5h://gw:1080"}, "socks5://gw:1080 (from ALL_PROXY)"},
 		{map[string]string{"all_proxy": "proxy.corp:8080"}, "http://proxy.corp:8080 (from all_proxy)"},
+		{map[string]string{"all_proxy": "socks5://gw"}, "socks5://gw:1080 (from all_proxy)"},               // curl's default port
 		{map[string]string{"HTTPS_PROXY": "http://bob:pw@p:3128"}, "http://bob@p:3128 (from HTTPS_PROXY)"}, // password never shown
 		{map[string]string{"HTTP_PROXY": "http://only-http:3128"}, ""},                                     // not for TLS, as in curl
 		{map[string]string{"HTTPS_PROXY": "http://p:3128", "no_proxy": "*"}, ""},
