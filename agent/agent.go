@@ -174,9 +174,13 @@ func (a *Agent) buildClients() error {
 		for i, s := range cc.Servers {
 			servers[i] = string(s)
 		}
+		proxy, err := client.NewProxy(cc, nil) // nil: no proxy, Dial returns a.opts.Dial
+		if err != nil {
+			return fmt.Errorf("%s: client %q: %w", a.where(cc.Line), cc.Name, err)
+		}
 		c := &client.Client{
 			Name: cc.Name, Servers: servers, ServerName: cc.ServerName,
-			Creds: creds, TLSConfig: tlsConfig, Dial: a.opts.Dial, DialTimeout: cc.DialTimeout.D(),
+			Creds: creds, TLSConfig: tlsConfig, Dial: proxy.Dial(a.opts.Dial), Proxy: proxy, DialTimeout: cc.DialTimeout.D(),
 			BackoffMin: cc.BackoffMin.D(), BackoffMax: cc.BackoffMax.D(),
 			Parallel: cc.Tunnels, Strategy: cc.Strategy, MaxLifetime: cc.MaxTunnelLifetime.D(),
 			Options: a.tun, Log: a.log,

@@ -45,6 +45,7 @@ type Client struct {
 	// add checks such as peer pins); nil uses trust.ClientConfig.
 	TLSConfig   func(serverName string) *tls.Config
 	Dial        DialFunc
+	Proxy       *Proxy        // for log lines only: Dial already goes through it; nil = direct
 	DialTimeout time.Duration // TCP connect plus TLS handshake plus first ping
 	BackoffMin  time.Duration
 	BackoffMax  time.Duration
@@ -229,8 +230,11 @@ func (c *Client) dial(ctx context.Context, addr string) (*tunnel.Tunnel, error) 
 		}
 		return nil, errors.New(trust.Explain(err, trust.SideClient, c.Creds.Load().CASubjects, time.Now()))
 	}
-	c.Log.Info(fmt.Sprintf("tunnel %s: connected to %s", c.Name, addr),
-		"server", trust.Subject(t.Peer), "tls", tls.VersionName(tc.ConnectionState().Version))
+	attrs := []any{"server", trust.Subject(t.Peer), "tls", tls.VersionName(tc.ConnectionState().Version)}
+	if via := c.Proxy.Describe(addr); via != "" {
+		attrs = append(attrs, "via", via)
+	}
+	c.Log.Info(fmt.Sprintf("tunnel %s: connected to %s", c.Name, addr), attrs...)
 	return t, nil
 }
 
@@ -418,8 +422,11 @@ func jitterUp(d time.Duration) time.Duration {
 }
 
 // unwrapOp drops the "dial tcp ...: connect:" wrapping the caller's own
-// message already says.
+// message already says. A *ProxyError already says it in its own words.
 func unwrapOp(err error) error {
+	if pe, ok := errors.AsType[*ProxyError](err); ok {
+		return pe
+	}
 	var op *net.OpError
 	if errors.As(err, &op) && op.Err != nil {
 		err = op.Err

@@ -94,8 +94,23 @@ type Client struct {
 
 	MaxTunnelLifetime Duration `toml:"max_tunnel_lifetime"` // re-establish tunnels this often (make-before-break)
 
+	// Proxy reaches the servers through a proxy: "http://[user@]host:port"
+	// (HTTP CONNECT), "socks5://[user@]host:port", or "env" (HTTPS_PROXY,
+	// ALL_PROXY and NO_PROXY, as curl reads them). "" dials directly.
+	Proxy string `toml:"proxy"`
+	// The proxy user's password comes from a file (its first line) or an
+	// environment variable, never from the config itself.
+	ProxyPasswordFile string `toml:"proxy_password_file"`
+	ProxyPasswordEnv  string `toml:"proxy_password_env"`
+	ProxyAuth         string `toml:"proxy_auth"` // HTTP proxies: "basic" (default) or "ntlm"
+
 	Line int `toml:"-"`
+	// keys holds where this table sets each key, for messages.
+	keys map[string]position
 }
+
+// position is where a key is written: line and column, from 1.
+type position struct{ line, col int }
 
 // Forward is a plaintext listener whose connections go to a service on a peer.
 type Forward struct {
@@ -153,6 +168,8 @@ const (
 	DefaultBackoffMin        = 200 * time.Millisecond
 	DefaultBackoffMax        = 30 * time.Second
 	DefaultTunnelWait        = 10 * time.Second
+	DefaultProxyAuth         = "basic" // when proxy is set
+	DefaultEnvProxyPort      = "1080"  // proxy = "env": a variable's URL without a port, as curl reads it
 	DefaultLogLevel          = "info"
 	DefaultLogFormat         = "text"
 )
@@ -345,6 +362,9 @@ func (c *Config) SetDefaults() {
 		if cl.Strategy == "" {
 			cl.Strategy = DefaultStrategy
 		}
+		if cl.Proxy != "" && cl.ProxyAuth == "" {
+			cl.ProxyAuth = DefaultProxyAuth
+		}
 	}
 	for i := range c.Forwards {
 		setDur(&c.Forwards[i].TunnelWait, DefaultTunnelWait)
@@ -429,5 +449,6 @@ func (c *Config) resolvePaths(dir string) {
 	}
 	for i := range c.Clients {
 		resolve(&c.Clients[i].TLS)
+		abs(&c.Clients[i].ProxyPasswordFile)
 	}
 }

@@ -33,6 +33,8 @@ func FuzzParse(f *testing.F) {
 		"[[client]]\nname = \"hub\"\nserver = [\"h:1\"]\n",
 		"[tls]\nexpiry_warning = \"30d\"\n",
 		validClient + "[[service]]\nname = \"a\"\ntarget = \"h:1\"\nallow = [\"dns:a..b\"]\n",
+		validClient + "proxy = \"http://u:pw@p:3128\"\n",
+		validClient + "proxy = \"socks5://u@p:1080\"\nproxy_password_env = \"P\"\n",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -75,6 +77,19 @@ func FuzzParse(f *testing.F) {
 		// is zero.
 		if c.Tunnel.KeepaliveInterval <= 0 || c.Tunnel.KeepaliveTimeout <= 0 || c.Tunnel.OpenTimeout <= 0 || c.Tunnel.MaxStreams <= 0 {
 			t.Fatalf("accepted with an unset tunnel default: %+v", c.Tunnel)
+		}
+		// A password is never accepted inline in a proxy URL.
+		for _, cl := range c.Clients {
+			if cl.Proxy == "" || cl.Proxy == "env" {
+				continue
+			}
+			u, err := config.ParseProxyURL(cl.Proxy)
+			if err != nil {
+				t.Fatalf("accepted proxy %q that does not parse: %v", cl.Proxy, err)
+			}
+			if _, set := u.User.Password(); set {
+				t.Fatalf("accepted proxy %q with an inline password", cl.Proxy)
+			}
 		}
 	})
 }

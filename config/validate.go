@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -135,7 +137,119 @@ func (c *Config) validateClient(cl *Client) error {
 	if cl.BackoffMin > cl.BackoffMax {
 		return c.errorf(cl.Line, "%s: backoff_min %s is larger than backoff_max %s", where, cl.BackoffMin, cl.BackoffMax)
 	}
+	return c.validateProxy(cl, where)
+}
+
+// validateProxy checks proxy and its credentials. The password is never
+// in the config: a URL that carries one is refused, and the message shows
+// it redacted.
+func (c *Config) validateProxy(cl *Client, where string) error {
+	keyErr := func(key, format string, args ...any) error {
+		return c.keyErrorf(cl, key, "%s: %s: %s", where, key, fmt.Sprintf(format, args...))
+	}
+	if cl.Proxy == "" {
+		for _, k := range []struct{ key, value string }{
+			{"proxy_password_file", cl.ProxyPasswordFile}, {"proxy_password_env", cl.ProxyPasswordEnv}, {"proxy_auth", cl.ProxyAuth},
+		} {
+			if k.value != "" {
+				return keyErr(k.key, "set, but proxy is not: add proxy = \"http://USER@HOST:PORT\" (or remove %s)", k.key)
+			}
+		}
+		return nil
+	}
+	user := ""
+	if cl.Proxy != "env" {
+		u, err := ParseProxyURL(cl.Proxy)
+		if err != nil {
+			return keyErr("proxy", "%v", err)
+		}
+		user = u.User.Username()
+		if u.Scheme != "http" && cl.ProxyAuth == "ntlm" {
+			return keyErr("proxy_auth", "\"ntlm\" is for http:// proxies; a %s proxy takes a user name and password", u.Scheme)
+		}
+	}
+	if cl.ProxyAuth != "basic" && cl.ProxyAuth != "ntlm" {
+		return keyErr("proxy_auth", "%q is not one of basic, ntlm", cl.ProxyAuth)
+	}
+	if cl.ProxyPasswordFile != "" && cl.ProxyPasswordEnv != "" {
+		return keyErr("proxy_password_env", "set proxy_password_file or proxy_password_env, not both")
+	}
+	hasPassword := cl.ProxyPasswordFile != "" || cl.ProxyPasswordEnv != ""
+	switch {
+	case cl.Proxy == "env":
+		// The user name, if any, comes from the environment variable; a
+		// password source here completes it.
+	case user != "" && !hasPassword:
+		return keyErr("proxy", "names user %q but no password: set proxy_password_file = \"PATH\" or proxy_password_env = \"VARIABLE\"", user)
+	case user == "" && hasPassword:
+		key := "proxy_password_file"
+		if cl.ProxyPasswordEnv != "" {
+			key = "proxy_password_env"
+		}
+		return keyErr(key, "set, but proxy names no user: write it as %q", withUser(cl.Proxy))
+	case user == "" && cl.ProxyAuth == "ntlm":
+		return keyErr("proxy_auth", "\"ntlm\" needs a user: write proxy as %q and set proxy_password_file", withUser(cl.Proxy))
+	}
 	return nil
+}
+
+// ParseProxyURL parses a proxy written as "http://[user@]host:port" or
+// "socks5://[user@]host:port". A password in the URL is an error: it
+// belongs in proxy_password_file or proxy_password_env.
+func ParseProxyURL(raw string) (*url.URL, error) {
+	if !strings.Contains(raw, "://") {
+		return nil, fmt.Errorf("%q: start with http:// or socks5:// (or write proxy = \"env\" to use HTTPS_PROXY and NO_PROXY)", raw)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("%q: %v", redact(raw), err)
+	}
+	if _, set := u.User.Password(); set {
+		return nil, fmt.Errorf("%q has the password inline: remove it from the URL and put it in a file named by proxy_password_file (or an environment variable named by proxy_password_env)", u.Redacted())
+	}
+	if u.Scheme != "http" && u.Scheme != "socks5" {
+		return nil, fmt.Errorf("%q: scheme %q is not one of http, socks5 (or write proxy = \"env\")", raw, u.Scheme)
+	}
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return nil, fmt.Errorf("%q: write only %s://[USER@]HOST:PORT, without a path or query", raw, u.Scheme)
+	}
+	if u.Hostname() == "" {
+		return nil, fmt.Errorf("%q: no host, like %s://proxy.example.com:3128", raw, u.Scheme)
+	}
+	if u.Port() == "" {
+		return nil, fmt.Errorf("%q: no port, like %s://%s:%s", raw, u.Scheme, u.Host, map[string]string{"http": "3128", "socks5": "1080"}[u.Scheme])
+	}
+	if err := checkAddress(u.Host); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// redact hides what may be a password in a URL that did not parse.
+func redact(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return raw
+	}
+	userinfo, host, ok := strings.Cut(rest, "@")
+	if !ok || !strings.Contains(userinfo, ":") {
+		return raw
+	}
+	user, _, _ := strings.Cut(userinfo, ":")
+	return scheme + "://" + user + ":xxxxx@" + host
+}
+
+// withUser writes a proxy URL with a USER placeholder.
+func withUser(proxy string) string {
+	if proxy == "env" {
+		return proxy
+	}
+	scheme, rest, _ := strings.Cut(proxy, "://")
+	return scheme + "://USER@" + rest
 }
 
 // validateTLS checks that a tunnel endpoint has what mutual TLS needs. There
@@ -288,13 +402,43 @@ func (c *Config) errorf(line int, format string, args ...any) error {
 	return &Error{File: c.Path, Line: line, Msg: fmt.Sprintf(format, args...)}
 }
 
+// keyErrorf is errorf at the line and column where cl sets key, or at the
+// table's line when the key is not written there.
+func (c *Config) keyErrorf(cl *Client, key, format string, args ...any) error {
+	if p, ok := cl.keys[key]; ok {
+		return &Error{File: c.Path, Line: p.line, Col: p.col, Msg: fmt.Sprintf(format, args...)}
+	}
+	return c.errorf(cl.Line, format, args...)
+}
+
 // setLines records the line of each [[server]], [[client]], [[forward]] and
 // [[service]] header, in order, so messages can point at the table.
 func (c *Config) setLines(data []byte) {
 	lines := map[string][]int{}
+	var clientKeys []map[string]position // per [[client]], where each key is set
+	inClient := false
 	forEachLine(data, func(n int, text string) {
 		if name, ok := arrayHeader(text); ok {
 			lines[name] = append(lines[name], n)
+			inClient = name == "client"
+			if inClient {
+				clientKeys = append(clientKeys, map[string]position{})
+			}
+			return
+		}
+		if _, ok := tableHeader(text); ok {
+			inClient = false
+			return
+		}
+		if !inClient {
+			return
+		}
+		trimmed := strings.TrimLeft(text, " \t")
+		key, _, ok := strings.Cut(trimmed, "=")
+		if key = strings.Trim(strings.TrimSpace(key), `"`); ok && key != "" {
+			if _, seen := clientKeys[len(clientKeys)-1][key]; !seen {
+				clientKeys[len(clientKeys)-1][key] = position{n, len(text) - len(trimmed) + 1}
+			}
 		}
 	})
 	at := func(name string, i int) int {
@@ -308,6 +452,9 @@ func (c *Config) setLines(data []byte) {
 	}
 	for i := range c.Clients {
 		c.Clients[i].Line = at("client", i)
+		if i < len(clientKeys) {
+			c.Clients[i].keys = clientKeys[i]
+		}
 	}
 	for i := range c.Forwards {
 		c.Forwards[i].Line = at("forward", i)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/postern-tunnel/postern/agent"
+	"github.com/postern-tunnel/postern/client"
 	"github.com/postern-tunnel/postern/config"
 	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/trust"
@@ -70,6 +71,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	for i, c := range cfg.Clients {
 		r.section("client %q (line %d)", c.Name, c.Line)
 		at := func(key string) string { return cfg.TLSKeyAt("client", i, key) }
+		checkProxyPassword(r, c)
 		if ok := checkEndpoint(r, c.TLS, x509.ExtKeyUsageClientAuth, at) && checkPins(r, c.Peer); ok {
 			if m, err := trust.LoadMaterial(trust.FilesOf(c.TLS)); err == nil {
 				creds[c.Name] = trust.NewCredentials(m)
@@ -369,12 +371,26 @@ func checkConnect(r *checkReport, c config.Client, creds *trust.Credentials, opt
 		pat, _ := identity.Parse(p) // checked by checkPins
 		pins = append(pins, pat)
 	}
+	proxy, err := client.NewProxy(c, nil)
+	if err != nil {
+		r.fail("%v", err)
+		return
+	}
+	var d net.Dialer
+	dial := proxy.Dial(d.DialContext)
 	for _, addr := range c.Servers {
 		name := c.ServerName
 		if name == "" {
 			name, _, _ = net.SplitHostPort(string(addr))
 		}
-		verdict, err := connectOnce(string(addr), name, creds, pins, *c.Mux, c.DialTimeout.D(), opts)
+		verdict, err := connectOnce(dial, string(addr), name, creds, pins, *c.Mux, c.DialTimeout.D(), opts)
+		if hop := proxy.Describe(string(addr)); hop != "" {
+			if _, failed := errors.AsType[*client.ProxyError](err); failed {
+				r.fail("%s: via proxy %s: %v", addr, hop, err)
+				continue
+			}
+			r.ok("%s: via proxy %s: ok", addr, hop)
+		}
 		if err != nil {
 			r.fail("%s: %v", addr, err)
 			continue
@@ -383,11 +399,13 @@ func checkConnect(r *checkReport, c config.Client, creds *trust.Credentials, opt
 	}
 }
 
-func connectOnce(addr, serverName string, creds *trust.Credentials, pins identity.List, mux bool, timeout time.Duration, opts tunnel.Options) (string, error) {
+func connectOnce(dial client.DialFunc, addr, serverName string, creds *trust.Credentials, pins identity.List, mux bool, timeout time.Duration, opts tunnel.Options) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	conn, err := dial(ctx, "tcp", addr)
+	if pe, ok := errors.AsType[*client.ProxyError](err); ok {
+		return "", pe
+	}
 	if err != nil {
 		return "", fmt.Errorf("connect: %w", unwrapOpError(err))
 	}
@@ -433,6 +451,23 @@ func connectOnce(addr, serverName string, creds *trust.Credentials, pins identit
 	}
 	return fmt.Sprintf("connected: server %s, %s, serial %s, valid until %s",
 		identity.Describe(peer), tls.VersionName(cs.Version), peer.SerialNumber.Text(16), stamp(peer.NotAfter)), nil
+}
+
+// checkProxyPassword says whether the proxy password file can be read and
+// is private to its owner. It never prints the password.
+func checkProxyPassword(r *checkReport, c config.Client) {
+	if c.ProxyPasswordFile == "" {
+		return
+	}
+	if _, err := os.ReadFile(c.ProxyPasswordFile); err != nil {
+		r.fail("proxy_password_file %s: cannot read: %v", c.ProxyPasswordFile, unwrapPath(err))
+		return
+	}
+	if p := trust.KeyPermissionProblem(c.ProxyPasswordFile); p != "" {
+		r.warn("proxy_password_file %s: %s", c.ProxyPasswordFile, p)
+		return
+	}
+	r.ok("proxy_password_file %s: readable", c.ProxyPasswordFile)
 }
 
 // unwrapOpError drops the "dial tcp ADDR: connect: " a failed dial
