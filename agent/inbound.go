@@ -146,7 +146,7 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream, open int64) (c
 	}
 	if _, ok := svc.allow.Match(t.Peer); !ok {
 		a.refuse(st, wire.StatusNotAllowed, "not allowed for "+who)
-		log.Warn("stream refused", "reason", notAllowed(svc.allow), "allow", allowValue(svc.allow))
+		log.Warn("stream refused", "reason", notAllowed(svc.allow), "allow", svc.allow.Strings())
 		return nil
 	}
 	log = log.With("target", svc.target)
@@ -183,10 +183,6 @@ func notAllowed(l identity.List) string {
 	return "identity not in allow: add the peer's identity (postern pki show) to the service's allow to let it in"
 }
 
-// allowValue is the service's allow list as a log attribute value.
-func allowValue(l identity.List) string {
-	return fmt.Sprintf("%q", l.Strings())
-}
 
 // logRelayEnd logs how a relay ended: what ("stream" or "raw TLS
 // connection") closed or was reset. Aborts are normal events for a tunnel
@@ -220,7 +216,7 @@ func (a *Agent) serveRaw(c *tls.Conn, svc *service) {
 		return
 	}
 	if _, ok := svc.allow.Match(peer); !ok {
-		log.Warn("raw TLS connection refused", "reason", notAllowed(svc.allow), "allow", allowValue(svc.allow))
+		log.Warn("raw TLS connection refused", "reason", notAllowed(svc.allow), "allow", svc.allow.Strings())
 		a.metrics.countStream("service", 0, 0, nil, true)
 		resetTLS(c)
 		return
