@@ -35,7 +35,8 @@ func TestDenied(t *testing.T) {
 		wantCode string
 	}{
 		{"secret",
-			[]string{"stream refused", "service=secret", `reason="identity not in allow`, `peer="CN=\"site-a\"`, "dns:site-a.test"},
+			[]string{"stream refused", "service=secret", `reason="identity not in allow`, `peer="CN=\"site-a\"`, "dns:site-a.test",
+				`allow="[\"dns:partner-b.test\", \"cn:someone-else\"]"`},
 			[]string{"stream refused by peer", "via=hub", "service=secret", `reason="not allowed for`, "site-a"}, ""},
 		{"missing",
 			[]string{"stream refused", "service=missing", `reason="no such service here"`, `peer="CN=\"site-a\"`},

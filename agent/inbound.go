@@ -3,10 +3,13 @@ package agent
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -146,7 +149,7 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream, open int64) (c
 	}
 	if _, ok := svc.allow.Match(t.Peer); !ok {
 		a.refuse(st, wire.StatusNotAllowed, "not allowed for "+who)
-		log.Warn("stream refused", "reason", notAllowed(svc.allow), "allow", svc.allow.Strings())
+		log.Warn("stream refused", "reason", notAllowed(svc.allow), "allow", allowAttr(svc.allow.Strings()))
 		return nil
 	}
 	log = log.With("target", svc.target)
@@ -175,6 +178,21 @@ func (a *Agent) refuse(st *tunnel.Stream, code wire.Code, reason string) {
 	st.Close()
 }
 
+// allowAttr is a service's allow list as a log value: a JSON array in JSON
+// logs, and written as in the config file (["dns:a", "cn:B C"]) in text
+// logs, where entries may hold spaces.
+type allowAttr []string
+
+func (l allowAttr) MarshalJSON() ([]byte, error) { return json.Marshal([]string(l)) }
+
+func (l allowAttr) MarshalText() ([]byte, error) {
+	q := make([]string, len(l))
+	for i, e := range l {
+		q[i] = strconv.Quote(e)
+	}
+	return []byte("[" + strings.Join(q, ", ") + "]"), nil
+}
+
 // notAllowed is the reason a peer's stream to a service is refused.
 func notAllowed(l identity.List) string {
 	if len(l) == 0 {
@@ -182,7 +200,6 @@ func notAllowed(l identity.List) string {
 	}
 	return "identity not in allow: add the peer's identity (postern pki show) to the service's allow to let it in"
 }
-
 
 // logRelayEnd logs how a relay ended: what ("stream" or "raw TLS
 // connection") closed or was reset. Aborts are normal events for a tunnel
@@ -216,7 +233,7 @@ func (a *Agent) serveRaw(c *tls.Conn, svc *service) {
 		return
 	}
 	if _, ok := svc.allow.Match(peer); !ok {
-		log.Warn("raw TLS connection refused", "reason", notAllowed(svc.allow), "allow", svc.allow.Strings())
+		log.Warn("raw TLS connection refused", "reason", notAllowed(svc.allow), "allow", allowAttr(svc.allow.Strings()))
 		a.metrics.countStream("service", 0, 0, nil, true)
 		resetTLS(c)
 		return
