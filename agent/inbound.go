@@ -128,9 +128,10 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream, open int64) (c
 		return nil
 	}
 	if req.Source != "" {
-		log = log.With("client", req.Source)
+		log = log.With("client", req.Source, "service", req.Service)
+	} else {
+		log = log.With("service", req.Service)
 	}
-	log = log.With("service", req.Service)
 	svc := a.services[req.Service]
 	switch {
 	case a.draining.Load():
