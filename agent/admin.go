@@ -118,7 +118,7 @@ func (a *Agent) serveAdmin(ctx context.Context) {
 	})
 	defer stop()
 	if err := srv.Serve(a.admin); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-		a.log.Warn(fmt.Sprintf("admin endpoint %s: %v", a.admin.Addr(), err))
+		a.log.Warn("admin endpoint stopped serving", "listen", a.admin.Addr().String(), "err", err)
 	}
 }
 

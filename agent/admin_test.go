@@ -35,7 +35,7 @@ func TestAdminEndpoint(t *testing.T) {
 	hubAddr := hub.ServerAddrs()[0].String()
 	site := start(t, dir, "site", siteTOML(p, hubAddr, "echo")+"[admin]\nlisten = \"127.0.0.1:0\"\n")
 	base := "http://" + site.AdminAddr().String()
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 	waitTunnels(t, site, 1)
 
 	if code, body := get(t, base+"/healthz"); code != 200 || body != "ok\n" {
@@ -61,7 +61,7 @@ func TestAdminEndpoint(t *testing.T) {
 	}
 
 	hub.stop(t)
-	site.log.WaitFor(t, 10*time.Second, "lost")
+	site.log.WaitFor(t, 10*time.Second, "tunnel lost; reconnecting", "tunnel=hub")
 	code, body := get(t, base+"/readyz")
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, `no tunnel "hub" up`) {
 		t.Fatalf("/readyz with the hub gone: %d %q", code, body)

@@ -138,7 +138,7 @@ func (a *Agent) buildServices() error {
 			return fmt.Errorf("%s: service %q: %w", a.where(sc.Line), sc.Name, err)
 		}
 		if len(allow) == 0 {
-			a.log.Warn(fmt.Sprintf("service %q has an empty allow list: every stream to it will be refused (default deny)", sc.Name))
+			a.log.Warn("service has an empty allow list: every stream to it will be refused (default deny)", "service", sc.Name)
 		}
 		svc := &service{name: sc.Name, target: string(sc.Target), allow: allow, dialTimeout: sc.DialTimeout.D()}
 		switch sc.ProxyProtocol {
@@ -273,10 +273,10 @@ func (a *Agent) ServerAddrs() []net.Addr {
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.startCertificateWatch(ctx)()
 	for _, s := range a.servers {
-		a.log.Info(fmt.Sprintf("tunnel server listening on %s", s.ln.Addr()))
+		a.log.Info("tunnel server listening", "listen", s.ln.Addr().String())
 	}
 	for _, f := range a.forwards {
-		a.log.Info(fmt.Sprintf("forward %s → %s/%s listening", f.ln.Addr(), f.via, f.service))
+		a.log.Info("forward listening", "forward", f.ln.Addr().String(), "via", f.via, "service", f.service)
 	}
 	var wg sync.WaitGroup
 	for _, c := range a.clients {
@@ -300,11 +300,11 @@ func (a *Agent) Run(ctx context.Context) error {
 			f.serve(ctx)
 		}()
 	}
-	a.log.Info(fmt.Sprintf("agent %s running", a.name()), "servers", len(a.servers), "clients", len(a.clients),
+	a.log.Info("agent running", "agent", a.name(), "servers", len(a.servers), "clients", len(a.clients),
 		"forwards", len(a.forwards), "services", len(a.services))
 	adminCtx, stopAdmin := context.WithCancel(context.Background())
 	if a.admin != nil {
-		a.log.Info(fmt.Sprintf("admin endpoint listening on %s (/healthz, /readyz, /metrics)", a.admin.Addr()))
+		a.log.Info("admin endpoint listening (/healthz, /readyz, /metrics)", "listen", a.admin.Addr().String())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -322,11 +322,11 @@ func (a *Agent) drain() {
 	a.draining.Store(true)
 	a.closeListeners()
 	timeout := a.cfg.ShutdownTimeout.D()
-	a.log.Info(fmt.Sprintf("agent %s stopping: no new connections; waiting up to %s for streams in flight", a.name(), timeout))
+	a.log.Info("agent stopping: no new connections; waiting for streams in flight", "agent", a.name(), "wait", timeout.String())
 	select {
 	case <-a.streams.Idle():
 	case <-time.After(timeout):
-		a.log.Warn(fmt.Sprintf("agent %s: shutdown_timeout (%s) reached; aborting the streams still open", a.name(), timeout))
+		a.log.Warn("shutdown_timeout reached; aborting the streams still open", "agent", a.name(), "wait", timeout.String())
 		a.abortRelays()
 		<-a.streams.Idle()
 	}
@@ -337,7 +337,7 @@ func (a *Agent) drain() {
 		t.Close()
 	}
 	a.mu.Unlock()
-	a.log.Info(fmt.Sprintf("agent %s stopped", a.name()))
+	a.log.Info("agent stopped", "agent", a.name())
 }
 
 func (a *Agent) closeListeners() {
@@ -368,13 +368,14 @@ func (a *Agent) acceptedTunnel(t *tunnel.Tunnel) {
 	a.tunnels[t] = struct{}{}
 	a.tunnelsChanged.Notify()
 	a.mu.Unlock()
-	a.log.Info(fmt.Sprintf("tunnel from %s: accepted %s", t.RemoteAddr(), identity.Describe(t.Peer)))
+	log := a.log.With("peer_addr", t.RemoteAddr().String(), "peer", identity.Describe(t.Peer))
+	log.Info("tunnel accepted")
 	a.serveTunnel(t)
 	a.mu.Lock()
 	delete(a.tunnels, t)
 	a.tunnelsChanged.Notify()
 	a.mu.Unlock()
-	a.log.Info(fmt.Sprintf("tunnel from %s: closed", t.RemoteAddr()), "peer", trust.Subject(t.Peer))
+	log.Info("tunnel closed")
 }
 
 // errDraining is the reason given to peers while the agent stops.

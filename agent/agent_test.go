@@ -201,7 +201,7 @@ func TestAbortOnTunnelLoss(t *testing.T) {
 	var cuts connTracker
 	hub := startWith(t, dir, "hub", hubTOML(p, serviceTOML("stream", ln.Addr().String(), "*")), Options{Listen: cuts.listen})
 	site := start(t, dir, "site", siteTOML(p, hub.ServerAddrs()[0].String(), "stream"))
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 
 	c := testnet.Dial(t, site.ForwardAddrs()[0].String())
 	<-started
@@ -215,7 +215,7 @@ func TestAbortOnTunnelLoss(t *testing.T) {
 	if !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("app read ended with %v, want connection reset", err)
 	}
-	site.log.WaitFor(t, 5*time.Second, "reset:")
+	site.log.WaitFor(t, 5*time.Second, "stream reset", "via=hub", "err=")
 }
 
 // TestAbortOnTargetReset: a target that resets its connection resets the

@@ -76,7 +76,7 @@ func TestConstrainedPartnerCA(t *testing.T) {
 	}
 
 	inside := start(t, dir, "inside", siteTOML(&pki{site: testca.Files{Cert: write("in.crt", inCert), Key: write("in.key", inKey), CA: rootFile}}, addr, "erp"))
-	inside.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	inside.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 	if got, err := echoOnce(t, inside.ForwardAddrs()[0], "partner A"); err != nil || got != "partner A" {
 		t.Fatalf("a name inside partner A's constraints: %q, %v", got, err)
 	}

@@ -41,7 +41,7 @@ func certCases() []certCase {
 				return "", ""
 			},
 			hubLog:  []string{"tunnel refused:", `client certificate CN=\"site-a\" was signed by an unknown authority`, `issuer CN=\"Other Root\"`, `trusted: CN=\"Test Partners CA\"`, "sha256:"},
-			siteLog: []string{"tunnel hub:", "the server rejected our certificate", "does not trust the CA that signed our certificate"},
+			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate", "does not trust the CA that signed our certificate"},
 		},
 		{
 			name: "server certificate from an unknown CA",
@@ -51,13 +51,13 @@ func certCases() []certCase {
 				return "", ""
 			},
 			hubLog:  []string{"tunnel refused:", "the client rejected our certificate"},
-			siteLog: []string{"tunnel hub:", `server certificate CN=\"hub\" was signed by an unknown authority`, `issuer CN=\"Rogue Root\"`, `trusted: CN=\"Test Partners CA\"`},
+			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", `server certificate CN=\"hub\" was signed by an unknown authority`, `issuer CN=\"Rogue Root\"`, `trusted: CN=\"Test Partners CA\"`},
 		},
 		{
 			name:    "server name mismatch",
 			setup:   func(*testing.T, string, *pki) (string, string) { return "", `server_name = "other.test"` },
 			hubLog:  []string{"tunnel refused:", "the client rejected our certificate", "server_name"},
-			siteLog: []string{"tunnel hub:", `server certificate CN=\"hub\" is not valid for \"other.test\"`, "DNS:hub.test", "serial "},
+			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", `server certificate CN=\"hub\" is not valid for \"other.test\"`, "DNS:hub.test", "serial "},
 		},
 		{
 			name: "expired server certificate",
@@ -67,7 +67,7 @@ func certCases() []certCase {
 				return "", ""
 			},
 			hubLog:  []string{"tunnel refused:", "the client rejected our certificate"},
-			siteLog: []string{"tunnel hub:", `server certificate CN=\"hub\" expired 5h`, "not after", "local clock", "NTP", "sha256:"},
+			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", `server certificate CN=\"hub\" expired 5h`, "not after", "local clock", "NTP", "sha256:"},
 		},
 		{
 			name: "client certificate not yet valid",
@@ -77,7 +77,7 @@ func certCases() []certCase {
 				return "", ""
 			},
 			hubLog:  []string{"tunnel refused:", `client certificate CN=\"site-a\" is not valid yet: valid from`, "local clock", "NTP"},
-			siteLog: []string{"tunnel hub:", "the server rejected our certificate"},
+			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate"},
 		},
 		{
 			name: "client certificate revoked by CRL",
@@ -89,7 +89,7 @@ func certCases() []certCase {
 				return fmt.Sprintf("crl = [%q]", crl), ""
 			},
 			hubLog:  []string{"tunnel refused:", `client certificate CN=\"site-a\" was revoked on`, "reason: key-compromise", "according to CRL ", "partners.crl", "serial "},
-			siteLog: []string{"tunnel hub:", "the server rejected our certificate", "not revoked"},
+			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate", "not revoked"},
 		},
 		{
 			name: "server certificate revoked by CRL",
@@ -101,7 +101,7 @@ func certCases() []certCase {
 				return "", fmt.Sprintf("crl = [%q]", crl)
 			},
 			hubLog:  []string{"tunnel refused:", "the client rejected our certificate"},
-			siteLog: []string{"tunnel hub:", `server certificate CN=\"hub\" was revoked`, "according to CRL ", "hub.crl"},
+			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", `server certificate CN=\"hub\" was revoked`, "according to CRL ", "hub.crl"},
 		},
 		{
 			name: "stale CRL refused",
@@ -111,13 +111,13 @@ func certCases() []certCase {
 				return fmt.Sprintf("crl = [%q]", crl), ""
 			},
 			hubLog:  []string{"tunnel refused:", `cannot check client certificate CN=\"site-a\" for revocation`, "old.crl", "is stale", "crl_stale"},
-			siteLog: []string{"tunnel hub:", "the server rejected our certificate"},
+			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate"},
 		},
 		{
 			name:    "server does not match the client's peer pin",
 			setup:   func(*testing.T, string, *pki) (string, string) { return "", `peer = ["dns:partner.test", "cn:hub-2"]` },
 			hubLog:  []string{"tunnel refused:", "the client rejected our certificate"},
-			siteLog: []string{"tunnel hub:", `server certificate CN=\"hub\" matches none of peer = [dns:partner.test, cn:hub-2]`, `\"dns:hub.test\"`, "sha256:"},
+			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", `server certificate CN=\"hub\" matches none of peer = [dns:partner.test, cn:hub-2]`, `\"dns:hub.test\"`, "sha256:"},
 		},
 		{
 			name: "client certificate for servers only",
@@ -126,7 +126,7 @@ func certCases() []certCase {
 				return "", ""
 			},
 			hubLog:  []string{"tunnel refused:", `client certificate CN=\"site-a\" may not be used for this purpose`, "only serverAuth", "clientAuth"},
-			siteLog: []string{"tunnel hub:", "the server rejected our certificate"},
+			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate"},
 		},
 		{
 			name:  "no client certificate",
@@ -202,7 +202,7 @@ func TestNotTLS(t *testing.T) {
 		io.WriteString(c, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 	})
 	site := start(t, dir, "site", siteTOML(p, web.Addr().String()))
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub:", "the server answered with plain HTTP, not TLS", "servers")
+	site.log.WaitFor(t, 10*time.Second, "tunnel not connected; retrying", "tunnel=hub", "the server answered with plain HTTP, not TLS", "servers")
 
 	hub := start(t, dir, "hub", hubTOML(p, ""))
 	c, err := net.Dial("tcp", hub.ServerAddrs()[0].String())
@@ -220,5 +220,5 @@ func TestPeerPinMatch(t *testing.T) {
 	p := newPKI(t, dir)
 	hub := start(t, dir, "hub", hubTOML(p, ""))
 	site := start(t, dir, "site", withClientKeys(siteTOML(p, hub.ServerAddrs()[0].String()), `peer = ["cn:nobody", "dns:hub.test"]`))
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 }

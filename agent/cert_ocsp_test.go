@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -149,7 +148,7 @@ func TestOCSP(t *testing.T) {
 		{name: "unknown in hard mode", mode: "hard", status: ocsp.Unknown,
 			hubLog: []string{"tunnel refused:", `cannot check client certificate CN=\"site-a\" with its OCSP responder`, "status unknown", `ocsp = \"soft\"`}},
 		{name: "unreachable in soft mode", mode: "soft", down: true, connected: true,
-			hubLog: []string{`client certificate CN=\"site-a\"`, "no OCSP answer from http://127.0.0.1:", "connection refused", `accepted because ocsp = \"soft\"`}},
+			hubLog: []string{"peer certificate accepted without an OCSP answer", "side=client", `peer="CN=\"site-a\"`, "url=http://127.0.0.1:", "connection refused", `accepted because ocsp = \"soft\"`}},
 		{name: "unreachable in hard mode", mode: "hard", down: true,
 			hubLog: []string{"tunnel refused:", `cannot check client certificate CN=\"site-a\" with its OCSP responder http://127.0.0.1:`, "connection refused", `ocsp = \"hard\" refuses without an answer`}},
 	} {
@@ -169,9 +168,9 @@ func TestOCSP(t *testing.T) {
 			addr := hub.ServerAddrs()[0].String()
 			site := start(t, dir, "site", siteTOML(p, addr))
 			if tc.connected {
-				site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+				site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 			} else {
-				site.log.WaitFor(t, 10*time.Second, "tunnel hub:", "the server rejected our certificate")
+				site.log.WaitFor(t, 10*time.Second, "tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate")
 			}
 			if len(tc.hubLog) > 0 {
 				hub.log.WaitFor(t, 10*time.Second, tc.hubLog...)
@@ -180,7 +179,7 @@ func TestOCSP(t *testing.T) {
 				// A second agent with the same certificate is answered from
 				// the cache.
 				again := start(t, t.TempDir(), "site2", siteTOML(p, addr))
-				again.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+				again.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 				if n := resp.hits.Load(); n != 1 {
 					t.Errorf("responder asked %d times for two handshakes, want once (cached until nextUpdate)", n)
 				}
@@ -200,13 +199,13 @@ func TestOCSPRevokesLiveTunnel(t *testing.T) {
 	resp.set(cert.SerialNumber, ocsp.Good)
 	hub := start(t, dir, "hub", withServerKeys(hubTOML(p, ""), "ocsp = \"hard\"\nreload_interval = \"100ms\""))
 	site := start(t, dir, "site", siteTOML(p, hub.ServerAddrs()[0].String()))
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 
 	resp.set(cert.SerialNumber, ocsp.Revoked)
-	hub.log.WaitFor(t, 10*time.Second, "tunnel from", "closing: the peer no longer passes verification",
+	hub.log.WaitFor(t, 10*time.Second, "closing tunnel: the peer no longer passes verification", "peer_addr=",
 		`client certificate CN=\"site-a\" was revoked`, "according to OCSP responder "+resp.url)
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub:", "the server rejected our certificate")
-	if n := strings.Count(site.log.String(), "tunnel hub: connected"); n != 1 {
+	site.log.WaitFor(t, 10*time.Second, "tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate")
+	if n := countLines(site.log.String(), "tunnel connected", "tunnel=hub"); n != 1 {
 		t.Errorf("site connected %d times, want once", n)
 	}
 }

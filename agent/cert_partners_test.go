@@ -66,15 +66,15 @@ func TestPartnerCAImpersonation(t *testing.T) {
 	addr := hub.ServerAddrs()[0].String()
 
 	forged := start(t, p.dir, "forged", p.siteTOML(p.forge, addr, "erp"))
-	forged.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	forged.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 	if got, err := echoOnce(t, forged.ForwardAddrs()[0], "impersonating site-a"); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("B's certificate for site-a reached erp: %q, %v; want connection reset", got, err)
 	}
-	hub.log.WaitFor(t, 5*time.Second, `service \"erp\": refused: identity not in allow`,
+	hub.log.WaitFor(t, 5*time.Second, "stream refused", "service=erp", `reason="identity not in allow`,
 		`issuer="CN=\"Partner B CA\" sha256:`+identity.Fingerprint(p.caB.Cert)+`"`)
 
 	real := start(t, p.dir, "site-a", p.siteTOML(p.siteA, addr, "erp"))
-	real.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	real.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 	if got, err := echoOnce(t, real.ForwardAddrs()[0], "site-a here"); err != nil || got != "site-a here" {
 		t.Fatalf("A's certificate for site-a: %q, %v; want the echo", got, err)
 	}
@@ -91,15 +91,15 @@ func TestPartnerCAReverseVia(t *testing.T) {
 	fwd := hub.ForwardAddrs()[0]
 
 	forged := start(t, p.dir, "forged", p.siteTOML(p.forge, addr)+serviceTOML("echo", forgedTarget.Addr().String(), "dns:hub.test"))
-	forged.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
-	hub.log.WaitFor(t, 5*time.Second, "tunnel from", "accepted", "site-a.test")
+	forged.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
+	hub.log.WaitFor(t, 5*time.Second, "tunnel accepted", "site-a.test")
 	if got := whoAnswers(t, fwd); !strings.Contains(got, "reset") {
 		t.Fatalf("reverse forward with only B's site-a connected: %q, want a reset", got)
 	}
 	hub.log.WaitFor(t, 5*time.Second, "no connected peer matches "+p.fromA("dns:site-a.test"))
 
 	real := start(t, p.dir, "site-a", p.siteTOML(p.siteA, addr)+serviceTOML("echo", realTarget.Addr().String(), "dns:hub.test"))
-	real.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	real.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 	for i := range 5 {
 		if got := whoAnswers(t, fwd); got != "real" {
 			t.Fatalf("connection %d through the reverse forward reached %q, want real", i, got)
@@ -129,7 +129,7 @@ func TestPartnerCAClientPeer(t *testing.T) {
 	}
 
 	toReal := start(t, p.dir, "to-real", withClientKeys(p.siteTOML(site, real.ServerAddrs()[0].String(), "erp"), pin))
-	toReal.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	toReal.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 	if got, err := echoOnce(t, toReal.ForwardAddrs()[0], "to A's hub"); err != nil || got != "to A's hub" {
 		t.Fatalf("through A's hub: %q, %v", got, err)
 	}

@@ -86,7 +86,7 @@ service = "erp"
 via = "hub"
 `, write("partner.crt", capki.CertPEM(partner)), write("partner.key", partnerKey), caFile, hub.ServerAddrs()[0].String())
 	site := start(t, dir, "partner", partnerCfg)
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 	c := testnet.Dial(t, site.ForwardAddrs()[0].String())
 	roundTrip(t, c, "order 4711")
 
@@ -103,7 +103,7 @@ via = "hub"
 	if err := hub.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	hub.log.WaitFor(t, 5*time.Second, "closing: the peer no longer passes verification", `client certificate CN=\"partner-b\" was revoked`, "reason: key-compromise", capki.CRLFile)
+	hub.log.WaitFor(t, 5*time.Second, "closing tunnel: the peer no longer passes verification", "peer_addr=", `client certificate CN=\"partner-b\" was revoked`, "reason: key-compromise", capki.CRLFile)
 	hub.log.WaitFor(t, 10*time.Second, "tunnel refused:", `client certificate CN=\"partner-b\" was revoked`, "serial "+capki.FormatSerial(partner.SerialNumber))
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub:", "the server rejected our certificate")
+	site.log.WaitFor(t, 10*time.Second, "tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate")
 }

@@ -33,8 +33,8 @@ func TestRevokeConnectedClient(t *testing.T) {
 	addr := hub.ServerAddrs()[0].String()
 	a := start(t, dir, "site-a", siteTOML(p, addr, "echo"))
 	b := start(t, dir, "site-b", strings.Replace(siteTOML(&pb, addr, "echo"), `name = "site-a"`, `name = "site-b"`, 1))
-	a.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
-	b.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	a.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
+	b.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 
 	// A stream of site-b's is in flight across the revocation.
 	inflight := testnet.Dial(t, b.ForwardAddrs()[0].String())
@@ -44,14 +44,14 @@ func TestRevokeConnectedClient(t *testing.T) {
 	if err := hub.Reload(); err != nil {
 		t.Fatalf("reload: %v", err)
 	}
-	hub.log.WaitFor(t, 5*time.Second, "tunnel from", "closing: the peer no longer passes verification",
+	hub.log.WaitFor(t, 5*time.Second, "closing tunnel: the peer no longer passes verification", "peer_addr=",
 		`client certificate CN=\"site-a\" was revoked`, "according to CRL", "partners.crl", "serial "+siteA.Cert.SerialNumber.Text(16))
 	hub.log.WaitFor(t, 5*time.Second, "reloaded certificate material", "partners.crl (1 revoked")
-	a.log.WaitFor(t, 5*time.Second, "tunnel hub", "lost")
+	a.log.WaitFor(t, 5*time.Second, "tunnel lost; reconnecting", "tunnel=hub")
 	// It tries again and is refused, with the reason on both sides.
 	hub.log.WaitFor(t, 10*time.Second, "tunnel refused:", `client certificate CN=\"site-a\" was revoked`)
-	a.log.WaitFor(t, 10*time.Second, "tunnel hub:", "the server rejected our certificate")
-	if n := strings.Count(a.log.String(), "tunnel hub: connected"); n != 1 {
+	a.log.WaitFor(t, 10*time.Second, "tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate")
+	if n := countLines(a.log.String(), "tunnel connected", "tunnel=hub"); n != 1 {
 		t.Errorf("site-a connected %d times, want once (before the revocation)", n)
 	}
 
@@ -61,10 +61,10 @@ func TestRevokeConnectedClient(t *testing.T) {
 	if rest, err := io.ReadAll(inflight); err != nil || len(rest) != 0 {
 		t.Errorf("in-flight stream ended with %q, %v; want a clean end", rest, err)
 	}
-	if n := strings.Count(hub.log.String(), `accepted CN=\"site-b\"`); n != 1 {
+	if n := countLines(hub.log.String(), "tunnel accepted", `peer="CN=\"site-b\"`); n != 1 {
 		t.Errorf("site-b's tunnel was accepted %d times, want once", n)
 	}
-	if strings.Contains(b.log.String(), "lost") {
+	if strings.Contains(b.log.String(), "tunnel lost") {
 		t.Error("site-b lost its tunnel")
 	}
 }
@@ -91,12 +91,12 @@ func TestCAChangeClosesTunnel(t *testing.T) {
 	p := newPKI(t, dir)
 	hub := start(t, dir, "hub", hubTOML(p, ""))
 	site := start(t, dir, "site", withClientKeys(siteTOML(p, hub.ServerAddrs()[0].String()), `reload_interval = "50ms"`))
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 
 	other := testca.New(t, "New Partners CA")
 	testca.WriteFile(t, p.site.CA, other.PEM)
-	site.log.WaitFor(t, 5*time.Second, `client \"hub\": reloaded certificate material`, `ca CN=\"New Partners CA\"`)
-	site.log.WaitFor(t, 5*time.Second, "tunnel hub (", "closing: the peer no longer passes verification",
+	site.log.WaitFor(t, 5*time.Second, "reloaded certificate material", "tunnel=hub", `ca CN=\"New Partners CA\"`)
+	site.log.WaitFor(t, 5*time.Second, "closing tunnel: the peer no longer passes verification", "tunnel=hub", "addr=",
 		`server certificate CN=\"hub\" was signed by an unknown authority`, `trusted: CN=\"New Partners CA\"`)
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub:", `server certificate CN=\"hub\" was signed by an unknown authority`, "retrying")
+	site.log.WaitFor(t, 10*time.Second, "tunnel not connected; retrying", "tunnel=hub", `server certificate CN=\"hub\" was signed by an unknown authority`, "retrying")
 }

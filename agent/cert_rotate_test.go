@@ -25,7 +25,7 @@ func TestRotateServerCertificate(t *testing.T) {
 	hub := start(t, dir, "hub", hubCfg)
 	addr := hub.ServerAddrs()[0].String()
 	site := start(t, dir, "site", siteTOML(p, addr, "slow"))
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 	oldSerial := serverSerial(t, p, addr)
 
 	c := testnet.Dial(t, site.ForwardAddrs()[0].String())
@@ -47,7 +47,7 @@ func TestRotateServerCertificate(t *testing.T) {
 	if got := serverSerial(t, p, addr); got.Cmp(next.Cert.SerialNumber) != 0 {
 		t.Fatalf("new handshake presents serial %x, want the new %x", got, next.Cert.SerialNumber)
 	}
-	if n := strings.Count(site.log.String(), "tunnel hub: connected"); n != 1 {
+	if n := countLines(site.log.String(), "tunnel connected", "tunnel=hub"); n != 1 {
 		t.Errorf("the site connected %d times, want once: rotation must not drop the tunnel", n)
 	}
 
@@ -83,17 +83,17 @@ func TestExpiryWarnings(t *testing.T) {
 	testca.WriteFile(t, p.hub.CA, []byte(bundle))
 
 	hub := start(t, dir, "hub", withServerKeys(hubTOML(p, ""), "expiry_warning = \"3h\"\nreload_interval = \"50ms\""))
-	hub.log.WaitFor(t, 5*time.Second, "certificate expires soon: this agent's certificate", `CN=\"hub\"`, "expires in 1h29m", "renew it")
-	hub.log.WaitFor(t, 5*time.Second, "certificate expired: trusted CA", `CN=\"Retired CA\"`, "expired 1h")
-	if strings.Contains(hub.log.String(), `trusted CA CN=\"Test Partners CA\"`) {
+	hub.log.WaitFor(t, 5*time.Second, "certificate expires soon; renew it before then", `role="this agent's certificate"`, `cert="CN=\"hub\""`, "expires_in=1h29m", "file="+p.hub.Cert)
+	hub.log.WaitFor(t, 5*time.Second, "certificate expired; renew it", `role="trusted CA"`, `cert="CN=\"Retired CA\""`, "expired_ago=1h", "file="+p.hub.CA)
+	if countLines(hub.log.String(), `role="trusted CA"`, `cert="CN=\"Test Partners CA\""`) > 0 {
 		t.Error("warned about a CA that expires after expiry_warning")
 	}
 	site := start(t, dir, "site", siteTOML(p, hub.ServerAddrs()[0].String()))
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
-	hub.log.WaitFor(t, 5*time.Second, "certificate expires soon: client certificate", `CN=\"site-a\"`, "of the tunnel from", "expires in 2h29m")
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
+	hub.log.WaitFor(t, 5*time.Second, "certificate expires soon; renew it before then", `role="client certificate"`, `cert="CN=\"site-a\""`, "peer_addr=", "expires_in=2h29m")
 	// The site warns about its own certificate at start.
-	site.log.WaitFor(t, 5*time.Second, "certificate expires soon: this agent's certificate", `CN=\"site-a\"`)
-	if n := strings.Count(hub.log.String(), `certificate expires soon: this agent's certificate CN=\"hub\"`); n != 1 {
+	site.log.WaitFor(t, 5*time.Second, "certificate expires soon; renew it before then", `role="this agent's certificate"`, `cert="CN=\"site-a\""`)
+	if n := countLines(hub.log.String(), "certificate expires soon", `role="this agent's certificate"`, `cert="CN=\"hub\""`); n != 1 {
 		t.Errorf("own certificate warned %d times, want once a day", n)
 	}
 }

@@ -35,11 +35,12 @@ func TestDenied(t *testing.T) {
 		wantCode string
 	}{
 		{"secret",
-			[]string{`service \"secret\": refused: identity not in allow`, `CN=\"site-a\"`, "dns:site-a.test"},
-			[]string{"→ hub/secret: refused by peer: not allowed for", "site-a"}, ""},
+			[]string{"stream refused", "service=secret", `reason="identity not in allow`, `peer="CN=\"site-a\"`, "dns:site-a.test",
+				`allow="[\"dns:partner-b.test\", \"cn:someone-else\"]"`},
+			[]string{"stream refused by peer", "via=hub", "service=secret", `reason="not allowed for`, "site-a"}, ""},
 		{"missing",
-			[]string{`service \"missing\": refused: no such service here`, `CN=\"site-a\"`},
-			[]string{"→ hub/missing: refused by peer: unknown service"}, ""},
+			[]string{"stream refused", "service=missing", `reason="no such service here"`, `peer="CN=\"site-a\"`},
+			[]string{"stream refused by peer", "via=hub", "service=missing", `reason="unknown service`}, ""},
 	} {
 		t.Run(tc.service, func(t *testing.T) {
 			// The refusal can arrive so fast that the reset races the
@@ -84,13 +85,13 @@ func TestHandshakeFailures(t *testing.T) {
 				return "hub.test"
 			},
 			hubLog:  []string{"tunnel refused:", `client certificate CN=\"site-a\" was signed by an unknown authority`, `issuer CN=\"Other Root\"`, `trusted: CN=\"Test Partners CA\"`},
-			siteLog: []string{"tunnel hub:", "the server rejected our certificate"},
+			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate"},
 		},
 		{
 			name:    "wrong server name",
 			setup:   func(t *testing.T, dir string, p *pki) string { return "wrong.test" },
 			hubLog:  []string{"tunnel refused:", "the client rejected our certificate"},
-			siteLog: []string{"tunnel hub:", `server certificate CN=\"hub\" is not valid for \"wrong.test\"`, "DNS:hub.test"},
+			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", `server certificate CN=\"hub\" is not valid for \"wrong.test\"`, "DNS:hub.test"},
 		},
 		{
 			name: "expired server certificate",
@@ -101,7 +102,7 @@ func TestHandshakeFailures(t *testing.T) {
 				return "hub.test"
 			},
 			hubLog:  []string{"tunnel refused:", "the client rejected our certificate"},
-			siteLog: []string{"tunnel hub:", `server certificate CN=\"hub\" expired 3h`, "local clock", "NTP"},
+			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", `server certificate CN=\"hub\" expired 3h`, "local clock", "NTP"},
 		},
 		{
 			name: "expired client certificate",
@@ -112,7 +113,7 @@ func TestHandshakeFailures(t *testing.T) {
 				return "hub.test"
 			},
 			hubLog:  []string{"tunnel refused:", `client certificate CN=\"site-a\" expired 1d`, "NTP"},
-			siteLog: []string{"tunnel hub:", "the server rejected our certificate"},
+			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -188,7 +189,7 @@ func TestBadInputToTunnelPort(t *testing.T) {
 	})
 	t.Run("still serving", func(t *testing.T) {
 		site := start(t, dir, "site", siteTOML(p, addr, "echo"))
-		site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+		site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 		c := testnet.Dial(t, site.ForwardAddrs()[0].String())
 		c.Write([]byte("ping"))
 		c.CloseWrite()
@@ -232,7 +233,7 @@ func TestMalformedOpenRequest(t *testing.T) {
 			}
 		})
 	}
-	hub.log.WaitFor(t, 5*time.Second, "bad open request", `CN=\"site-a\"`)
+	hub.log.WaitFor(t, 5*time.Second, "stream refused", `reason="bad open request"`, `peer="CN=\"site-a\"`)
 }
 
 // rawSession opens a yamux session to addr with the site's certificate,
@@ -274,7 +275,7 @@ func TestReconnect(t *testing.T) {
 	hub := startWith(t, dir, "hub", hubTOML(p, services), Options{Listen: cuts.listen})
 	addr := hub.ServerAddrs()[0].String()
 	site := start(t, dir, "site", siteTOML(p, addr, "echo"))
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 
 	inFlight := testnet.Dial(t, site.ForwardAddrs()[0].String())
 	if _, err := io.ReadFull(inFlight, make([]byte, 5)); err != nil {
@@ -306,7 +307,7 @@ func TestReconnect(t *testing.T) {
 	if elapsed := time.Since(back); elapsed > 2*time.Second {
 		t.Fatalf("first working connection %s after the hub's return, want within 2s", elapsed)
 	}
-	hub2.log.WaitFor(t, 5*time.Second, "tunnel from", "accepted")
+	hub2.log.WaitFor(t, 5*time.Second, "tunnel accepted", "peer_addr=")
 }
 
 // TestDrain: stopping the agent lets a transfer in flight finish within
@@ -357,7 +358,7 @@ func TestDrainDeadline(t *testing.T) {
 	hub := start(t, dir, "hub", hubTOML(p, serviceTOML("slow", ln.Addr().String(), "*")))
 	toml := strings.Replace(siteTOML(p, hub.ServerAddrs()[0].String(), "slow"), `shutdown_timeout = "5s"`, `shutdown_timeout = "300ms"`, 1)
 	site := start(t, dir, "site", toml)
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 	c := testnet.Dial(t, site.ForwardAddrs()[0].String())
 	if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
 		t.Fatal(err)
@@ -367,7 +368,7 @@ func TestDrainDeadline(t *testing.T) {
 	if err := testnet.Drain(c); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("stream cut at the shutdown deadline ended with %v, want connection reset", err)
 	}
-	site.log.WaitFor(t, time.Second, "shutdown_timeout (300ms) reached")
+	site.log.WaitFor(t, time.Second, "shutdown_timeout reached; aborting the streams still open", "wait=300ms")
 	hub.log.WaitFor(t, 5*time.Second, "aborted by peer: agent shutting down")
 }
 
@@ -385,5 +386,5 @@ func TestNoTunnelUp(t *testing.T) {
 	if err := testnet.Drain(c); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("with no tunnel up the app's read ended with %v, want connection reset", err)
 	}
-	site.log.WaitFor(t, 5*time.Second, "→ hub/svc: connection from", "reset: no tunnel up", "connection refused", "(waited 300ms)")
+	site.log.WaitFor(t, 5*time.Second, "connection reset: no tunnel to carry it", "via=hub", "service=svc", "client=127.0.0.1:", "no tunnel up", "connection refused", "wait=300ms")
 }

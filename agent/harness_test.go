@@ -27,6 +27,17 @@ func containsAll(s string, parts []string) bool {
 	return true
 }
 
+// countLines counts the lines of log that contain every one of parts.
+func countLines(log string, parts ...string) int {
+	n := 0
+	for _, line := range strings.Split(log, "\n") {
+		if containsAll(line, parts) {
+			n++
+		}
+	}
+	return n
+}
+
 // running is an agent started for a test.
 type running struct {
 	*Agent
@@ -187,7 +198,7 @@ func startPair(t testing.TB, services string, forwards ...string) (hub, site *ru
 	p := newPKI(t, dir)
 	hub = start(t, dir, "hub", hubTOML(p, services))
 	site = start(t, dir, "site", siteTOML(p, hub.ServerAddrs()[0].String(), forwards...))
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 	return hub, site
 }
 

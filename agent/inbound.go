@@ -3,9 +3,12 @@ package agent
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -99,13 +102,14 @@ func (a *Agent) serveTunnel(t *tunnel.Tunnel) {
 // target. It returns the relay to run, or nil when the stream was refused
 // or failed.
 func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream, open int64) (carry func()) {
-	log := a.log.With("stream", st.ID(), "peer_addr", t.RemoteAddr().String())
+	who := identity.Describe(t.Peer)
+	log := a.log.With("stream", st.ID(), "peer_addr", t.RemoteAddr().String(), "peer", who)
 	st.SetReadDeadline(time.Now().Add(a.cfg.Tunnel.OpenTimeout.D()))
 	req, err := wire.ReadOpen(st)
 	st.SetReadDeadline(time.Time{})
 	if err != nil {
 		if errors.Is(err, wire.ErrProtocol) {
-			log.Warn(fmt.Sprintf("stream %d from %s: bad open request: %v", st.ID(), t.RemoteAddr(), err), "peer", identity.Describe(t.Peer))
+			log.Warn("stream refused", "reason", "bad open request", "err", err)
 			a.refuse(st, wire.StatusProtocolError, "malformed open request")
 		} else {
 			log.Debug("stream closed before its open request", "err", err)
@@ -113,37 +117,39 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream, open int64) (c
 		}
 		return nil
 	}
-	who := identity.Describe(t.Peer)
-	head := fmt.Sprintf("stream %d from %s (%s) → service %q", st.ID(), t.RemoteAddr(), who, req.Service)
 	if req.Source != "" {
-		log = log.With("client", req.Source)
+		log = log.With("client", req.Source, "service", req.Service)
+	} else {
+		log = log.With("service", req.Service)
 	}
 	svc := a.services[req.Service]
 	switch {
 	case a.draining.Load():
 		a.refuse(st, wire.StatusOverloaded, errDraining.Error())
-		log.Info(head + ": refused: agent is shutting down")
+		log.Info("stream refused", "reason", "agent is shutting down")
 		return nil
 	case a.tun.MaxStreams > 0 && open > int64(a.tun.MaxStreams):
 		a.refuse(st, wire.StatusOverloaded, "too many streams on this tunnel")
-		log.Warn(fmt.Sprintf("%s: refused: %d streams open on this tunnel (max_streams %d)", head, open-1, a.tun.MaxStreams))
+		log.Warn("stream refused", "reason", "too many streams open on this tunnel (max_streams)",
+			"open", open-1, "max_streams", a.tun.MaxStreams)
 		return nil
 	case svc == nil:
 		a.refuse(st, wire.StatusUnknownService, fmt.Sprintf("unknown service %q", req.Service))
-		log.Warn(head + ": refused: no such service here")
+		log.Warn("stream refused", "reason", "no such service here")
 		return nil
 	}
 	allowed, ok := svc.allow.MatchVerified(t.Chains)
 	if !ok {
 		a.refuse(st, wire.StatusNotAllowed, "not allowed for "+who)
-		log.Warn(fmt.Sprintf("%s: refused: identity not in allow (%v)", head, allowString(svc.allow)), "issuer", verifiedIssuer(t.Chains))
+		log.Warn("stream refused", "reason", notAllowed(svc.allow), "allow", allowAttr(svc.allow.Strings()), "issuer", verifiedIssuer(t.Chains))
 		return nil
 	}
+	log = log.With("target", svc.target)
 	target, err := svc.dial(a.relayCtx, a.opts.Dial, proxyOrigin{source: req.Source, dest: req.Destination,
 		peer: t.Peer, allowed: allowed, tlsVersion: t.ConnectionState().Version})
 	if err != nil {
 		a.refuse(st, wire.StatusTargetUnreachable, fmt.Sprintf("service %q: target unreachable", req.Service))
-		log.Warn(fmt.Sprintf("%s: target %s unreachable: %v", head, svc.target, err))
+		log.Warn("stream refused", "reason", "target unreachable", "err", err)
 		return nil
 	}
 	if _, err := st.Write(wire.AppendStatus(nil, wire.Status{Code: wire.StatusOK})); err != nil {
@@ -151,10 +157,10 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream, open int64) (c
 		st.Close()
 		return nil
 	}
-	log.Debug(head + ": connected to " + svc.target)
+	log.Debug("stream connected to its target")
 	return func() {
 		stats, err := relay.Stream(a.relayCtx, target, st, nil)
-		a.logRelayEnd(log, "service", head+" ("+svc.target+")", stats, err)
+		a.logRelayEnd(log, "service", "stream", stats, err)
 	}
 }
 
@@ -165,26 +171,42 @@ func (a *Agent) refuse(st *tunnel.Stream, code wire.Code, reason string) {
 	st.Close()
 }
 
-func allowString(l identity.List) string {
-	if len(l) == 0 {
-		return "allow is empty: default deny"
+// allowAttr is a service's allow list as a log value: a JSON array in JSON
+// logs, and written as in the config file (["dns:a", "cn:B C"]) in text
+// logs, where entries may hold spaces.
+type allowAttr []string
+
+func (l allowAttr) MarshalJSON() ([]byte, error) { return json.Marshal([]string(l)) }
+
+func (l allowAttr) MarshalText() ([]byte, error) {
+	q := make([]string, len(l))
+	for i, e := range l {
+		q[i] = strconv.Quote(e)
 	}
-	return fmt.Sprintf("allow = %q", l.Strings())
+	return []byte("[" + strings.Join(q, ", ") + "]"), nil
 }
 
-// logRelayEnd logs how a relay ended. Aborts are normal events for a
-// tunnel (the far end reset, the agent stopped), so they are info, not
-// errors.
+// notAllowed is the reason a peer's stream to a service is refused.
+func notAllowed(l identity.List) string {
+	if len(l) == 0 {
+		return "identity not in allow: the service's allow is empty (default deny); add the peer's identity to it"
+	}
+	return "identity not in allow: add the peer's identity (postern pki show) to the service's allow to let it in"
+}
+
+// logRelayEnd logs how a relay ended: what ("stream" or "raw TLS
+// connection") closed or was reset. Aborts are normal events for a tunnel
+// (the far end reset, the agent stopped), so they are info, not errors.
 func (a *Agent) logRelayEnd(log interface {
 	Debug(string, ...any)
 	Info(string, ...any)
-}, side, head string, stats relay.Stats, err error) {
+}, side, what string, stats relay.Stats, err error) {
 	a.metrics.countStream(side, stats.Sent, stats.Received, err, false)
 	if err == nil {
-		log.Debug(head+": closed", "sent", stats.Sent, "received", stats.Received)
+		log.Debug(what+" closed", "sent", stats.Sent, "received", stats.Received)
 		return
 	}
-	log.Info(fmt.Sprintf("%s: reset: %v", head, err), "sent", stats.Sent, "received", stats.Received)
+	log.Info(what+" reset", "err", err, "sent", stats.Sent, "received", stats.Received)
 }
 
 // isClosed reports the errors of a listener that was closed on purpose.
@@ -198,30 +220,29 @@ func (a *Agent) serveRaw(c *tls.Conn, svc *service) {
 	defer a.streams.Done()
 	cs := c.ConnectionState()
 	peer := cs.PeerCertificates[0]
-	who := identity.Describe(peer)
-	head := fmt.Sprintf("raw TLS from %s (%s) → service %q", c.RemoteAddr(), who, svc.name)
-	log := a.log.With("peer_addr", c.RemoteAddr().String())
+	log := a.log.With("peer_addr", c.RemoteAddr().String(), "peer", identity.Describe(peer), "service", svc.name)
 	if a.draining.Load() {
-		log.Info(head + ": refused: agent is shutting down")
+		log.Info("raw TLS connection refused", "reason", "agent is shutting down")
 		c.Close()
 		return
 	}
 	allowed, ok := svc.allow.MatchVerified(cs.VerifiedChains)
 	if !ok {
-		log.Warn(fmt.Sprintf("%s: refused: identity not in allow (%v)", head, allowString(svc.allow)), "issuer", verifiedIssuer(cs.VerifiedChains))
+		log.Warn("raw TLS connection refused", "reason", notAllowed(svc.allow), "allow", allowAttr(svc.allow.Strings()), "issuer", verifiedIssuer(cs.VerifiedChains))
 		a.metrics.countStream("service", 0, 0, nil, true)
 		resetTLS(c)
 		return
 	}
+	log = log.With("target", svc.target)
 	target, err := svc.dial(a.relayCtx, a.opts.Dial, proxyOrigin{source: c.RemoteAddr().String(), dest: c.LocalAddr().String(),
 		peer: peer, allowed: allowed, tlsVersion: cs.Version})
 	if err != nil {
-		log.Warn(fmt.Sprintf("%s: target %s unreachable: %v", head, svc.target, err))
+		log.Warn("raw TLS connection refused", "reason", "target unreachable", "err", err)
 		resetTLS(c)
 		return
 	}
 	stats, err := relay.Raw(a.relayCtx, target, c)
-	a.logRelayEnd(log, "service", head+" ("+svc.target+")", stats, err)
+	a.logRelayEnd(log, "service", "raw TLS connection", stats, err)
 }
 
 // resetTLS drops a TLS connection without close_notify, with a TCP reset,

@@ -127,7 +127,7 @@ func TestInteropStunnelClientToPosternServer(t *testing.T) {
 			if got != "" || (err != nil && !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, io.EOF)) {
 				t.Fatalf("refused identity got %q, %v", got, err)
 			}
-			hub.log.WaitFor(t, 10*time.Second, `raw TLS from`, `service \"echo\": refused: identity not in allow`, "dns:site-a.test")
+			hub.log.WaitFor(t, 10*time.Second, "raw TLS connection refused", "service=echo", `reason="identity not in allow`, "dns:site-a.test")
 		})
 	}
 }

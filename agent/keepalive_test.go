@@ -86,14 +86,14 @@ func TestKeepaliveDetectsDeadPeer(t *testing.T) {
 	hole := newBlackhole(t, hub.ServerAddrs()[0].String())
 	site := start(t, dir, "site", strings.Replace(siteTOML(p, hole.ln.Addr().String(), "echo"),
 		"[tunnel]\n", "[tunnel]\nkeepalive_interval = \"200ms\"\nkeepalive_timeout = \"300ms\"\n", 1))
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 	if got, err := echoOnce(t, site.ForwardAddrs()[0], "alive"); err != nil || got != "alive" {
 		t.Fatalf("before the peer died: %q, %v", got, err)
 	}
 
 	hole.freeze()
 	lost := time.Now()
-	site.log.WaitFor(t, 10*time.Second, "lost: no answer to a keepalive ping within keepalive_timeout (300ms)")
+	site.log.WaitFor(t, 10*time.Second, "tunnel lost; reconnecting", "tunnel=hub", `reason="no answer to a keepalive ping within keepalive_timeout (300ms)`)
 	// 200ms + 300ms, with room for a loaded machine; the default settings
 	// make the same bound 20s.
 	if d := time.Since(lost); d > 5*time.Second {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net"
 	"slices"
@@ -42,7 +43,7 @@ func (f *forward) serve(ctx context.Context) {
 			if isClosed(err) || ctx.Err() != nil {
 				return
 			}
-			f.agent.log.Warn(fmt.Sprintf("forward %s: accept: %v", f.ln.Addr(), err))
+			f.agent.log.Warn("forward cannot accept connections; retrying", "forward", f.ln.Addr().String(), "err", err, "retry_in", "100ms")
 			select {
 			case <-time.After(100 * time.Millisecond):
 				continue
@@ -79,20 +80,19 @@ func (f *forward) serve(ctx context.Context) {
 // said OK.
 func (f *forward) handle(c net.Conn) (carry func()) {
 	a := f.agent
-	head := fmt.Sprintf("forward %s → %s/%s", f.ln.Addr(), f.via, f.service)
-	log := a.log.With("client", c.RemoteAddr().String())
+	log := f.log(c)
 	st, noTunnel, err := f.open()
 	if noTunnel {
-		log.Warn(fmt.Sprintf("%s: connection from %s reset: %v (waited %s)", head, c.RemoteAddr(), err, f.wait))
+		log.Warn("connection reset: no tunnel to carry it", "err", err, "wait", f.wait.String())
 		relay.ResetConn(c)
 		return nil
 	}
 	if err != nil {
-		log.Warn(fmt.Sprintf("%s: connection from %s reset: open stream: %v", head, c.RemoteAddr(), err))
+		log.Warn("connection reset: cannot open a stream", "err", err)
 		relay.ResetConn(c)
 		return nil
 	}
-	head = fmt.Sprintf("stream %d %s", st.ID(), head)
+	log = log.With("stream", st.ID())
 	req, err := wire.AppendOpen(nil, wire.OpenRequest{
 		Service: f.service, Source: c.RemoteAddr().String(), Destination: c.LocalAddr().String(),
 	})
@@ -100,7 +100,7 @@ func (f *forward) handle(c net.Conn) (carry func()) {
 		_, err = st.Write(req)
 	}
 	if err != nil {
-		log.Warn(fmt.Sprintf("%s: connection from %s reset: %v", head, c.RemoteAddr(), err))
+		log.Warn("connection reset: cannot send the open request", "err", err)
 		relay.ResetConn(c)
 		st.Close()
 		return nil
@@ -122,10 +122,10 @@ func (f *forward) handle(c net.Conn) (carry func()) {
 		stats, err := relay.Stream(a.relayCtx, c, st, awaitStatus)
 		if refused, ok := asRefused(err); ok {
 			a.metrics.countStream("forward", stats.Sent, 0, nil, true)
-			log.Warn(fmt.Sprintf("%s: %v", head, refused))
+			log.Warn("stream refused by peer", "reason", refused.Status.Reason, "code", refused.Status.Code.String())
 			return
 		}
-		a.logRelayEnd(log, "forward", head, stats, err)
+		a.logRelayEnd(log, "forward", "stream", stats, err)
 	}
 }
 
@@ -153,17 +153,26 @@ func (f *forward) open() (st *tunnel.Stream, noTunnel bool, err error) {
 // to a peer that is not a Postern agent (mux = false).
 func (f *forward) handleRaw(c net.Conn) {
 	a := f.agent
-	head := fmt.Sprintf("forward %s → %s (raw TLS)", f.ln.Addr(), f.via)
-	log := a.log.With("client", c.RemoteAddr().String())
+	log := f.log(c)
 	peer, err := f.raw.DialRaw(a.relayCtx)
 	if err != nil {
-		log.Warn(fmt.Sprintf("%s: connection from %s reset: %v", head, c.RemoteAddr(), err))
+		log.Warn("connection reset: no raw TLS connection to the peer", "err", err)
 		relay.ResetConn(c)
 		return
 	}
-	head = fmt.Sprintf("%s via %s", head, peer.RemoteAddr())
+	log = log.With("addr", peer.RemoteAddr().String())
 	stats, err := relay.Raw(a.relayCtx, c, peer)
-	a.logRelayEnd(log, "forward", head, stats, err)
+	a.logRelayEnd(log, "forward", "raw TLS connection", stats, err)
+}
+
+// log is the agent's logger with the attributes of one connection the
+// forward accepted.
+func (f *forward) log(c net.Conn) *slog.Logger {
+	l := f.agent.log.With("forward", f.ln.Addr().String(), "via", f.via)
+	if f.service != "" {
+		l = l.With("service", f.service)
+	}
+	return l.With("client", c.RemoteAddr().String())
 }
 
 func asRefused(err error) (*wire.RefusedError, bool) {

@@ -88,12 +88,12 @@ func TestTunnelThroughSquid(t *testing.T) {
 	var rec dialRecorder
 	site := startWith(t, dir, "site", withProxy(siteTOML(p, hub.ServerAddrs()[0].String(), "bulk"),
 		fmt.Sprintf("proxy = \"http://svc-postern@%s\"\nproxy_password_file = %q", squid.Addr, pass)), Options{Dial: rec.dial})
-	site.log.WaitFor(t, 20*time.Second, "tunnel hub: connected", "via=http://svc-postern@"+squid.Addr)
+	site.log.WaitFor(t, 20*time.Second, "tunnel connected", "tunnel=hub", "via=http://svc-postern@"+squid.Addr)
 	fwd := site.ForwardAddrs()[0].String()
 	shaTransfer(t, fwd, 4<<20)
 
 	ct.cut() // the hub drops every tunnel connection, as a network failure would
-	site.log.WaitFor(t, 20*time.Second, "tunnel hub", "lost")
+	site.log.WaitFor(t, 20*time.Second, "tunnel lost; reconnecting", "tunnel=hub")
 	shaTransfer(t, fwd, 4<<20) // the forward waits for the tunnel to come back
 
 	dialed := rec.dialed()
@@ -145,7 +145,7 @@ func TestTunnelThroughDante(t *testing.T) {
 	var rec dialRecorder
 	site := startWith(t, dir, "site", withProxy(siteTOML(p, hub.ServerAddrs()[0].String(), "bulk"),
 		fmt.Sprintf("proxy = %q", "socks5://"+dante.Addr)), Options{Dial: rec.dial})
-	site.log.WaitFor(t, 20*time.Second, "tunnel hub: connected", "via=socks5://"+dante.Addr)
+	site.log.WaitFor(t, 20*time.Second, "tunnel connected", "tunnel=hub", "via=socks5://"+dante.Addr)
 	shaTransfer(t, site.ForwardAddrs()[0].String(), 4<<20)
 	for _, a := range rec.dialed() {
 		if a != dante.Addr {

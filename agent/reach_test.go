@@ -70,19 +70,19 @@ func TestReverseForward(t *testing.T) {
 	hub.log.WaitFor(t, 5*time.Second, "no connected peer matches dns:site-a.test")
 
 	site := start(t, dir, "site", reverseSiteTOML(p, hub.ServerAddrs()[0].String(), ln.Addr().String(), "dns:hub.test"))
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 	if got, err := echoOnce(t, fwd, "through the reverse tunnel"); err != nil || got != "through the reverse tunnel" {
 		t.Fatalf("reverse round trip: %q, %v", got, err)
 	}
 
 	// The site goes away and comes back.
 	site.stop(t)
-	hub.log.WaitFor(t, 5*time.Second, "tunnel from", "closed")
+	hub.log.WaitFor(t, 5*time.Second, "tunnel closed", "peer_addr=")
 	if _, err := echoOnce(t, fwd, "gone?"); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("after the peer left: %v, want connection reset", err)
 	}
 	site2 := start(t, dir, "site2", reverseSiteTOML(p, hub.ServerAddrs()[0].String(), ln.Addr().String(), "dns:hub.test"))
-	site2.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	site2.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 	if got, err := echoOnce(t, fwd, "back again"); err != nil || got != "back again" {
 		t.Fatalf("after the peer reconnected: %q, %v", got, err)
 	}
@@ -96,12 +96,12 @@ func TestReverseForwardDenied(t *testing.T) {
 	testnet.Serve(t, ln, testnet.Echo)
 	hub := start(t, dir, "hub", reverseHubTOML(p))
 	site := start(t, dir, "site", reverseSiteTOML(p, hub.ServerAddrs()[0].String(), ln.Addr().String(), "dns:someone-else.test"))
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 	if _, err := echoOnce(t, hub.ForwardAddrs()[0], "let me in"); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("denied reverse stream: %v, want connection reset", err)
 	}
-	site.log.WaitFor(t, 5*time.Second, `service \"echo\": refused: identity not in allow`, `CN=\"hub\"`)
-	hub.log.WaitFor(t, 5*time.Second, "refused by peer: not allowed")
+	site.log.WaitFor(t, 5*time.Second, "stream refused", "service=echo", `reason="identity not in allow`, `peer="CN=\"hub\"`)
+	hub.log.WaitFor(t, 5*time.Second, "stream refused by peer", "service=echo", `reason="not allowed`)
 }
 
 // namedService answers every connection with its name, then echoes.
@@ -139,14 +139,14 @@ func TestFailover(t *testing.T) {
 	site := start(t, dir, "site", strings.Replace(siteTOML(p, addr1, "who"),
 		fmt.Sprintf("servers = [%q]", addr1), fmt.Sprintf("servers = [%q, %q]", addr1, addr2), 1))
 	fwd := site.ForwardAddrs()[0]
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected to "+addr2)
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub", "addr="+addr2)
 	if got := whoAnswers(t, fwd); got != "hub2" {
 		t.Fatalf("with hub1 down, answered by %q, want hub2", got)
 	}
 
 	var cuts connTracker
 	hub1b := startWith(t, dir, "hub1b", strings.Replace(hubTOML(p, serviceTOML("who", svc1.Addr().String(), "*")), "127.0.0.1:0", addr1, 1), Options{Listen: cuts.listen})
-	site.log.WaitFor(t, 10*time.Second, addr1+" is reachable again")
+	site.log.WaitFor(t, 10*time.Second, "tunnel replaced", "tunnel=hub", "addr="+addr1, "is reachable again")
 	if got := whoAnswers(t, fwd); got != "hub1" {
 		t.Fatalf("after hub1 returned, answered by %q, want hub1", got)
 	}
@@ -221,7 +221,7 @@ func TestParallelTunnels(t *testing.T) {
 	victim := cuts.conns[0]
 	cuts.mu.Unlock()
 	victim.Close()
-	site.log.WaitFor(t, 10*time.Second, "lost")
+	site.log.WaitFor(t, 10*time.Second, "tunnel lost; reconnecting", "tunnel=hub")
 	closeRelease()
 
 	var resets, intact int
@@ -341,14 +341,14 @@ func TestMaxTunnelLifetime(t *testing.T) {
 	hub := start(t, dir, "hub", hubTOML(p, serviceTOML("slow", ln.Addr().String(), "*")))
 	site := start(t, dir, "site", strings.Replace(siteTOML(p, hub.ServerAddrs()[0].String(), "slow"),
 		"[[client]]\n", "[[client]]\nmax_tunnel_lifetime = \"1s\"\n", 1))
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 
 	old := testnet.Dial(t, site.ForwardAddrs()[0].String())
 	old.CloseWrite()
 	if _, err := io.ReadFull(old, make([]byte, len("first half;"))); err != nil {
 		t.Fatal(err)
 	}
-	site.log.WaitFor(t, 10*time.Second, "renewed after max_tunnel_lifetime")
+	site.log.WaitFor(t, 10*time.Second, "tunnel replaced", "tunnel=hub", `reason="renewed after max_tunnel_lifetime"`)
 	if n := len(site.clients["hub"].Tunnels()); n != 2 {
 		t.Fatalf("%d tunnels after renewal, want 2 (the new one, and the old one draining its stream)", n)
 	}
@@ -362,7 +362,7 @@ func TestMaxTunnelLifetime(t *testing.T) {
 	if err != nil || string(rest) != "second half" {
 		t.Fatalf("stream on the old tunnel: %q, %v; want the rest and a clean end", rest, err)
 	}
-	hub.log.WaitFor(t, 10*time.Second, "tunnel from", "closed")
+	hub.log.WaitFor(t, 10*time.Second, "tunnel closed", "peer_addr=")
 }
 
 // TestRoundRobin: with strategy = "round-robin" the parallel tunnels are
@@ -378,8 +378,8 @@ func TestRoundRobin(t *testing.T) {
 		fmt.Sprintf("servers = [%q]", addr1),
 		fmt.Sprintf("servers = [%q, %q]\ntunnels = 2\nstrategy = \"round-robin\"", addr1, addr2), 1))
 	waitTunnels(t, site, 2)
-	hub1.log.WaitFor(t, 5*time.Second, "tunnel from", "accepted")
-	hub2.log.WaitFor(t, 5*time.Second, "tunnel from", "accepted")
+	hub1.log.WaitFor(t, 5*time.Second, "tunnel accepted", "peer_addr=")
+	hub2.log.WaitFor(t, 5*time.Second, "tunnel accepted", "peer_addr=")
 
 	// Streams go to the least loaded tunnel: hold one open, and the next
 	// connection lands on the other hub.

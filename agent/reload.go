@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -44,7 +45,8 @@ type certWatch struct {
 
 // certEndpoint is the credentials of one [[server]] or [[client]].
 type certEndpoint struct {
-	name       string // for log lines: `server 127.0.0.1:7443`, `client "hub"`
+	name       string // for errors: `server 127.0.0.1:7443`, `client "hub"`
+	attrs      []any  // for log lines: listen = 127.0.0.1:7443, or tunnel = hub
 	creds      *trust.Credentials
 	interval   time.Duration // reload_interval
 	warnWithin time.Duration // expiry_warning
@@ -149,19 +151,20 @@ func (w *certWatch) setup(a *Agent) {
 		if i >= len(a.servers) {
 			break
 		}
-		w.add(a, fmt.Sprintf("server %s", a.servers[i].ln.Addr()), a.servers[i].srv.Creds, sc.TLS)
+		addr := a.servers[i].ln.Addr().String()
+		w.add(a, "server "+addr, []any{"listen", addr}, a.servers[i].srv.Creds, sc.TLS)
 	}
 	for _, cc := range a.cfg.Clients {
 		if c := a.clients[cc.Name]; c != nil {
-			w.add(a, fmt.Sprintf("client %q", cc.Name), c.Creds, cc.TLS)
+			w.add(a, fmt.Sprintf("client %q", cc.Name), []any{"tunnel", cc.Name}, c.Creds, cc.TLS)
 		}
 	}
 }
 
-func (w *certWatch) add(a *Agent, name string, creds *trust.Credentials, t config.TLS) {
+func (w *certWatch) add(a *Agent, name string, attrs []any, creds *trust.Credentials, t config.TLS) {
 	creds.SetLogger(a.log)
 	w.endpoints = append(w.endpoints, &certEndpoint{
-		name: name, creds: creds, interval: t.ReloadInterval.D(), warnWithin: t.ExpiryWarning.D(),
+		name: name, attrs: attrs, creds: creds, interval: t.ReloadInterval.D(), warnWithin: t.ExpiryWarning.D(),
 	})
 }
 
@@ -206,18 +209,19 @@ func (w *certWatch) reload(a *Agent, e *certEndpoint, explicit bool) (bool, erro
 	if err != nil {
 		msg := err.Error()
 		if explicit || (msg == e.seenErr && msg != e.loggedErr) {
-			a.log.Error(fmt.Sprintf("%s: certificate reload failed; still using the material loaded before: %s", e.name, msg))
+			a.log.Error("certificate reload failed; still using the material loaded before", append(slices.Clip(e.attrs), "err", msg)...)
 			e.loggedErr = msg
 		}
 		e.seenErr = msg
 		return false, fmt.Errorf("%s: %w", e.name, err)
 	}
 	if e.loggedErr != "" && !changed {
-		a.log.Info(fmt.Sprintf("%s: certificate files match the material in use again", e.name))
+		a.log.Info("certificate files match the material in use again", e.attrs...)
 	}
 	e.seenErr, e.loggedErr = "", ""
 	if changed {
-		a.log.Info(fmt.Sprintf("%s: reloaded certificate material: %s", e.name, describeChange(old, e.creds.Load())))
+		m := e.creds.Load()
+		a.log.Info("reloaded certificate material", append(slices.Clip(e.attrs), "serial", m.Leaf.SerialNumber.Text(16), "material", describeChange(old, m))...)
 	}
 	return changed, nil
 }
@@ -251,7 +255,7 @@ func (a *Agent) recheckTunnels(endpoints []*certEndpoint, now time.Time) {
 		}
 		for _, t := range c.Tunnels() {
 			if err := c.Creds.Recheck(peerChain(t), trust.SideClient, now); err != nil {
-				a.closeUntrusted(t, fmt.Sprintf("tunnel %s (%s)", cc.Name, t.RemoteAddr()), err, trust.SideClient, c.Creds, now)
+				a.closeUntrusted(t, []any{"tunnel", cc.Name, "addr", t.RemoteAddr().String()}, err, trust.SideClient, c.Creds, now)
 			}
 		}
 	}
@@ -273,7 +277,7 @@ func (a *Agent) recheckTunnels(endpoints []*certEndpoint, now time.Time) {
 			}
 		}
 		if err != nil {
-			a.closeUntrusted(t, fmt.Sprintf("tunnel from %s", t.RemoteAddr()), err, trust.SideServer, creds[0], now)
+			a.closeUntrusted(t, []any{"peer_addr", t.RemoteAddr().String()}, err, trust.SideServer, creds[0], now)
 		}
 	}
 }
@@ -322,10 +326,12 @@ func peerChain(t *tunnel.Tunnel) []*x509.Certificate {
 
 // closeUntrusted closes a live tunnel whose peer no longer verifies and
 // says why.
-func (a *Agent) closeUntrusted(t *tunnel.Tunnel, where string, err error, side trust.Side, creds *trust.Credentials, now time.Time) {
-	why := "the peer no longer passes verification: " + trust.Explain(err, side, creds.Load().CASubjects, now)
-	a.log.Warn(fmt.Sprintf("%s: closing: %s", where, why), "peer", identity.Describe(t.Peer))
-	t.CloseFor(why)
+// where names the tunnel as log attributes.
+func (a *Agent) closeUntrusted(t *tunnel.Tunnel, where []any, err error, side trust.Side, creds *trust.Credentials, now time.Time) {
+	explained := trust.Explain(err, side, creds.Load().CASubjects, now)
+	a.log.Warn("closing tunnel: the peer no longer passes verification",
+		append(where, "peer", identity.Describe(t.Peer), "reason", explained)...)
+	t.CloseFor("the peer no longer passes verification: " + explained)
 }
 
 // checkExpiry warns about every certificate that expires within its
@@ -343,14 +349,14 @@ func (w *certWatch) checkExpiry(a *Agent, now time.Time) {
 	for _, e := range w.endpoints {
 		m := e.creds.Load()
 		for i, c := range m.Chain {
-			role := fmt.Sprintf("this agent's certificate %s (%s, %s)", trust.Subject(c), e.name, m.Files.Cert)
+			role := "this agent's certificate"
 			if i > 0 {
-				role = fmt.Sprintf("intermediate CA %s in %s (%s)", trust.Subject(c), m.Files.Cert, e.name)
+				role = "intermediate CA"
 			}
-			w.warnExpiry(a, c, role, e.warnWithin, now)
+			w.warnExpiry(a, c, role, append(slices.Clip(e.attrs), "file", m.Files.Cert), e.warnWithin, now)
 		}
 		for _, c := range m.CAs {
-			w.warnExpiry(a, c, fmt.Sprintf("trusted CA %s in %s (%s)", trust.Subject(c), m.Files.CA, e.name), e.warnWithin, now)
+			w.warnExpiry(a, c, "trusted CA", append(slices.Clip(e.attrs), "file", m.Files.CA), e.warnWithin, now)
 		}
 		for _, crl := range m.CRLs {
 			w.warnCRL(a, e, crl, m.Files.CRLStale, now)
@@ -359,7 +365,7 @@ func (w *certWatch) checkExpiry(a *Agent, now time.Time) {
 	for _, cc := range a.cfg.Clients {
 		if c := a.clients[cc.Name]; c != nil {
 			for _, t := range c.Tunnels() {
-				w.warnExpiry(a, t.Peer, fmt.Sprintf("server certificate %s of tunnel %s (%s)", trust.Subject(t.Peer), cc.Name, t.RemoteAddr()), cc.ExpiryWarning.D(), now)
+				w.warnExpiry(a, t.Peer, "server certificate", []any{"tunnel", cc.Name, "addr", t.RemoteAddr().String()}, cc.ExpiryWarning.D(), now)
 			}
 		}
 	}
@@ -374,11 +380,14 @@ func (w *certWatch) checkExpiry(a *Agent, now time.Time) {
 	}
 	a.mu.Unlock()
 	for _, t := range accepted {
-		w.warnExpiry(a, t.Peer, fmt.Sprintf("client certificate %s of the tunnel from %s", trust.Subject(t.Peer), t.RemoteAddr()), within, now)
+		w.warnExpiry(a, t.Peer, "client certificate", []any{"peer_addr", t.RemoteAddr().String()}, within, now)
 	}
 }
 
-func (w *certWatch) warnExpiry(a *Agent, c *x509.Certificate, role string, within time.Duration, now time.Time) {
+// warnExpiry warns about c when it expires within within. role says which
+// certificate c is ("trusted CA", "client certificate", ...); where names
+// its endpoint, file or tunnel as log attributes.
+func (w *certWatch) warnExpiry(a *Agent, c *x509.Certificate, role string, where []any, within time.Duration, now time.Time) {
 	if c == nil || c.NotAfter.Sub(now) > within {
 		return
 	}
@@ -388,14 +397,16 @@ func (w *certWatch) warnExpiry(a *Agent, c *x509.Certificate, role string, withi
 	}
 	w.warned[key] = now
 	left := c.NotAfter.Sub(now)
-	facts := fmt.Sprintf("serial %s, sha256:%s", c.SerialNumber.Text(16), identity.Fingerprint(c))
+	attrs := append([]any{"role", role, "cert", trust.Subject(c)}, where...)
+	attrs = append(attrs, "not_after", stamp(c.NotAfter))
+	facts := []any{"serial", c.SerialNumber.Text(16), "sha256", identity.Fingerprint(c)}
 	if left <= 0 {
-		a.log.Error(fmt.Sprintf("certificate expired: %s expired %s ago (not after %s; local clock %s) — renew it; %s",
-			role, trust.RoundDuration(-left), stamp(c.NotAfter), stamp(now), facts))
+		attrs = append(attrs, "expired_ago", trust.RoundDuration(-left), "clock", stamp(now))
+		a.log.Error("certificate expired; renew it", append(attrs, facts...)...)
 		return
 	}
-	a.log.Warn(fmt.Sprintf("certificate expires soon: %s expires in %s (not after %s) — renew it before then; %s",
-		role, trust.RoundDuration(left), stamp(c.NotAfter), facts))
+	attrs = append(attrs, "expires_in", trust.RoundDuration(left))
+	a.log.Warn("certificate expires soon; renew it before then", append(attrs, facts...)...)
 }
 
 func (w *certWatch) warnCRL(a *Agent, e *certEndpoint, crl *trust.CRL, policy string, now time.Time) {
@@ -407,8 +418,8 @@ func (w *certWatch) warnCRL(a *Agent, e *certEndpoint, crl *trust.CRL, policy st
 		key := fmt.Sprintf("crl soon %s %s", crl.Path, next)
 		if _, ok := w.warned[key]; !ok {
 			w.warned[key] = now
-			a.log.Warn(fmt.Sprintf("%s: CRL %s goes stale in %s (next update %s) — publish a fresh one (postern pki crl) before then",
-				e.name, crl.Path, trust.RoundDuration(next.Sub(now)), stamp(next)))
+			a.log.Warn("CRL goes stale soon; publish a fresh one (postern pki crl) before then",
+				append(slices.Clip(e.attrs), "file", crl.Path, "next_update", stamp(next), "stale_in", trust.RoundDuration(next.Sub(now)))...)
 		}
 		return
 	}
@@ -421,8 +432,9 @@ func (w *certWatch) warnCRL(a *Agent, e *certEndpoint, crl *trust.CRL, policy st
 	if policy == trust.CRLStaleWarn {
 		effect = "it is still used because crl_stale = \"warn\""
 	}
-	a.log.Error(fmt.Sprintf("%s: CRL %s of %s is stale: its next update was %s (%s ago); %s — publish a fresh one (postern pki crl)",
-		e.name, crl.Path, trust.Subject(crl.Issuer), stamp(next), trust.RoundDuration(now.Sub(next)), effect))
+	a.log.Error("CRL is stale; publish a fresh one (postern pki crl)",
+		append(slices.Clip(e.attrs), "file", crl.Path, "issuer", trust.Subject(crl.Issuer), "next_update", stamp(next),
+			"stale_for", trust.RoundDuration(now.Sub(next)), "reason", effect)...)
 }
 
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }

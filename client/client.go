@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/trust"
 	"github.com/postern-tunnel/postern/tunnel"
 )
@@ -97,7 +98,7 @@ func (c *Client) runSlot(ctx context.Context, slot int) {
 			}
 			c.setErr(err)
 			wait := jitter(backoff)
-			c.Log.Warn(fmt.Sprintf("tunnel %s: %v; retrying in %s", c.Name, err, wait.Round(time.Millisecond)))
+			c.Log.Warn("tunnel not connected; retrying", "tunnel", c.Name, "err", err, "retry_in", wait.Round(time.Millisecond).String())
 			select {
 			case <-time.After(wait):
 			case <-ctx.Done():
@@ -124,7 +125,7 @@ func (c *Client) serve(ctx context.Context, slot int, t *tunnel.Tunnel, idx int)
 			return
 		}
 		c.publish(slot, next) // new streams go to next from here on
-		c.Log.Info(fmt.Sprintf("tunnel %s: %s; the old tunnel closes when its streams end", c.Name, why))
+		c.Log.Info("tunnel replaced; the old tunnel closes when its streams end", "tunnel", c.Name, "addr", c.Servers[nextIdx], "reason", why)
 		c.retire(t)
 		t, idx = next, nextIdx
 	}
@@ -156,12 +157,12 @@ func (c *Client) watch(ctx context.Context, slot int, t *tunnel.Tunnel, idx int)
 		case <-prefer:
 			// Only servers before the current one are worth a try.
 			if n, i, err := c.connect(ctx, c.order(slot, 0), idx); err == nil {
-				return n, i, fmt.Sprintf("%s is reachable again; new streams move to it", c.Servers[i])
+				return n, i, "a server listed earlier is reachable again; new streams move to it"
 			}
 		case <-renew:
 			n, i, err := c.connect(ctx, c.order(slot, 0), -1)
 			if err != nil {
-				c.Log.Warn(fmt.Sprintf("tunnel %s: renewing after max_tunnel_lifetime: %v; keeping the current tunnel for now", c.Name, err))
+				c.Log.Warn("tunnel not renewed after max_tunnel_lifetime; keeping the current tunnel for now", "tunnel", c.Name, "err", err)
 				renewTimer.Reset(c.BackoffMax)
 				continue
 			}
@@ -230,11 +231,11 @@ func (c *Client) dial(ctx context.Context, addr string) (*tunnel.Tunnel, error) 
 		}
 		return nil, errors.New(trust.Explain(err, trust.SideClient, c.Creds.Load().CASubjects, time.Now()))
 	}
-	attrs := []any{"server", trust.Subject(t.Peer), "tls", tls.VersionName(tc.ConnectionState().Version)}
+	attrs := []any{"tunnel", c.Name, "addr", addr, "peer", identity.Describe(t.Peer), "tls", tls.VersionName(tc.ConnectionState().Version)}
 	if via := c.Proxy.Describe(addr); via != "" {
 		attrs = append(attrs, "via", via)
 	}
-	c.Log.Info(fmt.Sprintf("tunnel %s: connected to %s", c.Name, addr), attrs...)
+	c.Log.Info("tunnel connected", attrs...)
 	return t, nil
 }
 
@@ -379,7 +380,7 @@ func (c *Client) lost(slot int, t *tunnel.Tunnel) {
 		cause = describeLoss(t.Err(), c.Creds.Load().CASubjects)
 	}
 	c.unpublish(slot, t, fmt.Errorf("tunnel lost: %s", cause))
-	c.Log.Warn(fmt.Sprintf("tunnel %s (%s): lost: %s; reconnecting", c.Name, t.RemoteAddr(), cause))
+	c.Log.Warn("tunnel lost; reconnecting", "tunnel", c.Name, "addr", t.RemoteAddr().String(), "reason", cause)
 }
 
 // retire stops t from taking new streams (ours, and with a GoAway the

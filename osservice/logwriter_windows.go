@@ -15,7 +15,11 @@ func LogWriter(name string, stderr io.Writer) io.Writer {
 	if err == nil && h != 0 && h != windows.InvalidHandle {
 		return stderr
 	}
-	l := eventLog(name, stderr)
+	return eventLogWriter(eventLog(name, stderr))
+}
+
+// eventLogWriter writes each log line to l at the line's level.
+func eventLogWriter(l logger) io.Writer {
 	return &lineWriter{emit: func(line string) {
 		switch lineLevel(line) {
 		case levelError:

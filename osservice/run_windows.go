@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -27,7 +28,7 @@ import (
 // answers that this process was not started by it does Run fall back to a
 // foreground run that stops on Ctrl-C.
 func Run(name string, fn RunFunc, stderr io.Writer) error {
-	h := &handler{name: name, fn: fn, log: eventLog(name, stderr)}
+	h := &handler{fn: fn, log: handlerLog(name, eventLog(name, stderr))}
 	err := svc.Run(name, h)
 	if errors.Is(err, windows.ERROR_FAILED_SERVICE_CONTROLLER_CONNECT) {
 		fmt.Fprintf(stderr, "postern: --service %s: not started by the Service Control Manager; running in the foreground\n", name)
@@ -59,6 +60,12 @@ func eventLog(name string, stderr io.Writer) logger {
 	return stderrLogger{stderr}
 }
 
+// handlerLog is the handler's own log: slog text lines, with the service
+// name as an attribute, written to l at each line's level.
+func handlerLog(name string, l logger) *slog.Logger {
+	return slog.New(slog.NewTextHandler(eventLogWriter(l), nil)).With("os_service", name)
+}
+
 type stderrLogger struct{ w io.Writer }
 
 func (l stderrLogger) Info(v ...any) error    { _, err := fmt.Fprintln(l.w, v...); return err }
@@ -69,10 +76,9 @@ func (l stderrLogger) Error(v ...any) error   { _, err := fmt.Fprintln(l.w, v...
 // ready, and on Stop or Shutdown cancels fn and waits for it to drain within
 // the SCM's budget, reporting progress meanwhile.
 type handler struct {
-	name string
-	fn   RunFunc
-	log  logger
-	err  error // fn's error, read by Run after svc.Run returns
+	fn  RunFunc
+	log *slog.Logger
+	err error // fn's error, read by Run after svc.Run returns
 }
 
 // exitFailure is the service-specific exit code when the agent fails. A
@@ -113,13 +119,13 @@ func (h *handler) Execute(_ []string, req <-chan svc.ChangeRequest, status chan<
 		case <-readyc:
 			readyc = nil
 			status <- svc.Status{State: svc.Running, Accepts: svc.AcceptStop | svc.AcceptShutdown}
-			h.log.Info(fmt.Sprintf("service %s: running", h.name))
+			h.log.Info("OS service running")
 		case <-tick.C:
 			if readyc != nil { // still starting: show the SCM it is not hung
 				pending(svc.StartPending, startHint)
 			}
 		case err := <-done:
-			return h.exit(err, "ended by itself")
+			return h.exit(err, "OS service ended by itself")
 		case c := <-req:
 			switch c.Cmd {
 			case svc.Interrogate:
@@ -134,7 +140,7 @@ func (h *handler) Execute(_ []string, req <-chan svc.ChangeRequest, status chan<
 // stop cancels fn and waits for it to drain, at most the SCM's budget.
 func (h *handler) stop(cancel func(), done <-chan error, req <-chan svc.ChangeRequest, status chan<- svc.Status, pending func(svc.State, time.Duration)) (bool, uint32) {
 	budget := stopBudget()
-	h.log.Info(fmt.Sprintf("service %s: stopping, draining connections for at most %s", h.name, budget))
+	h.log.Info("OS service stopping: draining connections", "wait", budget.String())
 	pending(svc.StopPending, budget)
 	cancel()
 	deadline := time.NewTimer(budget)
@@ -144,11 +150,11 @@ func (h *handler) stop(cancel func(), done <-chan error, req <-chan svc.ChangeRe
 	for {
 		select {
 		case err := <-done:
-			return h.exit(err, "stopped")
+			return h.exit(err, "OS service stopped")
 		case <-tick.C:
 			pending(svc.StopPending, budget)
 		case <-deadline.C:
-			h.log.Warning(fmt.Sprintf("service %s: connections still open after %s: stopping anyway", h.name, budget))
+			h.log.Warn("OS service stopping anyway: connections still open", "wait", budget.String())
 			return false, 0
 		case c := <-req:
 			if c.Cmd == svc.Interrogate {
@@ -158,13 +164,14 @@ func (h *handler) stop(cancel func(), done <-chan error, req <-chan svc.ChangeRe
 	}
 }
 
-func (h *handler) exit(err error, how string) (bool, uint32) {
+// exit reports how fn ended: msg says how when it ended without an error.
+func (h *handler) exit(err error, msg string) (bool, uint32) {
 	if err != nil && !errors.Is(err, context.Canceled) {
 		h.err = err
-		h.log.Error(fmt.Sprintf("service %s: %v", h.name, err))
+		h.log.Error("OS service ended with an error", "err", err)
 		return true, exitFailure
 	}
-	h.log.Info(fmt.Sprintf("service %s: %s", h.name, how))
+	h.log.Info(msg)
 	return false, 0
 }
 

@@ -54,7 +54,7 @@ func e2eStartHeldTransfer(t *testing.T, siteShutdownTimeout string) *e2eHeldTran
 	hubAddr := h.hub.serverAddr(t)
 	h.site = e2eStartAgent(t, "site", e2eWriteConfig(t, dir, "site", e2eSiteTOML(certs, hubAddr, siteShutdownTimeout, "slow")))
 	h.forward = h.site.forwardAddr(t, "slow")
-	h.site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected to "+hubAddr)
+	h.site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub", "addr="+hubAddr)
 
 	h.app = testnet.Dial(t, h.forward)
 	h.app.SetDeadline(time.Now().Add(20 * time.Second))
@@ -76,7 +76,7 @@ func e2eStartHeldTransfer(t *testing.T, siteShutdownTimeout string) *e2eHeldTran
 func TestE2EDrain(t *testing.T) {
 	h := e2eStartHeldTransfer(t, "30s")
 	h.site.signal(t, syscall.SIGTERM)
-	h.site.log.WaitFor(t, 5*time.Second, "agent site-a stopping: no new connections")
+	h.site.log.WaitFor(t, 5*time.Second, "agent stopping: no new connections", "agent=site-a")
 
 	if c, err := net.DialTimeout("tcp", h.forward, 2*time.Second); err == nil {
 		c.Close()
@@ -101,7 +101,7 @@ func TestE2EDrain(t *testing.T) {
 		t.Fatalf("site exited with %d after draining, want 0", code)
 	}
 	t.Logf("site exited %s after the transfer was released", time.Since(released).Round(time.Millisecond))
-	h.site.log.WaitFor(t, time.Second, "agent site-a stopped")
+	h.site.log.WaitFor(t, time.Second, "agent stopped", "agent=site-a")
 	if out := h.site.log.String(); bytes.Contains([]byte(out), []byte("shutdown_timeout")) {
 		t.Errorf("the drain hit shutdown_timeout:\n%s", out)
 	}
@@ -112,7 +112,7 @@ func TestE2EDrain(t *testing.T) {
 func TestE2EDrainSecondSignal(t *testing.T) {
 	h := e2eStartHeldTransfer(t, "30s")
 	h.site.signal(t, syscall.SIGTERM)
-	h.site.log.WaitFor(t, 5*time.Second, "agent site-a stopping: no new connections")
+	h.site.log.WaitFor(t, 5*time.Second, "agent stopping: no new connections", "agent=site-a")
 	if h.site.exited() {
 		t.Fatalf("the site exited with a transfer in flight; output:\n%s", h.site.log.String())
 	}

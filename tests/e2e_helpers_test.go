@@ -167,7 +167,7 @@ func (a *e2eAgent) waitExit(t testing.TB, timeout time.Duration) int {
 	}
 }
 
-var e2eServerRE = regexp.MustCompile(`tunnel server listening on ([^\s"]+)`)
+var e2eServerRE = regexp.MustCompile(`msg="tunnel server listening" listen=([^\s"]+)`)
 
 // serverAddr is the address of the agent's (first) tunnel server, from the
 // line the agent logs once it listens.
@@ -179,7 +179,7 @@ func (a *e2eAgent) serverAddr(t testing.TB) string {
 // forwardAddr is the address of the agent's forward to service.
 func (a *e2eAgent) forwardAddr(t testing.TB, service string) string {
 	t.Helper()
-	re := regexp.MustCompile(`forward ([^\s"]+) → [^\s/]+/` + regexp.QuoteMeta(service) + ` listening`)
+	re := regexp.MustCompile(`msg="forward listening" forward=([^\s"]+) via=\S+ service=` + regexp.QuoteMeta(service) + `(?:\s|$)`)
 	return a.log.WaitMatch(t, 10*time.Second, re)[1]
 }
 

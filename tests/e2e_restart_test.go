@@ -30,7 +30,7 @@ func TestE2ERestart(t *testing.T) {
 	hubAddr := hub.serverAddr(t)
 	site := e2eStartAgent(t, "site", e2eWriteConfig(t, dir, "site", e2eSiteTOML(certs, hubAddr, "5s", "echo")))
 	forward := site.forwardAddr(t, "echo")
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected to "+hubAddr)
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub", "addr="+hubAddr)
 
 	// A transfer in flight: greeted, one round trip done, more to come.
 	app := testnet.Dial(t, forward)
@@ -51,11 +51,11 @@ func TestE2ERestart(t *testing.T) {
 	if err := testnet.Drain(app); !e2eIsReset(err) {
 		t.Fatalf("the app's read ended with %v when the hub died, want connection reset", err)
 	}
-	site.log.WaitFor(t, 5*time.Second, "tunnel hub", "lost")
+	site.log.WaitFor(t, 5*time.Second, "tunnel lost; reconnecting", "tunnel=hub")
 
 	// The hub comes back on the same address.
 	hub2 := e2eStartAgent(t, "hub2", e2eWriteConfig(t, dir, "hub2", e2eHubTOML(certs, hubAddr, service)))
-	hub2.log.WaitFor(t, 10*time.Second, "tunnel server listening on "+hubAddr)
+	hub2.log.WaitFor(t, 10*time.Second, "tunnel server listening", "listen="+hubAddr)
 	back := time.Now()
 	deadline := back.Add(2 * time.Second)
 	for attempt := 1; ; attempt++ {
@@ -69,8 +69,8 @@ func TestE2ERestart(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // pace the retries; not a synchronisation
 	}
-	hub2.log.WaitFor(t, 5*time.Second, "tunnel from", "accepted", "site-a")
-	site.log.WaitFor(t, 5*time.Second, "tunnel hub: connected to "+hubAddr)
+	hub2.log.WaitFor(t, 5*time.Second, "tunnel accepted", "peer_addr=", "site-a")
+	site.log.WaitFor(t, 5*time.Second, "tunnel connected", "tunnel=hub", "addr="+hubAddr)
 
 	// And a whole exchange works again.
 	c := testnet.Dial(t, forward)

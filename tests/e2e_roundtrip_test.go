@@ -39,8 +39,8 @@ func TestE2ERoundTrip(t *testing.T) {
 	hubAddr := hub.serverAddr(t)
 	site := e2eStartAgent(t, "site", e2eWriteConfig(t, dir, "site", e2eSiteTOML(certs, hubAddr, "5s", "echo", "web")))
 	echoFwd, webFwd := site.forwardAddr(t, "echo"), site.forwardAddr(t, "web")
-	site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected to "+hubAddr)
-	hub.log.WaitFor(t, 5*time.Second, "tunnel from", "accepted", "site-a")
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub", "addr="+hubAddr)
+	hub.log.WaitFor(t, 5*time.Second, "tunnel accepted", "peer_addr=", "site-a")
 
 	t.Run("echo 1MiB", func(t *testing.T) {
 		data := make([]byte, 1<<20)
@@ -98,8 +98,8 @@ func TestE2ERoundTrip(t *testing.T) {
 		}
 	}
 	t.Logf("both agents stopped %s after SIGTERM", time.Since(start).Round(time.Millisecond))
-	site.log.WaitFor(t, time.Second, "agent site-a stopping: no new connections")
-	site.log.WaitFor(t, time.Second, "agent site-a stopped")
-	hub.log.WaitFor(t, time.Second, "agent hub stopping: no new connections")
-	hub.log.WaitFor(t, time.Second, "agent hub stopped")
+	site.log.WaitFor(t, time.Second, "agent stopping: no new connections", "agent=site-a")
+	site.log.WaitFor(t, time.Second, "agent stopped", "agent=site-a")
+	hub.log.WaitFor(t, time.Second, "agent stopping: no new connections", "agent=hub")
+	hub.log.WaitFor(t, time.Second, "agent stopped", "agent=hub")
 }

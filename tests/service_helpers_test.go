@@ -279,7 +279,7 @@ func (a *svcAgent) exited() bool {
 	}
 }
 
-var svcListeningRE = regexp.MustCompile(`tunnel server listening on (127\.0\.0\.1:\d+)`)
+var svcListeningRE = regexp.MustCompile(`msg="tunnel server listening" listen=(127\.0\.0\.1:\d+)`)
 
 // svcServerAddr waits for the agent to log its tunnel listener's address.
 func svcServerAddr(t *testing.T, a *svcAgent) string {

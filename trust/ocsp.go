@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/postern-tunnel/postern/identity"
 	"golang.org/x/crypto/ocsp"
 )
 
@@ -83,8 +84,9 @@ func (c *Credentials) checkOCSP(leaf, issuer *x509.Certificate, side Side, mode 
 		return &OCSPError{Cert: leaf, URL: e.url, Err: err}
 	}
 	if fresh {
-		c.logger().Warn(fmt.Sprintf("%s certificate %s (serial %s): no OCSP answer from %s: %v; accepted because ocsp = %q",
-			side.peer(), Subject(leaf), serialHex(leaf), e.url, err, mode))
+		c.logger().Warn("peer certificate accepted without an OCSP answer",
+			"side", side.peer(), "peer", identity.Describe(leaf), "serial", serialHex(leaf), "url", e.url, "err", err,
+			"reason", fmt.Sprintf("accepted because ocsp = %q", mode))
 	}
 	return nil
 }

@@ -31,5 +31,5 @@ func TestHangupReloads(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	logs.WaitFor(t, 10*time.Second, "reloaded certificate material: cert CN=\\\"hub\\\" serial "+next.Cert.SerialNumber.Text(16))
+	logs.WaitFor(t, 10*time.Second, "reloaded certificate material", "serial="+next.Cert.SerialNumber.Text(16), "material=\"cert CN=\\\"hub\\\" serial "+next.Cert.SerialNumber.Text(16))
 }
