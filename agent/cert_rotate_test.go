@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -96,4 +97,40 @@ func TestExpiryWarnings(t *testing.T) {
 	if n := countLines(hub.log.String(), "certificate expires soon", `role="this agent's certificate"`, `cert="CN=\"hub\""`); n != 1 {
 		t.Errorf("own certificate warned %d times, want once a day", n)
 	}
+}
+
+// TestReloadRetriesAtOnce: a site the hub refuses (its certificate comes
+// from a CA the hub does not trust) backs off for a long time; once new
+// certificate material is reloaded it connects at once instead of waiting
+// out the backoff.
+func TestReloadRetriesAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	hub := start(t, dir, "hub", hubTOML(p, ""))
+	addr := hub.ServerAddrs()[0].String()
+
+	good, err := os.ReadFile(p.site.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	goodKey, err := os.ReadFile(p.site.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := testca.New(t, "Unknown CA").Issue(t, testca.Options{CN: "site-a", DNS: []string{"site-a.test"}})
+	testca.WriteFile(t, p.site.Cert, other.CertPEM)
+	testca.WriteFile(t, p.site.Key, other.KeyPEM)
+	// Backoff 20-40s: without the retry the next attempt is at least 10s away.
+	site := start(t, dir, "site", strings.Replace(siteTOML(p, addr), `backoff_min = "50ms"
+backoff_max = "500ms"`, `backoff_min = "20s"
+backoff_max = "40s"`, 1))
+	site.log.WaitFor(t, 10*time.Second, "tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate")
+
+	testca.WriteFile(t, p.site.Cert, good)
+	testca.WriteFile(t, p.site.Key, goodKey)
+	if err := site.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	site.log.WaitFor(t, 5*time.Second, "new certificate material; retrying now", "tunnel=hub")
+	site.log.WaitFor(t, 5*time.Second, "tunnel connected", "tunnel=hub")
 }

@@ -50,6 +50,7 @@ type certEndpoint struct {
 	creds      *trust.Credentials
 	interval   time.Duration // reload_interval
 	warnWithin time.Duration // expiry_warning
+	changed    func()        // called after new material was loaded, or nil
 	next       time.Time     // next poll
 
 	seenErr   string // reload error of the last poll
@@ -152,19 +153,22 @@ func (w *certWatch) setup(a *Agent) {
 			break
 		}
 		addr := a.servers[i].ln.Addr().String()
-		w.add(a, "server "+addr, []any{"listen", addr}, a.servers[i].srv.Creds, sc.TLS)
+		w.add(a, "server "+addr, []any{"listen", addr}, a.servers[i].srv.Creds, sc.TLS, nil)
 	}
 	for _, cc := range a.cfg.Clients {
 		if c := a.clients[cc.Name]; c != nil {
-			w.add(a, fmt.Sprintf("client %q", cc.Name), []any{"tunnel", cc.Name}, c.Creds, cc.TLS)
+			// New material may be what the server refused us for: retry
+			// at once rather than wait out the reconnect backoff.
+			w.add(a, fmt.Sprintf("client %q", cc.Name), []any{"tunnel", cc.Name}, c.Creds, cc.TLS, c.RetryNow)
 		}
 	}
 }
 
-func (w *certWatch) add(a *Agent, name string, attrs []any, creds *trust.Credentials, t config.TLS) {
+func (w *certWatch) add(a *Agent, name string, attrs []any, creds *trust.Credentials, t config.TLS, changed func()) {
 	creds.SetLogger(a.log)
 	w.endpoints = append(w.endpoints, &certEndpoint{
 		name: name, attrs: attrs, creds: creds, interval: t.ReloadInterval.D(), warnWithin: t.ExpiryWarning.D(),
+		changed: changed,
 	})
 }
 
@@ -222,6 +226,9 @@ func (w *certWatch) reload(a *Agent, e *certEndpoint, explicit bool) (bool, erro
 	if changed {
 		m := e.creds.Load()
 		a.log.Info("reloaded certificate material", append(slices.Clip(e.attrs), "serial", m.Leaf.SerialNumber.Text(16), "material", describeChange(old, m))...)
+		if e.changed != nil {
+			e.changed()
+		}
 	}
 	return changed, nil
 }

@@ -64,6 +64,7 @@ type Client struct {
 	all     map[*tunnel.Tunnel]struct{}
 	lastErr error
 	changed tunnel.Changes // whenever slots change
+	retry   tunnel.Changes // RetryNow
 }
 
 // ErrNoTunnel is returned by Tunnel when no tunnel came up in time.
@@ -91,6 +92,9 @@ func (c *Client) Run(ctx context.Context) error {
 func (c *Client) runSlot(ctx context.Context, slot int) {
 	backoff := c.BackoffMin
 	for attempt := 0; ctx.Err() == nil; attempt++ {
+		c.mu.Lock()
+		retry := c.retry.Wait()
+		c.mu.Unlock()
 		t, idx, err := c.connect(ctx, c.order(slot, attempt), -1)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -101,10 +105,13 @@ func (c *Client) runSlot(ctx context.Context, slot int) {
 			c.Log.Warn("tunnel not connected; retrying", "tunnel", c.Name, "err", err, "retry_in", wait.Round(time.Millisecond).String())
 			select {
 			case <-time.After(wait):
+				backoff = min(2*backoff, c.BackoffMax)
+			case <-retry:
+				c.Log.Info("tunnel: new certificate material; retrying now", "tunnel", c.Name)
+				backoff = c.BackoffMin
 			case <-ctx.Done():
 				return
 			}
-			backoff = min(2*backoff, c.BackoffMax)
 			continue
 		}
 		backoff = c.BackoffMin
@@ -296,6 +303,15 @@ func (c *Client) DialRaw(ctx context.Context) (*tls.Conn, error) {
 		}
 	}
 	return nil, fmt.Errorf("tunnel %s: %s", c.Name, strings.Join(msgs, "; "))
+}
+
+// RetryNow makes every slot that waits to reconnect try again at once, with
+// its backoff back at backoff_min: new certificate material may be what the
+// server refused us for.
+func (c *Client) RetryNow() {
+	c.mu.Lock()
+	c.retry.Notify()
+	c.mu.Unlock()
 }
 
 // Tunnel returns the least loaded live tunnel, waiting for one until ctx
