@@ -71,7 +71,10 @@ type Server struct {
 	Mux              *bool    `toml:"mux"`     // false: plain mutual-TLS peers, one connection per stream
 	Service          string   `toml:"service"` // with mux = false: the one service every connection reaches
 	HandshakeTimeout Duration `toml:"handshake_timeout"`
+	HelloTimeout     Duration `toml:"hello_timeout"`  // time for the client's first TLS record (its ClientHello)
 	MaxHandshakes    int      `toml:"max_handshakes"` // TLS handshakes in progress at once
+	// TLS handshakes in progress from one IPv4 address or IPv6 /64
+	MaxHandshakesPerAddress int `toml:"max_handshakes_per_address"`
 
 	Line int `toml:"-"` // line of the [[server]] header, for messages
 }
@@ -131,28 +134,30 @@ type Log struct {
 
 // Defaults, in one place. The README's config reference lists the same.
 const (
-	DefaultShutdownTimeout   = 30 * time.Second
-	DefaultMinVersion        = "1.3"
-	DefaultCRLStale          = "refuse"
-	DefaultOCSP              = "off"
-	DefaultExpiryWarning     = 30 * 24 * time.Hour
-	DefaultReloadInterval    = 10 * time.Second
-	DefaultTunnels           = 1
-	DefaultStrategy          = "ordered"
-	DefaultStreamWindow      = 16 << 20
-	MinStreamWindow          = 256 << 10
-	DefaultKeepaliveInterval = 10 * time.Second
-	DefaultKeepaliveTimeout  = 10 * time.Second
-	DefaultOpenTimeout       = 10 * time.Second
-	DefaultMaxStreams        = 16384
-	DefaultHandshakeTimeout  = 10 * time.Second
-	DefaultMaxHandshakes     = 128
-	DefaultDialTimeout       = 10 * time.Second
-	DefaultBackoffMin        = 200 * time.Millisecond
-	DefaultBackoffMax        = 30 * time.Second
-	DefaultTunnelWait        = 10 * time.Second
-	DefaultLogLevel          = "info"
-	DefaultLogFormat         = "text"
+	DefaultShutdownTimeout         = 30 * time.Second
+	DefaultMinVersion              = "1.3"
+	DefaultCRLStale                = "refuse"
+	DefaultOCSP                    = "off"
+	DefaultExpiryWarning           = 30 * 24 * time.Hour
+	DefaultReloadInterval          = 10 * time.Second
+	DefaultTunnels                 = 1
+	DefaultStrategy                = "ordered"
+	DefaultStreamWindow            = 16 << 20
+	MinStreamWindow                = 256 << 10
+	DefaultKeepaliveInterval       = 10 * time.Second
+	DefaultKeepaliveTimeout        = 10 * time.Second
+	DefaultOpenTimeout             = 10 * time.Second
+	DefaultMaxStreams              = 16384
+	DefaultHandshakeTimeout        = 10 * time.Second
+	DefaultMaxHandshakes           = 128
+	DefaultMaxHandshakesPerAddress = 8
+	DefaultHelloTimeout            = 3 * time.Second
+	DefaultDialTimeout             = 10 * time.Second
+	DefaultBackoffMin              = 200 * time.Millisecond
+	DefaultBackoffMax              = 30 * time.Second
+	DefaultTunnelWait              = 10 * time.Second
+	DefaultLogLevel                = "info"
+	DefaultLogFormat               = "text"
 )
 
 // Error is a problem in a config file, with where it is.
@@ -323,9 +328,13 @@ func (c *Config) SetDefaults() {
 		s := &c.Servers[i]
 		s.TLS = s.TLS.inherit(c.TLS)
 		setDur(&s.HandshakeTimeout, DefaultHandshakeTimeout)
+		setDur(&s.HelloTimeout, DefaultHelloTimeout)
 		setBool(&s.Mux, true)
 		if s.MaxHandshakes == 0 {
 			s.MaxHandshakes = DefaultMaxHandshakes
+		}
+		if s.MaxHandshakesPerAddress == 0 {
+			s.MaxHandshakesPerAddress = DefaultMaxHandshakesPerAddress
 		}
 	}
 	for i := range c.Clients {
