@@ -49,7 +49,7 @@ func TestRevokeConnectedClient(t *testing.T) {
 	hub.log.WaitFor(t, 5*time.Second, "reloaded certificate material", "partners.crl (1 revoked")
 	a.log.WaitFor(t, 5*time.Second, "tunnel hub", "lost")
 	// It tries again and is refused, with the reason on both sides.
-	hub.log.WaitFor(t, 10*time.Second, "tunnel refused:", `client certificate CN=\"site-a\" was revoked`)
+	hub.log.WaitFor(t, 10*time.Second, `msg="tunnel refused"`, `client certificate CN=\"site-a\" was revoked`)
 	a.log.WaitFor(t, 10*time.Second, "tunnel hub:", "the server rejected our certificate")
 	if n := strings.Count(a.log.String(), "tunnel hub: connected"); n != 1 {
 		t.Errorf("site-a connected %d times, want once (before the revocation)", n)

@@ -23,6 +23,7 @@ const (
 	CauseSourceBusy  Cause = "source_busy" // max_handshakes_per_address reached for its address
 	CauseTimeout     Cause = "timeout"     // no ClientHello within hello_timeout, or no handshake within handshake_timeout
 	CauseNotTLS      Cause = "not_tls"     // the first bytes are not a TLS record
+	CauseHTTP        Cause = "http"        // the first bytes are a plain HTTP request
 	CauseCertificate Cause = "certificate" // the client's certificate was missing or refused
 	CauseRejected    Cause = "rejected"    // the client sent an alert: it refused us
 	CauseProtocol    Cause = "protocol"    // no common TLS version, cipher suite or ALPN
@@ -31,7 +32,7 @@ const (
 )
 
 // Causes lists every cause, for metrics that want each label present.
-var Causes = []Cause{CauseProbe, CauseBusy, CauseSourceBusy, CauseTimeout, CauseNotTLS,
+var Causes = []Cause{CauseProbe, CauseBusy, CauseSourceBusy, CauseTimeout, CauseNotTLS, CauseHTTP,
 	CauseCertificate, CauseRejected, CauseProtocol, CauseClosed, CauseOther}
 
 // classify finds the cause of a failed handshake. silent says the client
@@ -61,6 +62,11 @@ func classify(err error, silent bool) Cause {
 	case silent && closed:
 		return CauseProbe
 	case errors.As(err, &rhe):
+		for _, m := range []string{"GET ", "POST", "HEAD", "PUT ", "DELE", "OPTI", "CONN", "PATC", "PRI "} {
+			if string(rhe.RecordHeader[:4]) == m {
+				return CauseHTTP
+			}
+		}
 		return CauseNotTLS
 	case errors.As(err, &cve), errors.As(err, &re), errors.As(err, &se), errors.As(err, &pe),
 		errors.As(err, &oe), errors.As(err, &ue), errors.As(err, &ie), errors.As(err, &he):
