@@ -165,6 +165,8 @@ func (f *refusalLog) size() int {
 func shortDuration(d time.Duration) string {
 	if d >= time.Second {
 		d = d.Round(time.Second)
+	} else {
+		d = d.Round(time.Millisecond)
 	}
 	s := d.String()
 	if strings.HasSuffix(s, "m0s") {
