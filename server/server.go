@@ -134,7 +134,7 @@ func (s *Server) refused(addr net.Addr, cause Cause, reason string) {
 }
 
 func (s *Server) handshake(ctx context.Context, p *pending, cfg *tls.Config) {
-	defer s.gate.release(p) // once; the calls below free the slot as soon as the handshake ends
+	defer s.gate.release(p) // release is idempotent; the calls below free the slot as soon as the handshake ends
 	hctx, cancel := context.WithTimeout(ctx, s.HandshakeTimeout)
 	defer cancel()
 	start := time.Now()
