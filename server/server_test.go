@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -221,4 +222,64 @@ func TestSilentFlood(t *testing.T) {
 		t.Fatalf("%d handshakes in progress, %d from 127.0.1.1: bounds are 16 and 4", total, fromOne)
 	}
 	ts.logs.WaitFor(t, time.Second, `msg="tunnel refused"`, "cause=busy", "to make room for a new connection")
+}
+
+// TestSilentFloodRenewed: silent connections that are dialed again as soon
+// as the server closes them (so the port is never free of them) still
+// leave room for a partner: its tunnel comes up within a few attempts.
+func TestSilentFloodRenewed(t *testing.T) {
+	ts := startServer(t, func(s *Server) {
+		s.MaxHandshakes = 16
+		s.MaxHandshakesPerAddress = 4
+	})
+	stop := make(chan struct{})
+	var dialers, readers sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	for i := range 6 {
+		src := fmt.Sprintf("127.0.3.%d", i+1)
+		dialers.Add(1)
+		go func() {
+			defer dialers.Done()
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: time.Second}
+			for range 5000 { // bounded: at most 5000 dials per source
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c, err := d.Dial("tcp", ts.addr)
+				if err != nil {
+					continue
+				}
+				mu.Lock()
+				conns = append(conns, c)
+				mu.Unlock()
+				// Hold it until the server closes it.
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				readers.Add(1)
+				go func() {
+					defer readers.Done()
+					io.Copy(io.Discard, c)
+				}()
+			}
+		}()
+	}
+	defer func() {
+		close(stop)
+		dialers.Wait()
+		for _, c := range conns {
+			c.Close()
+		}
+		readers.Wait()
+	}()
+	start := time.Now()
+	var err error
+	for attempt := 1; attempt <= 20 && time.Since(start) < 3*time.Second; attempt++ {
+		if err = ts.tunnel(t, "127.0.0.1"); err == nil {
+			t.Logf("partner's tunnel up after %d attempts, %s", attempt, time.Since(start).Round(time.Millisecond))
+			return
+		}
+	}
+	t.Fatalf("no tunnel within 3s beside a renewed flood: %v", err)
 }
