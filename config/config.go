@@ -134,30 +134,34 @@ type Log struct {
 
 // Defaults, in one place. The README's config reference lists the same.
 const (
-	DefaultShutdownTimeout         = 30 * time.Second
-	DefaultMinVersion              = "1.3"
-	DefaultCRLStale                = "refuse"
-	DefaultOCSP                    = "off"
-	DefaultExpiryWarning           = 30 * 24 * time.Hour
-	DefaultReloadInterval          = 10 * time.Second
-	DefaultTunnels                 = 1
-	DefaultStrategy                = "ordered"
-	DefaultStreamWindow            = 16 << 20
-	MinStreamWindow                = 256 << 10
-	DefaultKeepaliveInterval       = 10 * time.Second
-	DefaultKeepaliveTimeout        = 10 * time.Second
-	DefaultOpenTimeout             = 10 * time.Second
-	DefaultMaxStreams              = 16384
-	DefaultHandshakeTimeout        = 10 * time.Second
-	DefaultMaxHandshakes           = 128
+	DefaultShutdownTimeout   = 30 * time.Second
+	DefaultMinVersion        = "1.3"
+	DefaultCRLStale          = "refuse"
+	DefaultOCSP              = "off"
+	DefaultExpiryWarning     = 30 * 24 * time.Hour
+	DefaultReloadInterval    = 10 * time.Second
+	DefaultTunnels           = 1
+	DefaultStrategy          = "ordered"
+	DefaultStreamWindow      = 16 << 20
+	MinStreamWindow          = 256 << 10
+	DefaultKeepaliveInterval = 10 * time.Second
+	DefaultKeepaliveTimeout  = 10 * time.Second
+	DefaultOpenTimeout       = 10 * time.Second
+	DefaultMaxStreams        = 16384
+	DefaultHandshakeTimeout  = 10 * time.Second
+	DefaultMaxHandshakes     = 128
+	DefaultDialTimeout       = 10 * time.Second
+	DefaultBackoffMin        = 200 * time.Millisecond
+	DefaultBackoffMax        = 30 * time.Second
+	DefaultTunnelWait        = 10 * time.Second
+	DefaultLogLevel          = "info"
+	DefaultLogFormat         = "text"
+)
+
+// Defaults of the handshake bounds per [[server]].
+const (
 	DefaultMaxHandshakesPerAddress = 8
 	DefaultHelloTimeout            = 3 * time.Second
-	DefaultDialTimeout             = 10 * time.Second
-	DefaultBackoffMin              = 200 * time.Millisecond
-	DefaultBackoffMax              = 30 * time.Second
-	DefaultTunnelWait              = 10 * time.Second
-	DefaultLogLevel                = "info"
-	DefaultLogFormat               = "text"
 )
 
 // Error is a problem in a config file, with where it is.
