@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/postern-tunnel/postern/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -20,6 +21,8 @@ type metrics struct {
 	registry *prometheus.Registry
 	streams  *prometheus.CounterVec // by side (forward|service) and result (ok|reset|refused)
 	bytes    *prometheus.CounterVec // by direction (sent|received) from the plaintext side's view
+	probes   prometheus.Counter     // connections to a tunnel port closed without a byte
+	refused  *prometheus.CounterVec // handshakes that did not become tunnels, by cause
 }
 
 func (a *Agent) newMetrics() *metrics {
@@ -33,8 +36,21 @@ func (a *Agent) newMetrics() *metrics {
 			Name: "postern_bytes_total",
 			Help: "Payload bytes relayed, by direction as seen from the plaintext side (sent into the tunnel, received from it).",
 		}, []string{"direction"}),
+		probes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "postern_tunnel_probes_total",
+			Help: "Connections to a tunnel port closed without sending a byte (load balancer health checks); counted, not logged.",
+		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "postern_handshake_failures_total",
+			Help: "Connections to a tunnel port that did not become tunnels, by cause (busy, source_busy, timeout, not_tls, certificate, rejected, protocol, closed, other).",
+		}, []string{"cause"}),
 	}
-	m.registry.MustRegister(m.streams, m.bytes,
+	for _, c := range server.Causes {
+		if c != server.CauseProbe {
+			m.refused.WithLabelValues(string(c)) // present at 0, so rates work from the first scrape
+		}
+	}
+	m.registry.MustRegister(m.streams, m.bytes, m.probes, m.refused,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "postern_streams_active", Help: "Streams in progress.",
 		}, func() float64 { return float64(a.streams.Count()) }),
@@ -72,6 +88,16 @@ func (m *metrics) countStream(side string, sent, received int64, err error, refu
 	m.streams.WithLabelValues(side, result).Inc()
 	m.bytes.WithLabelValues("sent").Add(float64(sent))
 	m.bytes.WithLabelValues("received").Add(float64(received))
+}
+
+// countRefused counts a connection to a tunnel port that did not become a
+// tunnel: probes on their own counter, the rest by cause.
+func (m *metrics) countRefused(cause server.Cause) {
+	if cause == server.CauseProbe {
+		m.probes.Inc()
+		return
+	}
+	m.refused.WithLabelValues(string(cause)).Inc()
 }
 
 // adminHandler serves /healthz (the process answers), /readyz (every

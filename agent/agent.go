@@ -206,9 +206,10 @@ func (a *Agent) buildServers() error {
 			return fmt.Errorf("%s: %w", where, err)
 		}
 		srv := &server.Server{
-			Creds: creds, HandshakeTimeout: sc.HandshakeTimeout.D(), MaxHandshakes: sc.MaxHandshakes,
+			Creds: creds, HandshakeTimeout: sc.HandshakeTimeout.D(), HelloTimeout: sc.HelloTimeout.D(),
+			MaxHandshakes: sc.MaxHandshakes, MaxHandshakesPerAddress: sc.MaxHandshakesPerAddress,
 			Options: a.tun, Log: a.log,
-			Handle: a.acceptedTunnel,
+			Handle: a.acceptedTunnel, Refused: a.metrics.countRefused,
 		}
 		if !*sc.Mux {
 			svc := a.services[sc.Service]

@@ -40,7 +40,7 @@ func certCases() []certCase {
 				p.site = other.Issue(t, testca.Options{CN: "site-a"}).Write(t, dir, "site", p.ca)
 				return "", ""
 			},
-			hubLog:  []string{"tunnel refused:", `client certificate CN=\"site-a\" was signed by an unknown authority`, `issuer CN=\"Other Root\"`, `trusted: CN=\"Test Partners CA\"`, "sha256:"},
+			hubLog:  []string{`msg="tunnel refused"`, `client certificate CN=\"site-a\" was signed by an unknown authority`, `issuer CN=\"Other Root\"`, `trusted: CN=\"Test Partners CA\"`, "sha256:"},
 			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate", "does not trust the CA that signed our certificate"},
 		},
 		{
@@ -50,13 +50,13 @@ func certCases() []certCase {
 				p.hub = other.Issue(t, testca.Options{CN: "hub", DNS: []string{"hub.test"}}).Write(t, dir, "hub", p.ca)
 				return "", ""
 			},
-			hubLog:  []string{"tunnel refused:", "the client rejected our certificate"},
+			hubLog:  []string{`msg="tunnel refused"`, "the client rejected our certificate"},
 			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", `server certificate CN=\"hub\" was signed by an unknown authority`, `issuer CN=\"Rogue Root\"`, `trusted: CN=\"Test Partners CA\"`},
 		},
 		{
 			name:    "server name mismatch",
 			setup:   func(*testing.T, string, *pki) (string, string) { return "", `server_name = "other.test"` },
-			hubLog:  []string{"tunnel refused:", "the client rejected our certificate", "server_name"},
+			hubLog:  []string{`msg="tunnel refused"`, "the client rejected our certificate", "server_name"},
 			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", `server certificate CN=\"hub\" is not valid for \"other.test\"`, "DNS:hub.test", "serial "},
 		},
 		{
@@ -66,7 +66,7 @@ func certCases() []certCase {
 					NotBefore: time.Now().Add(-72 * time.Hour), NotAfter: time.Now().Add(-5 * time.Hour)}).Write(t, dir, "hub", p.ca)
 				return "", ""
 			},
-			hubLog:  []string{"tunnel refused:", "the client rejected our certificate"},
+			hubLog:  []string{`msg="tunnel refused"`, "the client rejected our certificate"},
 			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", `server certificate CN=\"hub\" expired 5h`, "not after", "local clock", "NTP", "sha256:"},
 		},
 		{
@@ -76,7 +76,7 @@ func certCases() []certCase {
 					NotBefore: time.Now().Add(2 * time.Hour), NotAfter: time.Now().Add(48 * time.Hour)}).Write(t, dir, "site", p.ca)
 				return "", ""
 			},
-			hubLog:  []string{"tunnel refused:", `client certificate CN=\"site-a\" is not valid yet: valid from`, "local clock", "NTP"},
+			hubLog:  []string{`msg="tunnel refused"`, `client certificate CN=\"site-a\" is not valid yet: valid from`, "local clock", "NTP"},
 			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate"},
 		},
 		{
@@ -88,7 +88,7 @@ func certCases() []certCase {
 				writeCRL(t, p.ca, crl, time.Now().Add(24*time.Hour), site.Cert.SerialNumber)
 				return fmt.Sprintf("crl = [%q]", crl), ""
 			},
-			hubLog:  []string{"tunnel refused:", `client certificate CN=\"site-a\" was revoked on`, "reason: key-compromise", "according to CRL ", "partners.crl", "serial "},
+			hubLog:  []string{`msg="tunnel refused"`, `client certificate CN=\"site-a\" was revoked on`, "reason: key-compromise", "according to CRL ", "partners.crl", "serial "},
 			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate", "not revoked"},
 		},
 		{
@@ -100,7 +100,7 @@ func certCases() []certCase {
 				writeCRL(t, p.ca, crl, time.Now().Add(24*time.Hour), hub.Cert.SerialNumber)
 				return "", fmt.Sprintf("crl = [%q]", crl)
 			},
-			hubLog:  []string{"tunnel refused:", "the client rejected our certificate"},
+			hubLog:  []string{`msg="tunnel refused"`, "the client rejected our certificate"},
 			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", `server certificate CN=\"hub\" was revoked`, "according to CRL ", "hub.crl"},
 		},
 		{
@@ -110,13 +110,13 @@ func certCases() []certCase {
 				writeCRL(t, p.ca, crl, time.Now().Add(-2*time.Hour))
 				return fmt.Sprintf("crl = [%q]", crl), ""
 			},
-			hubLog:  []string{"tunnel refused:", `cannot check client certificate CN=\"site-a\" for revocation`, "old.crl", "is stale", "crl_stale"},
+			hubLog:  []string{`msg="tunnel refused"`, `cannot check client certificate CN=\"site-a\" for revocation`, "old.crl", "is stale", "crl_stale"},
 			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate"},
 		},
 		{
 			name:    "server does not match the client's peer pin",
 			setup:   func(*testing.T, string, *pki) (string, string) { return "", `peer = ["dns:partner.test", "cn:hub-2"]` },
-			hubLog:  []string{"tunnel refused:", "the client rejected our certificate"},
+			hubLog:  []string{`msg="tunnel refused"`, "the client rejected our certificate"},
 			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", `server certificate CN=\"hub\" matches none of peer = [dns:partner.test, cn:hub-2]`, `\"dns:hub.test\"`, "sha256:"},
 		},
 		{
@@ -125,7 +125,7 @@ func certCases() []certCase {
 				p.site = p.ca.Issue(t, testca.Options{CN: "site-a", Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}).Write(t, dir, "site", p.ca)
 				return "", ""
 			},
-			hubLog:  []string{"tunnel refused:", `client certificate CN=\"site-a\" may not be used for this purpose`, "only serverAuth", "clientAuth"},
+			hubLog:  []string{`msg="tunnel refused"`, `client certificate CN=\"site-a\" may not be used for this purpose`, "only serverAuth", "clientAuth"},
 			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate"},
 		},
 		{
@@ -134,7 +134,7 @@ func certCases() []certCase {
 			raw: func(t *testing.T, p *pki) *tls.Config {
 				return &tls.Config{RootCAs: poolOf(p.ca), ServerName: "hub.test", NextProtos: []string{wire.ALPN}}
 			},
-			hubLog:  []string{"tunnel refused: the client presented no certificate"},
+			hubLog:  []string{`msg="tunnel refused"`, `reason="the client presented no certificate`},
 			siteLog: []string{"the server rejected our certificate", "certificate required"},
 		},
 		{
@@ -144,7 +144,7 @@ func certCases() []certCase {
 				return &tls.Config{RootCAs: poolOf(p.ca), ServerName: "hub.test", MaxVersion: tls.VersionTLS12,
 					Certificates: []tls.Certificate{siteCert(t, p)}, NextProtos: []string{wire.ALPN}}
 			},
-			hubLog:  []string{"tunnel refused:", "no common TLS version with the client", "min_version"},
+			hubLog:  []string{`msg="tunnel refused"`, "no common TLS version with the client", "min_version"},
 			siteLog: []string{"the server refused our TLS version", "protocol version not supported", "min_version"},
 		},
 		{
@@ -155,7 +155,7 @@ func certCases() []certCase {
 					CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_GCM_SHA256},
 					Certificates: []tls.Certificate{siteCert(t, p)}, NextProtos: []string{wire.ALPN}}
 			},
-			hubLog:  []string{"tunnel refused:", "no common TLS cipher suite with the client"},
+			hubLog:  []string{`msg="tunnel refused"`, "no common TLS cipher suite with the client"},
 			siteLog: []string{"the server ended the handshake", "handshake failure", "cipher suite"},
 		},
 	}
@@ -211,7 +211,7 @@ func TestNotTLS(t *testing.T) {
 	}
 	defer c.Close()
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: hub\r\n\r\n")
-	hub.log.WaitFor(t, 5*time.Second, "tunnel refused: the client sent a plain HTTP request, not TLS")
+	hub.log.WaitFor(t, 5*time.Second, `msg="tunnel refused"`, `reason="the client sent a plain HTTP request, not TLS`)
 }
 
 // TestPeerPinMatch: a client whose peer list names the server connects.

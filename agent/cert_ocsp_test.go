@@ -144,13 +144,13 @@ func TestOCSP(t *testing.T) {
 	}{
 		{name: "good", mode: "soft", status: ocsp.Good, connected: true},
 		{name: "revoked", mode: "soft", status: ocsp.Revoked,
-			hubLog: []string{"tunnel refused:", `client certificate CN=\"site-a\" was revoked on`, "reason: key-compromise", "according to OCSP responder http://127.0.0.1:"}},
+			hubLog: []string{`msg="tunnel refused"`, `client certificate CN=\"site-a\" was revoked on`, "reason: key-compromise", "according to OCSP responder http://127.0.0.1:"}},
 		{name: "unknown in hard mode", mode: "hard", status: ocsp.Unknown,
-			hubLog: []string{"tunnel refused:", `cannot check client certificate CN=\"site-a\" with its OCSP responder`, "status unknown", `ocsp = \"soft\"`}},
+			hubLog: []string{`msg="tunnel refused"`, `cannot check client certificate CN=\"site-a\" with its OCSP responder`, "status unknown", `ocsp = \"soft\"`}},
 		{name: "unreachable in soft mode", mode: "soft", down: true, connected: true,
 			hubLog: []string{"peer certificate accepted without an OCSP answer", "side=client", `peer="CN=\"site-a\"`, "url=http://127.0.0.1:", "connection refused", `accepted because ocsp = \"soft\"`}},
 		{name: "unreachable in hard mode", mode: "hard", down: true,
-			hubLog: []string{"tunnel refused:", `cannot check client certificate CN=\"site-a\" with its OCSP responder http://127.0.0.1:`, "connection refused", `ocsp = \"hard\" refuses without an answer`}},
+			hubLog: []string{`msg="tunnel refused"`, `cannot check client certificate CN=\"site-a\" with its OCSP responder http://127.0.0.1:`, "connection refused", `ocsp = \"hard\" refuses without an answer`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

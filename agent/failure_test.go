@@ -84,13 +84,13 @@ func TestHandshakeFailures(t *testing.T) {
 				p.site = f
 				return "hub.test"
 			},
-			hubLog:  []string{"tunnel refused:", `client certificate CN=\"site-a\" was signed by an unknown authority`, `issuer CN=\"Other Root\"`, `trusted: CN=\"Test Partners CA\"`},
+			hubLog:  []string{`msg="tunnel refused"`, `client certificate CN=\"site-a\" was signed by an unknown authority`, `issuer CN=\"Other Root\"`, `trusted: CN=\"Test Partners CA\"`},
 			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate"},
 		},
 		{
 			name:    "wrong server name",
 			setup:   func(t *testing.T, dir string, p *pki) string { return "wrong.test" },
-			hubLog:  []string{"tunnel refused:", "the client rejected our certificate"},
+			hubLog:  []string{`msg="tunnel refused"`, "the client rejected our certificate"},
 			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", `server certificate CN=\"hub\" is not valid for \"wrong.test\"`, "DNS:hub.test"},
 		},
 		{
@@ -101,7 +101,7 @@ func TestHandshakeFailures(t *testing.T) {
 				p.hub = l.Write(t, dir, "hub", p.ca)
 				return "hub.test"
 			},
-			hubLog:  []string{"tunnel refused:", "the client rejected our certificate"},
+			hubLog:  []string{`msg="tunnel refused"`, "the client rejected our certificate"},
 			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", `server certificate CN=\"hub\" expired 3h`, "local clock", "NTP"},
 		},
 		{
@@ -112,7 +112,7 @@ func TestHandshakeFailures(t *testing.T) {
 				p.site = l.Write(t, dir, "site", p.ca)
 				return "hub.test"
 			},
-			hubLog:  []string{"tunnel refused:", `client certificate CN=\"site-a\" expired 1d`, "NTP"},
+			hubLog:  []string{`msg="tunnel refused"`, `client certificate CN=\"site-a\" expired 1d`, "NTP"},
 			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate"},
 		},
 	} {
@@ -148,7 +148,7 @@ func TestHandshakeNoClientCertificate(t *testing.T) {
 	if got := trust.Explain(err, trust.SideClient, nil, time.Now()); !strings.Contains(got, "the server rejected our certificate") {
 		t.Errorf("client side explanation: %q", got)
 	}
-	hub.log.WaitFor(t, 5*time.Second, "tunnel refused: the client presented no certificate")
+	hub.log.WaitFor(t, 5*time.Second, `msg="tunnel refused"`, `reason="the client presented no certificate`)
 }
 
 // TestBadInputToTunnelPort: junk on the tunnel port is closed without
@@ -177,15 +177,15 @@ func TestBadInputToTunnelPort(t *testing.T) {
 	}
 	t.Run("random bytes", func(t *testing.T) {
 		send(t, []byte{0x17, 0x99, 0x42, 0x00, 0x01, 0xfe, 0xed, 0xfa, 0xce})
-		hub.log.WaitFor(t, 5*time.Second, "tunnel refused: the client is not speaking TLS")
+		hub.log.WaitFor(t, 5*time.Second, `msg="tunnel refused"`, `reason="the client is not speaking TLS`)
 	})
 	t.Run("plain HTTP", func(t *testing.T) {
 		send(t, []byte("GET / HTTP/1.1\r\nHost: hub\r\n\r\n"))
-		hub.log.WaitFor(t, 5*time.Second, "tunnel refused: the client sent a plain HTTP request")
+		hub.log.WaitFor(t, 5*time.Second, `msg="tunnel refused"`, `reason="the client sent a plain HTTP request`)
 	})
 	t.Run("never finishes the handshake", func(t *testing.T) {
 		send(t, nil) // connect, say nothing: the handshake deadline closes it
-		hub.log.WaitFor(t, 5*time.Second, "tunnel refused: the client did not complete the TLS handshake in time")
+		hub.log.WaitFor(t, 5*time.Second, `msg="tunnel refused"`, `reason="the client did not complete the TLS handshake in time`)
 	})
 	t.Run("still serving", func(t *testing.T) {
 		site := start(t, dir, "site", siteTOML(p, addr, "echo"))

@@ -73,7 +73,10 @@ type Server struct {
 	Mux              *bool    `toml:"mux"`     // false: plain mutual-TLS peers, one connection per stream
 	Service          string   `toml:"service"` // with mux = false: the one service every connection reaches
 	HandshakeTimeout Duration `toml:"handshake_timeout"`
+	HelloTimeout     Duration `toml:"hello_timeout"`  // time for the client's first TLS record (its ClientHello)
 	MaxHandshakes    int      `toml:"max_handshakes"` // TLS handshakes in progress at once
+	// TLS handshakes in progress from one IPv4 address or IPv6 /64
+	MaxHandshakesPerAddress int `toml:"max_handshakes_per_address"`
 
 	Line int `toml:"-"` // line of the [[server]] header, for messages
 }
@@ -172,6 +175,12 @@ const (
 	DefaultEnvProxyPort      = "1080"  // proxy = "env": a variable's URL without a port, as curl reads it
 	DefaultLogLevel          = "info"
 	DefaultLogFormat         = "text"
+)
+
+// Defaults of the handshake bounds per [[server]].
+const (
+	DefaultMaxHandshakesPerAddress = 8
+	DefaultHelloTimeout            = 3 * time.Second
 )
 
 // Error is a problem in a config file, with where it is.
@@ -344,9 +353,13 @@ func (c *Config) SetDefaults() {
 		s := &c.Servers[i]
 		s.TLS = s.TLS.inherit(c.TLS)
 		setDur(&s.HandshakeTimeout, DefaultHandshakeTimeout)
+		setDur(&s.HelloTimeout, DefaultHelloTimeout)
 		setBool(&s.Mux, true)
 		if s.MaxHandshakes == 0 {
 			s.MaxHandshakes = DefaultMaxHandshakes
+		}
+		if s.MaxHandshakesPerAddress == 0 {
+			s.MaxHandshakesPerAddress = DefaultMaxHandshakesPerAddress
 		}
 	}
 	for i := range c.Clients {

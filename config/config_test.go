@@ -139,6 +139,8 @@ func TestParseHub(t *testing.T) {
 		{"server.min_version", s.MinVersion, "1.3"},
 		{"server.handshake_timeout", s.HandshakeTimeout.D(), 5 * time.Second},
 		{"server.max_handshakes", s.MaxHandshakes, 128},
+		{"server.max_handshakes_per_address", s.MaxHandshakesPerAddress, 8},
+		{"server.hello_timeout", s.HelloTimeout.D(), 3 * time.Second},
 		{"server.line", s.Line, 12},
 		{"tls.cert", c.TLS.Cert, filepath.Join(dir, "hub.crt")}, // [tls] itself untouched by the override
 		{"service.name", c.Services[0].Name, "erp-db"},
@@ -276,6 +278,8 @@ func TestErrors(t *testing.T) {
 			`config FILE: nothing to do: add a [[server]] to accept tunnels or a [[client]] to dial one`},
 		{"server without listen", validClient + "[[server]]\nmax_handshakes = 4\n",
 			`config FILE:8: [[server]]: listen is required, like listen = "0.0.0.0:7443"`},
+		{"negative max_handshakes_per_address", validClient + "[[server]]\nlisten = \":7443\"\nmax_handshakes_per_address = -1\n",
+			`config FILE:8: server :7443: max_handshakes_per_address must be positive`},
 		{"server without ca", "[tls]\ncert = \"a.crt\"\nkey = \"a.key\"\n[[server]]\nlisten = \":7443\"\n",
 			`config FILE:4: server :7443: no ca: Postern always verifies the peer, so it needs the CA bundle that signs peer certificates`},
 		{"server without cert", "[[server]]\nlisten = \":7443\"\nca = \"ca.crt\"\n",

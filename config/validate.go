@@ -103,6 +103,9 @@ func (c *Config) validateServer(s *Server) error {
 	if s.MaxHandshakes < 0 {
 		return c.errorf(s.Line, "%s: max_handshakes must be positive", where)
 	}
+	if s.MaxHandshakesPerAddress < 0 {
+		return c.errorf(s.Line, "%s: max_handshakes_per_address must be positive", where)
+	}
 	if !*s.Mux && s.Service == "" {
 		return c.errorf(s.Line, "%s: mux = false needs service = \"NAME\": the [[service]] every plain TLS connection reaches", where)
 	}

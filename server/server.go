@@ -1,11 +1,13 @@
-// Package server accepts tunnels: TLS handshakes under a deadline and a bound
-// on how many run at once, then a tunnel handed to the agent.
+// Package server accepts tunnels: TLS handshakes under a deadline and
+// bounds on how many run at once, in all and per source address, then a
+// tunnel handed to the agent.
 package server
 
 import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -21,9 +23,15 @@ import (
 type Server struct {
 	Creds            *trust.Credentials
 	HandshakeTimeout time.Duration // whole TLS handshake
-	MaxHandshakes    int           // handshakes in progress at once
-	Options          tunnel.Options
-	Log              *slog.Logger
+	// HelloTimeout is the time for the client's first TLS record (its
+	// ClientHello); 0 leaves only HandshakeTimeout.
+	HelloTimeout  time.Duration
+	MaxHandshakes int // handshakes in progress at once
+	// MaxHandshakesPerAddress bounds the handshakes in progress from one
+	// IPv4 address or IPv6 /64; 0: no bound of its own.
+	MaxHandshakesPerAddress int
+	Options                 tunnel.Options
+	Log                     *slog.Logger
 	// Handle runs for each established tunnel, on its own goroutine, and
 	// owns it from then on (Serve does not wait for it).
 	Handle func(t *tunnel.Tunnel)
@@ -31,14 +39,21 @@ type Server struct {
 	// connection (any ALPN or none) is handed to Raw on its own goroutine
 	// instead of becoming a tunnel.
 	Raw func(c *tls.Conn)
+	// Refused, if set, is called for each connection that did not become a
+	// tunnel, with its cause; CauseProbe (closed without a byte, as a load
+	// balancer's health check does) is counted only, not logged as a
+	// warning. Called from the accept and handshake goroutines at once.
+	Refused func(cause Cause)
 
-	failures *failureLog
+	failures *refusalLog
+	gate     *gate
 }
 
 // Serve accepts connections until ctx is done or ln fails, then closes ln
 // and waits for handshakes in progress to finish.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	s.failures = newFailureLog(s.Log, time.Minute)
+	s.failures = newRefusalLog(s.Log, time.Minute, defaultRefusalSources)
+	s.gate = newGate(s.MaxHandshakes, s.MaxHandshakesPerAddress)
 	cfg := trust.ServerConfig(s.Creds)
 	if s.Raw != nil {
 		// Raw mutual-TLS peers (stunnel, applications) speak no Postern ALPN.
@@ -52,9 +67,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return c, err
 		}
 	}
-	slots := make(chan struct{}, s.MaxHandshakes)
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	logCtx, stopLog := context.WithCancel(context.Background())
+	logDone := make(chan struct{})
+	go func() {
+		defer close(logDone)
+		s.failures.run(logCtx)
+	}()
+	defer func() {
+		wg.Wait()
+		stopLog()
+		<-logDone
+	}()
 
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
@@ -76,52 +100,103 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 		}
 		backoff = 0
-		select {
-		case slots <- struct{}{}:
-		default:
-			s.failures.log(conn.RemoteAddr(), "too many TLS handshakes in progress (max_handshakes); connection dropped")
+		p, cause := s.gate.admit(conn)
+		if p == nil {
+			s.refused(conn.RemoteAddr(), cause, s.busyReason(cause))
 			conn.Close()
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-slots }()
-			s.handshake(ctx, conn, cfg)
+			s.handshake(ctx, p, cfg)
 		}()
 	}
 }
 
-func (s *Server) handshake(ctx context.Context, conn net.Conn, cfg *tls.Config) {
+func (s *Server) busyReason(cause Cause) string {
+	if cause == CauseSourceBusy {
+		return fmt.Sprintf("%d TLS handshakes from this address in progress, each past its ClientHello (max_handshakes_per_address); connection dropped", s.MaxHandshakesPerAddress)
+	}
+	return fmt.Sprintf("%d TLS handshakes in progress, each past its ClientHello (max_handshakes); connection dropped", s.MaxHandshakes)
+}
+
+// refused logs (probes: counts) a connection that did not become a tunnel.
+func (s *Server) refused(addr net.Addr, cause Cause, reason string) {
+	if s.Refused != nil {
+		s.Refused(cause)
+	}
+	if cause == CauseProbe {
+		s.Log.Debug("tunnel probe: closed without sending a byte", "peer_addr", addr.String())
+		return
+	}
+	s.failures.log(addr, cause, reason)
+}
+
+func (s *Server) handshake(ctx context.Context, p *pending, cfg *tls.Config) {
+	defer s.gate.release(p) // release is idempotent; the calls below free the slot as soon as the handshake ends
 	hctx, cancel := context.WithTimeout(ctx, s.HandshakeTimeout)
 	defer cancel()
-	conn.SetDeadline(time.Now().Add(s.HandshakeTimeout))
+	start := time.Now()
+	deadline := start.Add(s.HandshakeTimeout)
+	helloDeadline := deadline
+	if s.HelloTimeout > 0 && s.HelloTimeout < s.HandshakeTimeout {
+		helloDeadline = start.Add(s.HelloTimeout)
+	}
+	hc := &helloConn{Conn: p.conn, until: deadline, done: func() { s.gate.hello(p) }}
+	hc.SetWriteDeadline(deadline)
+	hc.SetReadDeadline(helloDeadline)
+	var conn net.Conn = hc
 	if s.Raw == nil {
 		conn = tunnel.WrapConn(conn)
 	}
 	tc := tls.Server(conn, cfg)
-	if err := tc.HandshakeContext(hctx); err != nil {
-		m := s.Creds.Load()
-		s.failures.log(conn.RemoteAddr(), "tunnel refused: "+trust.Explain(err, trust.SideServer, m.CASubjects, time.Now()))
+	err := tc.HandshakeContext(hctx)
+	if err != nil {
+		evicted := s.gate.release(p)
 		conn.Close()
+		switch {
+		case ctx.Err() != nil:
+			// Shutting down: not the client's doing.
+		case evicted:
+			s.refused(p.conn.RemoteAddr(), CauseBusy, "closed before its ClientHello, to make room for a new connection (max_handshakes or max_handshakes_per_address reached)")
+		default:
+			cause, reason := s.explain(err, hc, helloDeadline.Sub(start))
+			s.refused(p.conn.RemoteAddr(), cause, reason)
+		}
 		return
 	}
+	s.gate.release(p)
 	if s.Raw != nil {
-		conn.SetDeadline(time.Time{})
+		hc.SetDeadline(time.Time{})
 		go s.Raw(tc)
 		return
 	}
 	if err := trust.CheckALPN(tc.ConnectionState()); err != nil {
-		s.failures.log(conn.RemoteAddr(), "tunnel refused: "+err.Error())
+		s.refused(p.conn.RemoteAddr(), CauseProtocol, err.Error())
 		tc.Close()
 		return
 	}
-	conn.SetDeadline(time.Time{})
+	hc.SetDeadline(time.Time{})
 	t, err := tunnel.New(tc, false, s.Options)
 	if err != nil {
-		s.Log.Error("tunnel setup", "peer_addr", conn.RemoteAddr().String(), "err", err)
+		s.Log.Error("tunnel setup", "peer_addr", p.conn.RemoteAddr().String(), "err", err)
 		tc.Close()
 		return
 	}
 	go s.Handle(t)
+}
+
+// explain gives a failed handshake's cause and the sentence that says it.
+func (s *Server) explain(err error, hc *helloConn, helloWait time.Duration) (Cause, string) {
+	cause := classify(err, hc.silent())
+	if cause == CauseTimeout && !hc.seen {
+		key := "hello_timeout"
+		if helloWait >= s.HandshakeTimeout {
+			key = "handshake_timeout"
+		}
+		return cause, fmt.Sprintf("the client did not complete the TLS handshake in time: no ClientHello within %s (%s)", shortDuration(helloWait), key)
+	}
+	m := s.Creds.Load()
+	return cause, trust.Explain(err, trust.SideServer, m.CASubjects, time.Now())
 }
