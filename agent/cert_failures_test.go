@@ -126,7 +126,8 @@ func certCases() []certCase {
 				return "", ""
 			},
 			hubLog:  []string{`msg="tunnel refused"`, `client certificate CN=\"site-a\" may not be used for this purpose`, "only serverAuth", "clientAuth"},
-			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate"},
+			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate",
+				`our own certificate CN=\"site-a\" lacks the clientAuth usage its peers require`, "--usage client", "likely this"},
 		},
 		{
 			name:  "no client certificate",

@@ -113,7 +113,8 @@ func TestHandshakeFailures(t *testing.T) {
 				return "hub.test"
 			},
 			hubLog:  []string{`msg="tunnel refused"`, `client certificate CN=\"site-a\" expired 1d`, "NTP"},
-			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate"},
+			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate",
+				`our own certificate CN=\"site-a\" expired 1d`, "renew it — likely this"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -75,7 +75,7 @@ func TestSilentConnectionsBesidePartner(t *testing.T) {
 
 			start := time.Now()
 			site := startWith(t, dir, "site", siteTOML(p, addr, "echo"), Options{})
-			site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected")
+			site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 			if took := time.Since(start); took > 2*time.Second {
 				t.Fatalf("the partner's tunnel took %s to come up beside 300 silent connections, want under 2s", took)
 			}

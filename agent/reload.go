@@ -47,6 +47,7 @@ type certWatch struct {
 type certEndpoint struct {
 	name       string // for errors: `server 127.0.0.1:7443`, `client "hub"`
 	attrs      []any  // for log lines: listen = 127.0.0.1:7443, or tunnel = hub
+	side       trust.Side
 	creds      *trust.Credentials
 	interval   time.Duration // reload_interval
 	warnWithin time.Duration // expiry_warning
@@ -153,21 +154,21 @@ func (w *certWatch) setup(a *Agent) {
 			break
 		}
 		addr := a.servers[i].ln.Addr().String()
-		w.add(a, "server "+addr, []any{"listen", addr}, a.servers[i].srv.Creds, sc.TLS, nil)
+		w.add(a, "server "+addr, []any{"listen", addr}, trust.SideServer, a.servers[i].srv.Creds, sc.TLS, nil)
 	}
 	for _, cc := range a.cfg.Clients {
 		if c := a.clients[cc.Name]; c != nil {
 			// New material may be what the server refused us for: retry
 			// at once rather than wait out the reconnect backoff.
-			w.add(a, fmt.Sprintf("client %q", cc.Name), []any{"tunnel", cc.Name}, c.Creds, cc.TLS, c.RetryNow)
+			w.add(a, fmt.Sprintf("client %q", cc.Name), []any{"tunnel", cc.Name}, trust.SideClient, c.Creds, cc.TLS, c.RetryNow)
 		}
 	}
 }
 
-func (w *certWatch) add(a *Agent, name string, attrs []any, creds *trust.Credentials, t config.TLS, changed func()) {
+func (w *certWatch) add(a *Agent, name string, attrs []any, side trust.Side, creds *trust.Credentials, t config.TLS, changed func()) {
 	creds.SetLogger(a.log)
 	w.endpoints = append(w.endpoints, &certEndpoint{
-		name: name, attrs: attrs, creds: creds, interval: t.ReloadInterval.D(), warnWithin: t.ExpiryWarning.D(),
+		name: name, attrs: attrs, side: side, creds: creds, interval: t.ReloadInterval.D(), warnWithin: t.ExpiryWarning.D(),
 		changed: changed,
 	})
 }
@@ -355,6 +356,7 @@ func (w *certWatch) checkExpiry(a *Agent, now time.Time) {
 	}
 	for _, e := range w.endpoints {
 		m := e.creds.Load()
+		w.warnOwn(a, e, m, now)
 		for i, c := range m.Chain {
 			role := "this agent's certificate"
 			if i > 0 {
@@ -414,6 +416,25 @@ func (w *certWatch) warnExpiry(a *Agent, c *x509.Certificate, role string, where
 	}
 	attrs = append(attrs, "expires_in", trust.RoundDuration(left))
 	a.log.Warn("certificate expires soon; renew it before then", append(attrs, facts...)...)
+}
+
+// warnOwn says, at start, after each reload and once a day, what postern
+// check would say of this agent's own certificate: not valid yet, or
+// without the usage its peers require. (Expiry is warnExpiry's.)
+func (w *certWatch) warnOwn(a *Agent, e *certEndpoint, m *trust.Material, now time.Time) {
+	if m.Leaf == nil || now.After(m.Leaf.NotAfter) {
+		return
+	}
+	p := m.OwnProblem(e.side, now)
+	if p == "" {
+		return
+	}
+	key := "own " + identity.Fingerprint(m.Leaf)
+	if at, ok := w.warned[key]; ok && now.Sub(at) < expiryRepeat {
+		return
+	}
+	w.warned[key] = now
+	a.log.Error("this agent's certificate will be refused by its peers", append(slices.Clip(e.attrs), "file", m.Files.Cert, "reason", p)...)
 }
 
 func (w *certWatch) warnCRL(a *Agent, e *certEndpoint, crl *trust.CRL, policy string, now time.Time) {

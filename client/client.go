@@ -236,7 +236,7 @@ func (c *Client) dial(ctx context.Context, addr string) (*tunnel.Tunnel, error) 
 		if errors.Is(err, tunnel.ErrNoAnswer) {
 			return nil, fmt.Errorf("the server completed the TLS handshake but did not answer the first ping within dial_timeout (%s): an overloaded or stuck agent, or not a Postern agent", c.DialTimeout)
 		}
-		return nil, errors.New(trust.Explain(err, trust.SideClient, c.Creds.Load().CASubjects, time.Now()))
+		return nil, errors.New(c.Creds.Explain(err, trust.SideClient, time.Now()))
 	}
 	attrs := []any{"tunnel", c.Name, "addr", addr, "peer", identity.Describe(t.Peer), "tls", tls.VersionName(tc.ConnectionState().Version)}
 	if via := c.Proxy.Describe(addr); via != "" {
@@ -276,7 +276,7 @@ func (c *Client) dialTLS(ctx context.Context, addr string, mux bool) (*tls.Conn,
 	tc := tls.Client(conn, cfg)
 	if err := tc.HandshakeContext(dctx); err != nil {
 		conn.Close()
-		return nil, errors.New(trust.Explain(err, trust.SideClient, c.Creds.Load().CASubjects, time.Now()))
+		return nil, errors.New(c.Creds.Explain(err, trust.SideClient, time.Now()))
 	}
 	if mux {
 		if err := trust.CheckALPN(tc.ConnectionState()); err != nil {
@@ -393,7 +393,7 @@ func (c *Client) lost(slot int, t *tunnel.Tunnel) {
 	case t.KeepaliveFailed():
 		cause = fmt.Sprintf("no answer to a keepalive ping within keepalive_timeout (%s): the server or the network between is down", c.Options.KeepaliveTimeout)
 	default:
-		cause = describeLoss(t.Err(), c.Creds.Load().CASubjects)
+		cause = describeLoss(t.Err(), c.Creds)
 	}
 	c.unpublish(slot, t, fmt.Errorf("tunnel lost: %s", cause))
 	c.Log.Warn("tunnel lost; reconnecting", "tunnel", c.Name, "addr", t.RemoteAddr().String(), "reason", cause)
@@ -457,7 +457,7 @@ func unwrapOp(err error) error {
 
 // describeLoss says why an established tunnel ended, from the first error
 // its connection read.
-func describeLoss(err error, trusted []string) string {
+func describeLoss(err error, creds *trust.Credentials) string {
 	var ne net.Error
 	switch {
 	case err == nil:
@@ -473,5 +473,5 @@ func describeLoss(err error, trusted []string) string {
 	}
 	// A TLS alert after the handshake: for example the server rejected our
 	// certificate (TLS 1.3 reports that on the first read).
-	return trust.Explain(err, trust.SideClient, trusted, time.Now())
+	return creds.Explain(err, trust.SideClient, time.Now())
 }

@@ -197,6 +197,5 @@ func (s *Server) explain(err error, hc *helloConn, helloWait time.Duration) (Cau
 		}
 		return cause, fmt.Sprintf("the client did not complete the TLS handshake in time: no ClientHello within %s (%s)", shortDuration(helloWait), key)
 	}
-	m := s.Creds.Load()
-	return cause, trust.Explain(err, trust.SideServer, m.CASubjects, time.Now())
+	return cause, s.Creds.Explain(err, trust.SideServer, time.Now())
 }

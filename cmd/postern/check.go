@@ -416,7 +416,7 @@ func connectOnce(dial client.DialFunc, addr, serverName string, creds *trust.Cre
 	}
 	tc := tls.Client(conn, cfg)
 	explain := func(err error) error {
-		return errors.New(trust.Explain(err, trust.SideClient, creds.Load().CASubjects, time.Now()))
+		return errors.New(creds.Explain(err, trust.SideClient, time.Now()))
 	}
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return "", explain(err)
