@@ -125,7 +125,7 @@ func certCases() []certCase {
 				p.site = p.ca.Issue(t, testca.Options{CN: "site-a", Usage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}).Write(t, dir, "site", p.ca)
 				return "", ""
 			},
-			hubLog:  []string{`msg="tunnel refused"`, `client certificate CN=\"site-a\" may not be used for this purpose`, "only serverAuth", "clientAuth"},
+			hubLog: []string{`msg="tunnel refused"`, `client certificate CN=\"site-a\" may not be used for this purpose`, "only serverAuth", "clientAuth"},
 			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate",
 				`our own certificate CN=\"site-a\" lacks the clientAuth usage its peers require`, "--usage client", "likely this"},
 		},

@@ -112,7 +112,7 @@ func TestHandshakeFailures(t *testing.T) {
 				p.site = l.Write(t, dir, "site", p.ca)
 				return "hub.test"
 			},
-			hubLog:  []string{`msg="tunnel refused"`, `client certificate CN=\"site-a\" expired 1d`, "NTP"},
+			hubLog: []string{`msg="tunnel refused"`, `client certificate CN=\"site-a\" expired 1d`, "NTP"},
 			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate",
 				`our own certificate CN=\"site-a\" expired 1d`, "renew it — likely this"},
 		},
