@@ -53,7 +53,7 @@ type Agent struct {
 
 	// relayCtx ends every relay at the drain deadline.
 	relayCtx    context.Context
-	abortRelays context.CancelFunc
+	abortRelays context.CancelCauseFunc
 	// tunnelCtx ends every tunnel when the agent has drained.
 	tunnelCtx    context.Context
 	closeTunnels context.CancelFunc
@@ -90,7 +90,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (_ *Agent, err erro
 		tunnels:    map[*tunnel.Tunnel]struct{}{},
 		tun:        tunnel.OptionsOf(cfg.Tunnel),
 	}
-	a.relayCtx, a.abortRelays = context.WithCancel(context.Background())
+	a.relayCtx, a.abortRelays = context.WithCancelCause(context.Background())
 	a.tunnelCtx, a.closeTunnels = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -328,10 +328,10 @@ func (a *Agent) drain() {
 	case <-a.streams.Idle():
 	case <-time.After(timeout):
 		a.log.Warn("shutdown_timeout reached; aborting the streams still open", "agent", a.name(), "wait", timeout.String())
-		a.abortRelays()
+		a.abortRelays(errShutdownDeadline)
 		<-a.streams.Idle()
 	}
-	a.abortRelays()
+	a.abortRelays(errShutdownDeadline)
 	a.closeTunnels()
 	a.mu.Lock()
 	for t := range a.tunnels {
@@ -378,6 +378,10 @@ func (a *Agent) acceptedTunnel(t *tunnel.Tunnel) {
 	a.mu.Unlock()
 	log.Info("tunnel closed")
 }
+
+// errShutdownDeadline cuts the streams still open when shutdown_timeout
+// has passed.
+var errShutdownDeadline = errors.New("agent stopping: transfer cut at the shutdown deadline (shutdown_timeout)")
 
 // errDraining is the reason given to peers while the agent stops.
 var errDraining = errors.New("agent is shutting down")

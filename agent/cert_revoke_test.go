@@ -36,9 +36,12 @@ func TestRevokeConnectedClient(t *testing.T) {
 	a.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 	b.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 
-	// A stream of site-b's is in flight across the revocation.
+	// A stream of site-b's is in flight across the revocation; so is one
+	// of site-a's, which the hub cuts with the tunnel.
 	inflight := testnet.Dial(t, b.ForwardAddrs()[0].String())
 	roundTrip(t, inflight, "before")
+	cut := testnet.Dial(t, a.ForwardAddrs()[0].String())
+	roundTrip(t, cut, "before")
 
 	writeCRL(t, p.ca, crl, time.Now().Add(24*time.Hour), siteA.Cert.SerialNumber)
 	if err := hub.Reload(); err != nil {
@@ -47,6 +50,8 @@ func TestRevokeConnectedClient(t *testing.T) {
 	hub.log.WaitFor(t, 5*time.Second, "closing tunnel: the peer no longer passes verification", "peer_addr=",
 		`client certificate CN=\"site-a\" was revoked`, "according to CRL", "partners.crl", "serial "+siteA.Cert.SerialNumber.Text(16))
 	hub.log.WaitFor(t, 5*time.Second, "reloaded certificate material", "partners.crl (1 revoked")
+	// The hub says it cut site-a's stream itself, and why; not "by peer".
+	hub.log.WaitFor(t, 5*time.Second, "stream reset", "tunnel closed by this agent: the peer no longer passes verification")
 	a.log.WaitFor(t, 5*time.Second, "tunnel lost; reconnecting", "tunnel=hub")
 	// It tries again and is refused, with the reason on both sides.
 	hub.log.WaitFor(t, 10*time.Second, `msg="tunnel refused"`, `client certificate CN=\"site-a\" was revoked`)

@@ -3,7 +3,6 @@ package relay
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"io"
 	"net"
 	"time"
@@ -45,7 +44,7 @@ func Raw(ctx context.Context, plain net.Conn, peer *tls.Conn) (Stats, error) {
 		case r = <-results:
 		case <-ctx.Done():
 			if failure == nil {
-				failure = &AbortError{Code: wire.AbortShutdown, Err: errors.New("agent stopping: transfer cut at the shutdown deadline")}
+				failure = &AbortError{Code: wire.AbortShutdown, Err: stopCause(ctx)}
 			}
 			ResetConn(plain)
 			peer.NetConn().Close()

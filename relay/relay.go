@@ -106,7 +106,7 @@ func Stream(ctx context.Context, plain, stream net.Conn, before func() error) (S
 	r := &relay{plain: plain, stream: stream, live: 2, result: make(chan error, 1)}
 	r.stopCtx = context.AfterFunc(ctx, func() {
 		r.report(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{
-			Code: wire.AbortShutdown, Err: errors.New("agent stopping: transfer cut at the shutdown deadline")}})
+			Code: wire.AbortShutdown, Err: stopCause(ctx)}})
 	})
 	go func() {
 		r.send()
@@ -116,6 +116,15 @@ func Stream(ctx context.Context, plain, stream net.Conn, before func() error) (S
 	r.exit()
 	err := <-r.result
 	return Stats{Sent: r.sent.Load(), Received: r.received.Load()}, err
+}
+
+// stopCause is why ctx was cancelled: the agent names it (the shutdown
+// deadline, a second stop signal) with context.WithCancelCause.
+func stopCause(ctx context.Context) error {
+	if err := context.Cause(ctx); err != nil && err != context.Canceled {
+		return err
+	}
+	return errors.New("agent stopping: transfer cut")
 }
 
 // report takes one direction's news and acts on it at once: an abort resets
@@ -212,8 +221,7 @@ func (r *relay) send() {
 				return
 			}
 			if r.lost.Load() {
-				r.report(relayEvent{kind: evAbort, abort: &AbortError{Dir: dir, Code: wire.AbortTunnel, ByPeer: true,
-					Err: errors.New("tunnel lost while this side was still sending")}})
+				r.report(relayEvent{kind: evAbort, abort: r.lostAbort(dir, "tunnel lost while this side was still sending")})
 				return
 			}
 			r.report(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{Dir: dir, Code: wire.AbortReset, Err: err}})
@@ -308,11 +316,22 @@ func (r *relay) reportReadEnd(err error, closed bool) {
 	case errors.Is(err, wire.ErrProtocol):
 		r.report(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{Dir: dir, Code: wire.AbortProtocol, Err: err}})
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		r.report(relayEvent{kind: evAbort, abort: &AbortError{Dir: dir, Code: wire.AbortTunnel, ByPeer: true,
-			Err: errors.New("stream ended without CLOSE_WRITE (tunnel lost or peer gone)")}})
+		r.report(relayEvent{kind: evAbort, abort: r.lostAbort(dir, "stream ended without CLOSE_WRITE (tunnel lost or peer gone)")})
 	default:
 		r.report(relayEvent{kind: evAbort, abort: &AbortError{Dir: dir, Code: wire.AbortTunnel, Err: err}})
 	}
+}
+
+// lostAbort is the abort of a stream whose tunnel ended under it: by the
+// peer (or the network), unless this agent closed the tunnel itself and
+// said why (a peer that no longer verifies, shutdown).
+func (r *relay) lostAbort(dir, peerWords string) *AbortError {
+	if c, ok := r.stream.(interface{ TunnelCloseReason() string }); ok {
+		if why := c.TunnelCloseReason(); why != "" {
+			return &AbortError{Dir: dir, Code: wire.AbortTunnel, Err: errors.New("tunnel closed by this agent: " + why)}
+		}
+	}
+	return &AbortError{Dir: dir, Code: wire.AbortTunnel, ByPeer: true, Err: errors.New(peerWords)}
 }
 
 // tunnelLost reports whether c is a tunnel stream whose tunnel has ended

@@ -541,16 +541,16 @@ func TestRelayMalformedFrame(t *testing.T) {
 }
 
 // Cancelling the context (the agent's shutdown deadline) cuts the transfer
-// on both ends and says why.
+// on both ends and says why, in the words of the cancel's cause.
 func TestRelayShutdown(t *testing.T) {
 	forEachVariant(t, func(t *testing.T, l *link) {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
+		ctx, cancel := context.WithCancelCause(context.Background())
+		defer cancel(nil)
 		l.left.start(ctx, nil)
 		l.right.start(context.Background(), nil)
 		l.left.app.Write([]byte("ping"))
 		readFull(t, l.right.app, []byte("ping"))
-		cancel()
+		cancel(errors.New("agent stopping: transfer cut at the shutdown deadline"))
 		wantReset(t, l.left.app)
 		wantReset(t, l.right.app)
 		ae := wantAbort(t, l.left.wait(t), wire.AbortShutdown, false)

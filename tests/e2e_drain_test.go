@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -124,6 +125,11 @@ func TestE2EDrainSecondSignal(t *testing.T) {
 	}
 	t.Logf("site exited with %d %s after the second SIGTERM", code, time.Since(second).Round(time.Millisecond))
 	h.site.log.WaitFor(t, time.Second, "second signal: exiting now without draining")
+	// The cut stream says it was the second signal, not a deadline.
+	h.site.log.WaitFor(t, time.Second, "stream reset", "transfer cut by a second stop signal")
+	if strings.Contains(h.site.log.String(), "shutdown deadline") {
+		t.Errorf("the site blamed a shutdown deadline no one reached:\n%s", h.site.log.String())
+	}
 
 	// The cut transfer must look cut: the agent resets the app's
 	// connection before it exits, so the app never reads a clean EOF

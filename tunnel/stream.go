@@ -36,5 +36,9 @@ func (s *Stream) Shrink() { s.st.Shrink() }
 // multiplexer reads a dead tunnel as a clean end of every stream.
 func (s *Stream) TunnelLost() bool { return s.t.sess.IsClosed() }
 
+// TunnelCloseReason is the reason this agent gave when it closed the
+// stream's tunnel (Tunnel.CloseFor), or "".
+func (s *Stream) TunnelCloseReason() string { return s.t.CloseReason() }
+
 // Tunnel is the tunnel the stream travels on.
 func (s *Stream) Tunnel() *Tunnel { return s.t }
