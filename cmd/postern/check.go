@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/trust"
 	"github.com/postern-tunnel/postern/tunnel"
+	"github.com/postern-tunnel/postern/wire"
 )
 
 // `postern check [-c FILE] [--connect]` validates a config and everything it
@@ -81,7 +83,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	if f.connect {
 		for _, c := range cfg.Clients {
 			r.section("tunnel %s", c.Name)
-			checkConnect(r, c, creds[c.Name], tunnel.OptionsOf(cfg.Tunnel))
+			checkConnect(r, c, forwardServices(cfg, c.Name), creds[c.Name], tunnel.OptionsOf(cfg.Tunnel))
 		}
 	}
 	return r.finish()
@@ -361,7 +363,7 @@ func checkPins(r *checkReport, peer []string) bool {
 
 // checkConnect opens the client's tunnel to each of its servers and says
 // what happened, in the words the agent's log would use.
-func checkConnect(r *checkReport, c config.Client, creds *trust.Credentials, opts tunnel.Options) {
+func checkConnect(r *checkReport, c config.Client, services []string, creds *trust.Credentials, opts tunnel.Options) {
 	if creds == nil {
 		r.fail("not tried: fix the errors of client %q above first", c.Name)
 		return
@@ -378,36 +380,74 @@ func checkConnect(r *checkReport, c config.Client, creds *trust.Credentials, opt
 	}
 	var d net.Dialer
 	dial := proxy.Dial(d.DialContext)
+	// Try every server first: a server that does not answer is an error
+	// only when none does; otherwise it is a standby that is down.
+	type attempt struct {
+		addr, hop, verdict string
+		services           []serviceVerdict
+		err                error
+	}
+	var attempts []attempt
+	answered := false
 	for _, addr := range c.Servers {
 		name := c.ServerName
 		if name == "" {
 			name, _, _ = net.SplitHostPort(string(addr))
 		}
-		verdict, err := connectOnce(dial, string(addr), name, creds, pins, *c.Mux, c.DialTimeout.D(), opts)
-		if hop := proxy.Describe(string(addr)); hop != "" {
-			if _, failed := errors.AsType[*client.ProxyError](err); failed {
-				r.fail("%s: via proxy %s: %v", addr, hop, err)
+		a := attempt{addr: string(addr), hop: proxy.Describe(string(addr))}
+		a.verdict, a.services, a.err = connectOnce(dial, a.addr, name, creds, pins, *c.Mux, c.DialTimeout.D(), opts, services)
+		answered = answered || a.err == nil
+		attempts = append(attempts, a)
+	}
+	for _, a := range attempts {
+		if a.hop != "" {
+			if _, failed := errors.AsType[*client.ProxyError](a.err); failed {
+				r.failOrStandby(answered, "%s: via proxy %s: %v", a.addr, a.hop, a.err)
 				continue
 			}
-			r.ok("%s: via proxy %s: ok", addr, hop)
+			r.ok("%s: via proxy %s: ok", a.addr, a.hop)
 		}
-		if err != nil {
-			r.fail("%s: %v", addr, err)
+		if a.err != nil {
+			r.failOrStandby(answered, "%s: %v", a.addr, a.err)
 			continue
 		}
-		r.ok("%s: %s", addr, verdict)
+		r.ok("%s: %s", a.addr, a.verdict)
+		for _, sv := range a.services {
+			if sv.err != nil {
+				r.fail("%s: service %q: %v", a.addr, sv.name, sv.err)
+			} else {
+				r.ok("%s: service %q: the peer accepts it and reached its target", a.addr, sv.name)
+			}
+		}
 	}
 }
 
-func connectOnce(dial client.DialFunc, addr, serverName string, creds *trust.Credentials, pins identity.List, mux bool, timeout time.Duration, opts tunnel.Options) (string, error) {
+// failOrStandby reports a server that did not answer: an error when no
+// server of the client answered, a warning about a standby otherwise.
+func (r *checkReport) failOrStandby(answered bool, format string, args ...any) {
+	if answered {
+		r.warn(format+" (a standby: another server of this client answered)", args...)
+		return
+	}
+	r.fail(format, args...)
+}
+
+// serviceVerdict is how the peer answered an open request for a service a
+// forward names.
+type serviceVerdict struct {
+	name string
+	err  error // nil: OK
+}
+
+func connectOnce(dial client.DialFunc, addr, serverName string, creds *trust.Credentials, pins identity.List, mux bool, timeout time.Duration, opts tunnel.Options, services []string) (string, []serviceVerdict, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	conn, err := dial(ctx, "tcp", addr)
 	if pe, ok := errors.AsType[*client.ProxyError](err); ok {
-		return "", pe
+		return "", nil, pe
 	}
 	if err != nil {
-		return "", fmt.Errorf("connect: %w", unwrapOpError(err))
+		return "", nil, fmt.Errorf("connect: %w", unwrapOpError(err))
 	}
 	defer conn.Close()
 	cfg := trust.ClientConfig(creds, serverName, pins...)
@@ -419,38 +459,92 @@ func connectOnce(dial client.DialFunc, addr, serverName string, creds *trust.Cre
 		return errors.New(creds.Explain(err, trust.SideClient, time.Now()))
 	}
 	if err := tc.HandshakeContext(ctx); err != nil {
-		return "", explain(err)
+		return "", nil, explain(err)
 	}
 	cs := tc.ConnectionState()
 	peer := cs.PeerCertificates[0]
+	var verdicts []serviceVerdict
 	if mux {
 		if err := trust.CheckALPN(cs); err != nil {
-			return "", err
+			return "", nil, err
 		}
 		t, err := tunnel.New(tc, true, opts)
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
 		defer t.Close()
 		if err := t.Confirm(ctx); err != nil {
 			if errors.Is(err, tunnel.ErrNoAnswer) {
-				return "", fmt.Errorf("the server completed the TLS handshake but did not answer the first ping within dial_timeout (%s)", timeout)
+				return "", nil, fmt.Errorf("the server completed the TLS handshake but did not answer the first ping within dial_timeout (%s)", timeout)
 			}
-			return "", explain(err)
+			return "", nil, explain(err)
+		}
+		for _, name := range services {
+			verdicts = append(verdicts, serviceVerdict{name: name, err: openService(t, name, timeout)})
 		}
 	} else {
-		// A plain TLS peer says nothing until we do; with TLS 1.3 a refusal
+		// A raw TLS peer says nothing until we do; with TLS 1.3 a refusal
 		// of our certificate arrives as an alert shortly after the handshake.
 		tc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 		if _, err := tc.Read(make([]byte, 1)); err != nil {
 			var ne net.Error
 			if !errors.As(err, &ne) || !ne.Timeout() {
-				return "", explain(err)
+				return "", nil, explain(err)
 			}
 		}
 	}
 	return fmt.Sprintf("connected: server %s, %s, serial %s, valid until %s",
-		identity.Describe(peer), tls.VersionName(cs.Version), peer.SerialNumber.Text(16), stamp(peer.NotAfter)), nil
+		identity.Describe(peer), tls.VersionName(cs.Version), peer.SerialNumber.Text(16), stamp(peer.NotAfter)), verdicts, nil
+}
+
+// openService asks the peer for service as a forward would and says how it
+// answered. When the peer says OK it has connected the service's target;
+// the stream then ends cleanly at once (the target sees a connection that
+// closes without a byte).
+func openService(t *tunnel.Tunnel, service string, timeout time.Duration) error {
+	st, err := t.Open()
+	if err != nil {
+		return fmt.Errorf("open a stream: %w", err)
+	}
+	defer st.Close()
+	st.SetDeadline(time.Now().Add(timeout))
+	req, err := wire.AppendOpen(nil, wire.OpenRequest{Service: service})
+	if err != nil {
+		return err
+	}
+	var cw [wire.FrameHeaderSize]byte
+	wire.PutFrameHeader(cw[:], wire.FrameCloseWrite, 0)
+	if _, err := st.Write(append(req, cw[:]...)); err != nil {
+		return fmt.Errorf("send the open request: %w", err)
+	}
+	status, err := wire.ReadStatus(st)
+	if err != nil {
+		return fmt.Errorf("no answer to the open request within %s: %w", timeout, err)
+	}
+	if status.Code != wire.StatusOK {
+		return &wire.RefusedError{Status: status}
+	}
+	// Let the peer finish its side before the tunnel closes, so the target
+	// sees a clean end rather than a reset.
+	fr := wire.NewFrameReader(st)
+	defer fr.Release()
+	for {
+		f, err := fr.Next()
+		if err != nil || f.Type != wire.FrameData {
+			return nil
+		}
+	}
+}
+
+// forwardServices are the services the forwards through a client ask for.
+func forwardServices(cfg *config.Config, client string) []string {
+	var out []string
+	for _, f := range cfg.Forwards {
+		if f.Via == client && !slices.Contains(out, f.Service) {
+			out = append(out, f.Service)
+		}
+	}
+	return out
 }
 
 // checkProxyPassword says whether the proxy password file can be read and
