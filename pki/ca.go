@@ -304,12 +304,21 @@ func writeJSON(path string, v any) error {
 // writeFileAtomic replaces path with data: readers see the old file or the
 // new one, never half of it. The file has mode perm from its creation on.
 func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
+	return writeAtomic(path, data, perm, nil)
+}
+
+// writeAtomic is writeFileAtomic; when like is set, the new file also gets
+// like's owner and group where the OS allows (ReplaceFile).
+func writeAtomic(path string, data []byte, perm fs.FileMode, like fs.FileInfo) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*") // created 0600
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // fails harmlessly after the rename
+	if like != nil {
+		keepOwner(f, like)
+	}
 	if perm != 0o600 {
 		if err := f.Chmod(perm); err != nil {
 			f.Close()
