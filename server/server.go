@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/postern-tunnel/postern/relay"
 	"github.com/postern-tunnel/postern/trust"
 	"github.com/postern-tunnel/postern/tunnel"
 )
@@ -98,6 +99,8 @@ func (s *Server) handshake(ctx context.Context, conn net.Conn, cfg *tls.Config) 
 	conn.SetDeadline(time.Now().Add(s.HandshakeTimeout))
 	if s.Raw == nil {
 		conn = tunnel.WrapConn(conn)
+	} else {
+		conn = relay.WatchEOF(conn) // so relay.Raw can tell close_notify from a cut
 	}
 	tc := tls.Server(conn, cfg)
 	if err := tc.HandshakeContext(hctx); err != nil {
