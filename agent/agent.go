@@ -272,7 +272,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info(fmt.Sprintf("forward %s → %s/%s listening", f.ln.Addr(), f.via, f.service))
 	}
 	var wg sync.WaitGroup
-	for _, c := range a.clients {
+	for name, c := range a.clients {
+		if a.rawClients[name] {
+			continue // no tunnel to keep: it dials per forwarded connection
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
