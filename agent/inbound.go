@@ -34,8 +34,12 @@ func (s *service) dial(ctx context.Context, dial func(context.Context, string, s
 	ctx, cancel := context.WithTimeout(ctx, s.dialTimeout)
 	defer cancel()
 	c, err := dial(ctx, "tcp", s.target)
-	if err != nil || s.proxyProtocol == 0 {
-		return c, err
+	if err != nil {
+		return nil, err
+	}
+	relay.ArmReset(c) // a crash resets the target, never a clean end
+	if s.proxyProtocol == 0 {
+		return c, nil
 	}
 	h := proxyproto.HeaderProxyFromAddrs(s.proxyProtocol, tcpAddr(source), tcpAddr(dest))
 	c.SetWriteDeadline(time.Now().Add(s.dialTimeout))
