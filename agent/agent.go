@@ -50,6 +50,7 @@ type Agent struct {
 	metrics  *metrics
 	admin    net.Listener // [admin] endpoint, or nil
 	streams  inflight     // every stream in progress, both kinds
+	raws     rawConns     // live mux = false connections, rechecked like tunnels
 
 	// relayCtx ends every relay at the drain deadline.
 	relayCtx    context.Context
@@ -209,7 +210,7 @@ func (a *Agent) buildServers() error {
 				ln.Close()
 				return fmt.Errorf("%s: service %q: no [[service]] has that name", where, sc.Service)
 			}
-			srv.Raw = func(c *tls.Conn) { a.serveRaw(c, svc) }
+			srv.Raw = func(c *tls.Conn) { a.serveRaw(c, svc, srv.Creds) }
 		}
 		a.servers = append(a.servers, &listenedServer{srv: srv, ln: ln})
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/pires/go-proxyproto"
 	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/relay"
+	"github.com/postern-tunnel/postern/trust"
 	"github.com/postern-tunnel/postern/tunnel"
 	"github.com/postern-tunnel/postern/wire"
 )
@@ -204,8 +205,8 @@ func isClosed(err error) bool { return errors.Is(err, net.ErrClosed) }
 
 // serveRaw handles a connection accepted by a mux = false server: a raw
 // mutual-TLS client (stunnel, or a TLS-capable application) whose bytes go
-// to svc, if its identity is allowed.
-func (a *Agent) serveRaw(c *tls.Conn, svc *service) {
+// to svc, if its identity is allowed. creds are its [[server]]'s.
+func (a *Agent) serveRaw(c *tls.Conn, svc *service, creds *trust.Credentials) {
 	a.streams.Add()
 	defer a.streams.Done()
 	peer := c.ConnectionState().PeerCertificates[0]
@@ -223,6 +224,7 @@ func (a *Agent) serveRaw(c *tls.Conn, svc *service) {
 		resetTLS(c)
 		return
 	}
+	defer a.raws.add(&rawConn{c: c, side: trust.SideServer, creds: creds, where: head})()
 	target, err := svc.dial(a.relayCtx, a.opts.Dial, c.RemoteAddr().String(), c.LocalAddr().String())
 	if err != nil {
 		log.Warn(fmt.Sprintf("%s: target %s unreachable: %v", head, svc.target, err))

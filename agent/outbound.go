@@ -12,6 +12,7 @@ import (
 	"github.com/postern-tunnel/postern/client"
 	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/relay"
+	"github.com/postern-tunnel/postern/trust"
 	"github.com/postern-tunnel/postern/tunnel"
 	"github.com/postern-tunnel/postern/wire"
 )
@@ -146,6 +147,7 @@ func (f *forward) handleRaw(c net.Conn) {
 		return
 	}
 	head = fmt.Sprintf("%s via %s", head, peer.RemoteAddr())
+	defer a.raws.add(&rawConn{c: peer, side: trust.SideClient, creds: f.raw.Creds, where: head})()
 	stats, err := relay.Raw(a.relayCtx, c, peer)
 	a.logRelayEnd(log, "forward", head, stats, err)
 }

@@ -6,14 +6,17 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/postern-tunnel/postern/internal/testca"
 	"github.com/postern-tunnel/postern/internal/testnet"
 )
 
@@ -220,4 +223,85 @@ func TestRawClientDialsOnDemand(t *testing.T) {
 	if strings.Contains(site.log.String(), "retrying") {
 		t.Errorf("the raw client tried to keep a tunnel up:\n%s", site.log.String())
 	}
+}
+
+// TestRevokeRawPeer: a CRL that revokes the peer of a live mux = false
+// connection cuts it within seconds, like a tunnel: at a [[server]] (the
+// peer is a raw TLS client) and at a [[client]] (the peer is a raw TLS
+// server). The application and the peer both see the connection end.
+func TestRevokeRawPeer(t *testing.T) {
+	t.Run("server side", func(t *testing.T) {
+		dir := t.TempDir()
+		p := newPKI(t, dir)
+		siteLeaf := p.ca.Issue(t, testca.Options{CN: "site-a", DNS: []string{"site-a.test"}})
+		p.site = siteLeaf.Write(t, dir, "site", p.ca)
+		crl := filepath.Join(dir, "partners.crl")
+		writeCRL(t, p.ca, crl, time.Now().Add(24*time.Hour))
+		target := testnet.Listen(t)
+		testnet.Serve(t, target, testnet.Echo)
+		hub := start(t, dir, "hub", withServerKeys(rawHubTOML(p, "echo", serviceTOML("echo", target.Addr().String(), "dns:site-a.test")),
+			fmt.Sprintf("crl = [%q]", crl)))
+
+		c, err := tls.Dial("tcp", hub.ServerAddrs()[0].String(), rawPeerClientTLS(t, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		roundTrip(t, c, "before")
+
+		writeCRL(t, p.ca, crl, time.Now().Add(24*time.Hour), siteLeaf.Cert.SerialNumber)
+		if err := hub.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("the revoked client's connection: read %v, want a connection reset within 5s", err)
+		}
+		hub.log.WaitFor(t, 5*time.Second, "raw TLS connection cut", `CN=\"site-a\"`, "revoked")
+	})
+	t.Run("client side", func(t *testing.T) {
+		dir := t.TempDir()
+		p := newPKI(t, dir)
+		hubLeaf := p.ca.Issue(t, testca.Options{CN: "hub", DNS: []string{"hub.test"}})
+		p.hub = hubLeaf.Write(t, dir, "hub", p.ca)
+		crl := filepath.Join(dir, "partners.crl")
+		writeCRL(t, p.ca, crl, time.Now().Add(24*time.Hour))
+		peerEnd := make(chan error, 1)
+		peer := serveRawPeer(t, rawPeerServerTLS(t, p), func(c *tls.Conn) {
+			buf := make([]byte, 64)
+			for {
+				n, err := c.Read(buf)
+				if err != nil {
+					select {
+					case peerEnd <- err:
+					default: // only the first connection's end is wanted
+					}
+					return
+				}
+				c.Write(buf[:n])
+			}
+		})
+		site := start(t, dir, "site", withClientKeys(rawSiteTOML(p, peer.ln.Addr().String(), "echo"), fmt.Sprintf("crl = [%q]", crl)))
+
+		app := testnet.Dial(t, site.ForwardAddrs()[0].String())
+		roundTrip(t, app, "before")
+
+		writeCRL(t, p.ca, crl, time.Now().Add(24*time.Hour), hubLeaf.Cert.SerialNumber)
+		if err := site.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		app.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if err := testnet.Drain(app); !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("the application's connection to the revoked peer: %v, want a connection reset within 5s", err)
+		}
+		site.log.WaitFor(t, 5*time.Second, "raw TLS connection cut", `CN=\"hub\"`, "revoked")
+		select {
+		case err := <-peerEnd:
+			if errors.Is(err, io.EOF) {
+				t.Fatalf("the revoked peer read a clean end (close_notify), want a cut")
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the revoked peer's connection stayed open")
+		}
+	})
 }
