@@ -18,3 +18,7 @@ func (a *Agent) Abort() {
 	case <-time.After(time.Second):
 	}
 }
+
+// ShutdownTimeout is how long a stop drains before the agent resets what
+// is left (shutdown_timeout); a service manager's stop budget follows it.
+func (a *Agent) ShutdownTimeout() time.Duration { return a.cfg.ShutdownTimeout.D() }

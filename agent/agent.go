@@ -50,6 +50,7 @@ type Agent struct {
 	metrics  *metrics
 	admin    net.Listener // [admin] endpoint, or nil
 	streams  inflight     // every stream in progress, both kinds
+	raws     rawConns     // live mux = false connections, rechecked like tunnels
 
 	// relayCtx ends every relay at the drain deadline.
 	relayCtx    context.Context
@@ -217,7 +218,7 @@ func (a *Agent) buildServers() error {
 				ln.Close()
 				return fmt.Errorf("%s: service %q: no [[service]] has that name", where, sc.Service)
 			}
-			srv.Raw = func(c *tls.Conn) { a.serveRaw(c, svc) }
+			srv.Raw = func(c *tls.Conn) { a.serveRaw(c, svc, srv.Creds) }
 		}
 		a.servers = append(a.servers, &listenedServer{srv: srv, ln: ln})
 	}
@@ -280,7 +281,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info("forward listening", "forward", f.ln.Addr().String(), "via", f.via, "service", f.service)
 	}
 	var wg sync.WaitGroup
-	for _, c := range a.clients {
+	for name, c := range a.clients {
+		if a.rawClients[name] {
+			continue // no tunnel to keep: it dials per forwarded connection
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -15,6 +15,7 @@ import (
 
 	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/relay"
+	"github.com/postern-tunnel/postern/trust"
 	"github.com/postern-tunnel/postern/tunnel"
 	"github.com/postern-tunnel/postern/wire"
 )
@@ -34,8 +35,12 @@ func (s *service) dial(ctx context.Context, dial func(context.Context, string, s
 	ctx, cancel := context.WithTimeout(ctx, s.dialTimeout)
 	defer cancel()
 	c, err := dial(ctx, "tcp", s.target)
-	if err != nil || s.proxyProtocol == 0 {
-		return c, err
+	if err != nil {
+		return nil, err
+	}
+	relay.ArmReset(c) // a crash resets the target, never a clean end
+	if s.proxyProtocol == 0 {
+		return c, nil
 	}
 	h, err := origin.header(s.proxyProtocol)
 	if err == nil {
@@ -214,8 +219,8 @@ func isClosed(err error) bool { return errors.Is(err, net.ErrClosed) }
 
 // serveRaw handles a connection accepted by a mux = false server: a raw
 // mutual-TLS client (stunnel, or a TLS-capable application) whose bytes go
-// to svc, if its identity is allowed.
-func (a *Agent) serveRaw(c *tls.Conn, svc *service) {
+// to svc, if its identity is allowed. creds are its [[server]]'s.
+func (a *Agent) serveRaw(c *tls.Conn, svc *service, creds *trust.Credentials) {
 	a.streams.Add()
 	defer a.streams.Done()
 	cs := c.ConnectionState()
@@ -233,6 +238,7 @@ func (a *Agent) serveRaw(c *tls.Conn, svc *service) {
 		resetTLS(c)
 		return
 	}
+	defer a.raws.add(&rawConn{c: c, side: trust.SideServer, creds: creds, where: "raw TLS from " + c.RemoteAddr().String() + " to service " + svc.name})()
 	log = log.With("target", svc.target)
 	target, err := svc.dial(a.relayCtx, a.opts.Dial, proxyOrigin{source: c.RemoteAddr().String(), dest: c.LocalAddr().String(),
 		peer: peer, allowed: allowed, tlsVersion: cs.Version})

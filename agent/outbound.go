@@ -13,6 +13,7 @@ import (
 	"github.com/postern-tunnel/postern/client"
 	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/relay"
+	"github.com/postern-tunnel/postern/trust"
 	"github.com/postern-tunnel/postern/tunnel"
 	"github.com/postern-tunnel/postern/wire"
 )
@@ -51,6 +52,7 @@ func (f *forward) serve(ctx context.Context) {
 				return
 			}
 		}
+		relay.ArmReset(c) // a crash resets the application, never a clean end
 		f.agent.streams.Add()
 		go func() {
 			if f.raw != nil {
@@ -161,6 +163,7 @@ func (f *forward) handleRaw(c net.Conn) {
 		return
 	}
 	log = log.With("addr", peer.RemoteAddr().String())
+	defer a.raws.add(&rawConn{c: peer, side: trust.SideClient, creds: f.raw.Creds, where: "forward " + f.ln.Addr().String() + " to " + peer.RemoteAddr().String()})()
 	stats, err := relay.Raw(a.relayCtx, c, peer)
 	a.logRelayEnd(log, "forward", "raw TLS connection", stats, err)
 }

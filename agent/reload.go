@@ -249,8 +249,8 @@ func describeChange(old, m *trust.Material) string {
 	return strings.Join(parts, "; ")
 }
 
-// recheckTunnels closes the live tunnels of the given endpoints whose peer
-// no longer verifies.
+// recheckTunnels closes the live tunnels (and mux = false connections) of
+// the given endpoints whose peer no longer verifies.
 func (a *Agent) recheckTunnels(endpoints []*certEndpoint, now time.Time) {
 	want := map[*trust.Credentials]bool{}
 	for _, e := range endpoints {
@@ -288,6 +288,7 @@ func (a *Agent) recheckTunnels(endpoints []*certEndpoint, now time.Time) {
 			a.closeUntrusted(t, []any{"peer_addr", t.RemoteAddr().String()}, err, trust.SideServer, creds[0], now)
 		}
 	}
+	a.recheckRaw(want, now)
 }
 
 func anyWanted(creds []*trust.Credentials, want map[*trust.Credentials]bool) bool {

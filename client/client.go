@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/postern-tunnel/postern/identity"
+	"github.com/postern-tunnel/postern/relay"
 	"github.com/postern-tunnel/postern/trust"
 	"github.com/postern-tunnel/postern/tunnel"
 )
@@ -272,6 +273,8 @@ func (c *Client) dialTLS(ctx context.Context, addr string, mux bool) (*tls.Conn,
 	}
 	if mux {
 		conn = tunnel.WrapConn(conn)
+	} else {
+		conn = relay.WatchEOF(conn) // so relay.Raw can tell close_notify from a cut
 	}
 	tc := tls.Client(conn, cfg)
 	if err := tc.HandshakeContext(dctx); err != nil {

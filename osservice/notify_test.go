@@ -55,9 +55,9 @@ func TestRunNotifiedLifecycle(t *testing.T) {
 	defer cancel()
 	readyCalled := make(chan struct{})
 	drainSeen := make(chan []string, 1)
-	fn := func(ctx context.Context, ready func()) error {
-		ready()
-		ready() // a second call must not send a second READY
+	fn := func(ctx context.Context, ready func(Drain)) error {
+		ready(Drain{Timeout: 2 * time.Minute})
+		ready(Drain{Timeout: 2 * time.Minute}) // a second call must not send a second READY
 		close(readyCalled)
 		<-ctx.Done()
 		// Draining: STOPPING must already be out, and pings go on.
@@ -90,6 +90,10 @@ func TestRunNotifiedLifecycle(t *testing.T) {
 	if n := r.count(notifyStopping); n != 1 {
 		t.Errorf("STOPPING sent %d times, want 1", n)
 	}
+	// The stop timeout follows the drain: 2m plus StopMargin.
+	if n := r.count("EXTEND_TIMEOUT_USEC=135000000"); n != 1 {
+		t.Errorf("EXTEND_TIMEOUT_USEC=135000000 sent %d times, want once (all: %q)", n, msgs)
+	}
 	// runNotified has returned: its pinger has stopped.
 	after := len(r.snapshot())
 	time.Sleep(50 * time.Millisecond) // five ping periods, to see that none come
@@ -101,7 +105,7 @@ func TestRunNotifiedLifecycle(t *testing.T) {
 func TestRunNotifiedFailure(t *testing.T) {
 	var r recorder
 	boom := errors.New("boom")
-	err := runNotified(context.Background(), func(ctx context.Context, ready func()) error {
+	err := runNotified(context.Background(), func(ctx context.Context, ready func(Drain)) error {
 		return boom
 	}, r.notify, 0)
 	if !errors.Is(err, boom) {

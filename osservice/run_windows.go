@@ -60,17 +60,17 @@ func eventLog(name string, stderr io.Writer) logger {
 	return stderrLogger{stderr}
 }
 
-// handlerLog is the handler's own log: slog text lines, with the service
-// name as an attribute, written to l at each line's level.
-func handlerLog(name string, l logger) *slog.Logger {
-	return slog.New(slog.NewTextHandler(eventLogWriter(l), nil)).With("os_service", name)
-}
-
 type stderrLogger struct{ w io.Writer }
 
 func (l stderrLogger) Info(v ...any) error    { _, err := fmt.Fprintln(l.w, v...); return err }
 func (l stderrLogger) Warning(v ...any) error { _, err := fmt.Fprintln(l.w, v...); return err }
 func (l stderrLogger) Error(v ...any) error   { _, err := fmt.Fprintln(l.w, v...); return err }
+
+// handlerLog is the handler's own log: slog text lines, with the service
+// name as an attribute, written to l at each line's level.
+func handlerLog(name string, l logger) *slog.Logger {
+	return slog.New(slog.NewTextHandler(eventLogWriter(l), nil)).With("os_service", name)
+}
 
 // handler is the svc.Handler: it starts fn, reports Running once fn is
 // ready, and on Stop or Shutdown cancels fn and waits for it to drain within
@@ -79,6 +79,9 @@ type handler struct {
 	fn  RunFunc
 	log *slog.Logger
 	err error // fn's error, read by Run after svc.Run returns
+
+	mu    sync.Mutex
+	drain Drain // how the agent drains, once it said so through ready
 }
 
 // exitFailure is the service-specific exit code when the agent fails. A
@@ -98,7 +101,13 @@ func (h *handler) Execute(_ []string, req <-chan svc.ChangeRequest, status chan<
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	readyc := make(chan struct{})
-	ready := sync.OnceFunc(func() { close(readyc) })
+	readyOnce := sync.OnceFunc(func() { close(readyc) })
+	ready := func(d Drain) {
+		h.mu.Lock()
+		h.drain = d
+		h.mu.Unlock()
+		readyOnce()
+	}
 	done := make(chan error, 1)
 	go func() {
 		// A panic would end the process with the SCM told nothing and its
@@ -131,15 +140,21 @@ func (h *handler) Execute(_ []string, req <-chan svc.ChangeRequest, status chan<
 			case svc.Interrogate:
 				status <- c.CurrentStatus
 			case svc.Stop, svc.Shutdown:
-				return h.stop(cancel, done, req, status, pending)
+				return h.stop(c.Cmd == svc.Shutdown, cancel, done, req, status, pending)
 			}
 		}
 	}
 }
 
-// stop cancels fn and waits for it to drain, at most the SCM's budget.
-func (h *handler) stop(cancel func(), done <-chan error, req <-chan svc.ChangeRequest, status chan<- svc.Status, pending func(svc.State, time.Duration)) (bool, uint32) {
-	budget := stopBudget()
+// stop cancels fn and waits for it to drain, at most the stop budget: the
+// agent's drain plus StopMargin, or at system shutdown what Windows grants.
+// When the budget runs out first, it resets what is still open (the agent's
+// own abort at the drain deadline) before it reports the service stopped.
+func (h *handler) stop(shutdown bool, cancel func(), done <-chan error, req <-chan svc.ChangeRequest, status chan<- svc.Status, pending func(svc.State, time.Duration)) (bool, uint32) {
+	h.mu.Lock()
+	drain := h.drain
+	h.mu.Unlock()
+	budget := stopBudget(drain.Timeout, shutdown)
 	h.log.Info("OS service stopping: draining connections", "wait", budget.String())
 	pending(svc.StopPending, budget)
 	cancel()
@@ -154,7 +169,10 @@ func (h *handler) stop(cancel func(), done <-chan error, req <-chan svc.ChangeRe
 		case <-tick.C:
 			pending(svc.StopPending, budget)
 		case <-deadline.C:
-			h.log.Warn("OS service stopping anyway: connections still open", "wait", budget.String())
+			h.log.Warn("OS service stopping anyway: resetting the connections still open", "wait", budget.String())
+			if drain.Abort != nil {
+				drain.Abort()
+			}
 			return false, 0
 		case c := <-req:
 			if c.Cmd == svc.Interrogate {
@@ -175,10 +193,19 @@ func (h *handler) exit(err error, msg string) (bool, uint32) {
 	return false, 0
 }
 
-// stopBudget is how long a stop may drain: a little under
-// WaitToKillServiceTimeout, the time Windows grants services at shutdown
-// before it ends them (20s unless configured).
-func stopBudget() time.Duration {
+// stopBudget is how long a stop may drain: StopTimeout(drain), the SCM
+// waiting as long as the checkpoints advance; at system shutdown no more
+// than a little under WaitToKillServiceTimeout, the time Windows grants
+// services before it ends them (20s unless configured).
+func stopBudget(drain time.Duration, shutdown bool) time.Duration {
+	budget := StopTimeout(drain)
+	if !shutdown {
+		return budget
+	}
+	return min(budget, shutdownBudget())
+}
+
+func shutdownBudget() time.Duration {
 	timeout := 20 * time.Second
 	k, err := registry.OpenKey(registry.LOCAL_MACHINE, `SYSTEM\CurrentControlSet\Control`, registry.QUERY_VALUE)
 	if err == nil {

@@ -42,6 +42,10 @@ type Config struct {
 	ConfigPath string // absolute path of the agent's TOML file
 	Executable string // absolute path of the postern binary
 
+	// ShutdownTimeout is the agent's shutdown_timeout (0: DefaultDrain);
+	// the unit's TimeoutStopSec follows it (StopTimeout).
+	ShutdownTimeout time.Duration
+
 	// Linux only.
 	User     string        // account the agent runs as ("" means DefaultUser)
 	LowPorts bool          // keep CAP_NET_BIND_SERVICE to listen below port 1024
@@ -58,8 +62,36 @@ func (c Config) Arguments() []string {
 }
 
 // RunFunc runs the agent until ctx is cancelled, then drains and returns.
-// It calls ready once the agent serves.
-type RunFunc func(ctx context.Context, ready func()) error
+// It calls ready once the agent serves, saying how the agent drains.
+type RunFunc func(ctx context.Context, ready func(Drain)) error
+
+// Drain is how a running agent stops: after a stop request it drains for
+// up to Timeout (shutdown_timeout), then resets every connection still
+// open. The service manager's stop budget follows it (StopTimeout).
+type Drain struct {
+	Timeout time.Duration
+	// Abort resets every connection still open at once; nil when unknown.
+	// Run calls it when the service manager's budget runs out first.
+	Abort func()
+}
+
+// StopMargin is how much longer than the agent's drain a service manager
+// waits, after asking it to stop, before it ends the process: the resets at
+// the drain deadline and the exit need a moment, and a busy host more.
+const StopMargin = 15 * time.Second
+
+// DefaultDrain is shutdown_timeout's default, assumed when the agent's
+// drain is not known (yet).
+const DefaultDrain = 30 * time.Second
+
+// StopTimeout is the service manager's stop budget for an agent that
+// drains for drain (0: DefaultDrain).
+func StopTimeout(drain time.Duration) time.Duration {
+	if drain <= 0 {
+		drain = DefaultDrain
+	}
+	return drain + StopMargin
+}
 
 // Errors callers branch on to choose a message and an exit status.
 var (

@@ -72,8 +72,15 @@ func renderUnit(c Config, template bool) string {
 	line("ExecReload=/bin/kill -HUP $MAINPID")
 	line("Restart=on-failure")
 	line("RestartSec=2s")
-	line("# The agent drains for shutdown_timeout (30s by default) after SIGTERM.")
-	line("TimeoutStopSec=45s")
+	if template {
+		line("# The agent drains for shutdown_timeout (30s by default) after SIGTERM, then")
+		line("# resets what is left. For an instance with a longer shutdown_timeout the")
+		line("# agent extends this timeout itself (EXTEND_TIMEOUT_USEC) when it stops.")
+	} else {
+		line("# The agent drains for shutdown_timeout (%s) after SIGTERM, then resets what", unitDuration(drainOf(c)))
+		line("# is left; this is shutdown_timeout plus %s.", unitDuration(StopMargin))
+	}
+	line("TimeoutStopSec=%s", unitDuration(StopTimeout(c.ShutdownTimeout)))
 	if c.Watchdog > 0 {
 		line("WatchdogSec=%s", unitDuration(c.Watchdog))
 	}
@@ -132,6 +139,13 @@ var hardening = []string{
 	"SystemCallFilter=@system-service",
 	"SystemCallFilter=~@privileged @resources",
 	"SystemCallErrorNumber=EPERM",
+}
+
+func drainOf(c Config) time.Duration {
+	if c.ShutdownTimeout <= 0 {
+		return DefaultDrain
+	}
+	return c.ShutdownTimeout
 }
 
 // unitDuration writes d in a form systemd parses ("30s", "1min 30s" is not

@@ -89,6 +89,17 @@ func TestUnitContents(t *testing.T) {
 			notWant: []string{"PrivateUsers=yes"}, // a private user namespace would void the capability
 		},
 		{
+			name:    "the stop timeout follows shutdown_timeout",
+			edit:    func(c *Config) { c.ShutdownTimeout = 2 * time.Minute },
+			want:    []string{"TimeoutStopSec=135s\n", "shutdown_timeout (120s)"},
+			notWant: []string{"TimeoutStopSec=45s"},
+		},
+		{
+			name: "the default shutdown_timeout",
+			edit: func(c *Config) { c.ShutdownTimeout = 0 },
+			want: []string{"TimeoutStopSec=45s\n", "shutdown_timeout (30s)"},
+		},
+		{
 			name:    "watchdog off",
 			edit:    func(c *Config) { c.Watchdog = 0 },
 			notWant: []string{"WatchdogSec"},

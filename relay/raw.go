@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"time"
@@ -15,11 +16,16 @@ import (
 // ghostunnel, HAProxy or nginx with client certificates, or a TLS-capable
 // application. There are no frames: a clean end is TLS close_notify (a
 // half-close, via CloseWrite) on one side and a TCP FIN on the other; a TCP
-// end without close_notify, or any error, resets the plaintext side.
+// end without close_notify, or any error, resets the plaintext side. peer
+// must run over a connection wrapped by WatchEOF: without it a TCP end
+// cannot be told from close_notify, and counts as a cut.
 //
-// It returns nil when both directions ended cleanly and closes both
-// connections before returning.
+// Both connections are armed to close with a reset (ArmReset) until both
+// directions have ended cleanly. It returns nil when they did, and closes
+// both connections before returning.
 func Raw(ctx context.Context, plain net.Conn, peer *tls.Conn) (Stats, error) {
+	ArmReset(plain)
+	ArmReset(peer.NetConn())
 	type result struct {
 		dir string
 		n   int64
@@ -28,6 +34,9 @@ func Raw(ctx context.Context, plain net.Conn, peer *tls.Conn) (Stats, error) {
 	results := make(chan result, 2)
 	copyDir := func(dir string, dst, src net.Conn) {
 		n, err := copyPooled(dst, src)
+		if err == nil && dir == "peer→plain" && !closeNotified(peer) {
+			err = errNoCloseNotify
+		}
 		if err == nil {
 			err = halfClose(dst)
 		}
@@ -71,14 +80,27 @@ func Raw(ctx context.Context, plain net.Conn, peer *tls.Conn) (Stats, error) {
 		return stats, failure
 	}
 	peer.SetWriteDeadline(time.Now().Add(abortWriteTimeout))
+	setLinger(peer.NetConn(), -1)
 	peer.Close()
-	plain.Close()
+	closeClean(plain)
 	return stats, nil
 }
 
+// errNoCloseNotify is how a raw TLS peer's cut reads: its TCP connection
+// ended without close_notify.
+var errNoCloseNotify = errors.New("the peer's TLS connection ended without close_notify (peer crashed, killed or cut off)")
+
+// closeNotified reports whether peer, which read io.EOF, ended with the
+// peer's close_notify rather than a bare TCP end (see WatchEOF).
+func closeNotified(peer *tls.Conn) bool {
+	w, ok := peer.NetConn().(*eofConn)
+	return ok && !w.eof.Load()
+}
+
 // copyPooled copies src to dst with a pooled buffer until src ends cleanly
-// (nil) or fails. For a TLS source, an end without close_notify is an
-// error (io.ErrUnexpectedEOF), as it should be.
+// (nil) or fails. For a TLS source, io.EOF is close_notify or a TCP end at a
+// record boundary (see closeNotified); a TCP end inside a record is an error
+// (io.ErrUnexpectedEOF).
 func copyPooled(dst, src net.Conn) (int64, error) {
 	buf := wire.GetBuffer()
 	defer wire.PutBuffer(buf)

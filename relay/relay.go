@@ -101,8 +101,10 @@ type relay struct {
 // before, if not nil, runs before any frame from the stream is read (the
 // opener reads the peer's status there); an error from it aborts the relay.
 // Cancelling ctx aborts the relay and tells the peer the agent is stopping.
-// Stream closes both plain and stream before it returns.
+// plain is armed to close with a reset (ArmReset) until both directions
+// have ended cleanly. Stream closes both plain and stream before it returns.
 func Stream(ctx context.Context, plain, stream net.Conn, before func() error) (Stats, error) {
+	ArmReset(plain)
 	r := &relay{plain: plain, stream: stream, live: 2, result: make(chan error, 1)}
 	r.stopCtx = context.AfterFunc(ctx, func() {
 		r.report(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{
@@ -193,7 +195,7 @@ func (r *relay) exit() {
 	}
 	if failure == nil {
 		r.stream.Close()
-		r.plain.Close()
+		closeClean(r.plain) // the only close of plain with a FIN
 		r.result <- nil
 		return
 	}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/postern-tunnel/postern/relay"
 	"github.com/postern-tunnel/postern/trust"
 	"github.com/postern-tunnel/postern/tunnel"
 )
@@ -149,6 +150,8 @@ func (s *Server) handshake(ctx context.Context, p *pending, cfg *tls.Config) {
 	var conn net.Conn = hc
 	if s.Raw == nil {
 		conn = tunnel.WrapConn(conn)
+	} else {
+		conn = relay.WatchEOF(conn) // so relay.Raw can tell close_notify from a cut
 	}
 	tc := tls.Server(conn, cfg)
 	err := tc.HandshakeContext(hctx)

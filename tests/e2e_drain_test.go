@@ -138,3 +138,95 @@ func TestE2EDrainSecondSignal(t *testing.T) {
 		t.Fatalf("the app's in-flight read ended with %v, want connection reset", err)
 	}
 }
+
+// e2eUpload is a transfer in flight in both directions through a site and
+// a hub: the app has read the target's first bytes and keeps uploading; the
+// target reads the upload until it ends and reports how (targetEnd).
+type e2eUpload struct {
+	hub, site *e2eAgent
+	app       *net.TCPConn
+	targetEnd chan error
+}
+
+func e2eStartUpload(t *testing.T, siteShutdownTimeout string) *e2eUpload {
+	t.Helper()
+	e2eBinary(t)
+	u := &e2eUpload{targetEnd: make(chan error, 1)}
+	target := e2eServe(t, func(c *net.TCPConn) {
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		c.Write([]byte(e2ePartOne))
+		u.targetEnd <- testnet.Drain(c)
+	})
+	dir := t.TempDir()
+	certs := e2eNewCerts(t, dir)
+	u.hub = e2eStartAgent(t, "hub", e2eWriteConfig(t, dir, "hub", e2eHubTOML(certs, "127.0.0.1:0",
+		e2eServiceTOML("upload", target, "cn:site-a"))))
+	hubAddr := u.hub.serverAddr(t)
+	u.site = e2eStartAgent(t, "site", e2eWriteConfig(t, dir, "site", e2eSiteTOML(certs, hubAddr, siteShutdownTimeout, "upload")))
+	forward := u.site.forwardAddr(t, "upload")
+	u.site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub", "addr="+hubAddr)
+
+	u.app = testnet.Dial(t, forward)
+	u.app.SetDeadline(time.Now().Add(60 * time.Second))
+	got := make([]byte, len(e2ePartOne))
+	if _, err := io.ReadFull(u.app, got); err != nil || string(got) != e2ePartOne {
+		t.Fatalf("start of the answer: %q, %v", got, err)
+	}
+	go func() { // an upload that outlasts the drain
+		chunk := make([]byte, 16<<10)
+		for {
+			if _, err := u.app.Write(chunk); err != nil {
+				return
+			}
+			time.Sleep(10 * time.Millisecond) // pacing, not synchronisation: keeps the transfer going
+		}
+	}()
+	return u
+}
+
+// wantResets asserts that both ends of the transfer see a reset.
+func (u *e2eUpload) wantResets(t *testing.T, when string) {
+	t.Helper()
+	if err := testnet.Drain(u.app); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("the application's transfer ended with %v %s, want connection reset", err, when)
+	}
+	select {
+	case err := <-u.targetEnd:
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("the target's transfer ended with %v %s, want connection reset", err, when)
+		}
+	case <-time.After(20 * time.Second):
+		t.Errorf("the target saw no end of the transfer %s", when)
+	}
+}
+
+// TestE2EDrainDeadline: a transfer still running when shutdown_timeout
+// expires is cut, and both of its ends see a reset, never a clean end: the
+// application (behind the stopping site) and the target (behind the hub).
+func TestE2EDrainDeadline(t *testing.T) {
+	u := e2eStartUpload(t, "1s")
+	u.site.signal(t, syscall.SIGTERM)
+	u.site.log.WaitFor(t, 5*time.Second, "shutdown_timeout", "reached")
+	u.wantResets(t, "at the drain deadline")
+	if code := u.site.waitExit(t, 10*time.Second); code != 0 {
+		t.Errorf("site exited with %d after its drain deadline, want 0", code)
+	}
+}
+
+// TestE2EDrainKilled: a service manager whose stop timeout runs out kills
+// the draining agent (systemd's SIGKILL after TimeoutStopSec; Windows ends
+// a service that overran its stop budget). The transfers still in flight
+// must end in resets, not in the FIN of the kernel's close at exit.
+func TestE2EDrainKilled(t *testing.T) {
+	u := e2eStartUpload(t, "60s")
+	u.site.signal(t, syscall.SIGTERM)
+	u.site.log.WaitFor(t, 5*time.Second, "agent stopping: no new connections", "agent=site-a")
+	if u.site.exited() {
+		t.Fatalf("the site exited with a transfer in flight; output:\n%s", u.site.log.String())
+	}
+	if err := u.site.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	u.site.waitExit(t, 5*time.Second)
+	u.wantResets(t, "when the draining agent was killed")
+}

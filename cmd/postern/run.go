@@ -35,10 +35,12 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if f.service != "" {
-		return serviceRun(f.service, func(ctx context.Context, ready func()) error {
+		return serviceRun(f.service, func(ctx context.Context, ready func(osservice.Drain)) error {
 			// Under the Windows SCM there is no stderr: the log goes to the
 			// Event Log.
-			return runAgent(ctx, f.config, osservice.LogWriter(f.service, stderr), func(*agent.Agent) { ready() })
+			return runAgent(ctx, f.config, osservice.LogWriter(f.service, stderr), func(a *agent.Agent) {
+				ready(osservice.Drain{Timeout: a.ShutdownTimeout(), Abort: a.Abort})
+			})
 		}, stderr)
 	}
 	ctx, stop, onSecond := signalContext(stderr)

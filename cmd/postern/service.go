@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -166,14 +165,15 @@ func serviceConfig(f serviceFlags) (osservice.Config, error) {
 		exe = resolved
 	}
 	return osservice.Config{
-		Name:         f.name,
-		ConfigPath:   path,
-		Executable:   exe,
-		User:         f.user,
-		LowPorts:     listensBelow1024(cfg),
-		Watchdog:     f.watchdog,
-		Files:        tlsFiles(cfg),
-		DelayedStart: f.delayedStart,
+		Name:            f.name,
+		ConfigPath:      path,
+		Executable:      exe,
+		User:            f.user,
+		LowPorts:        listensBelow1024(cfg),
+		Watchdog:        f.watchdog,
+		ShutdownTimeout: cfg.ShutdownTimeout.D(),
+		Files:           tlsFiles(cfg),
+		DelayedStart:    f.delayedStart,
 	}, nil
 }
 
@@ -242,7 +242,7 @@ func serviceStatus(name string, stdout, stderr io.Writer) int {
 // NAME`, the command line every installed service has. fn runs the agent
 // until ctx is cancelled, then drains and returns; it calls ready once the
 // agent serves.
-func serviceRun(name string, fn func(ctx context.Context, ready func()) error, stderr io.Writer) int {
+func serviceRun(name string, fn osservice.RunFunc, stderr io.Writer) int {
 	if err := osservice.Run(name, fn, stderr); err != nil {
 		fmt.Fprintf(stderr, "postern: %v\n", err)
 		return 1

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/postern-tunnel/postern/config"
+	"github.com/postern-tunnel/postern/osservice"
 )
 
 const serviceTestConfig = `name = "hub"
@@ -135,15 +136,15 @@ func TestListensBelow1024(t *testing.T) {
 
 func TestServiceRunReportsFailure(t *testing.T) {
 	var stderr bytes.Buffer
-	code := serviceRun("t", func(ctx context.Context, ready func()) error {
-		ready()
+	code := serviceRun("t", func(ctx context.Context, ready func(osservice.Drain)) error {
+		ready(osservice.Drain{})
 		return errors.New("listen 127.0.0.1:7443: address already in use")
 	}, &stderr)
 	if code != 1 || !strings.Contains(stderr.String(), "postern: listen 127.0.0.1:7443: address already in use") {
 		t.Errorf("exit status %d, stderr %q", code, &stderr)
 	}
 	stderr.Reset()
-	if code := serviceRun("t", func(ctx context.Context, ready func()) error { return nil }, &stderr); code != 0 {
+	if code := serviceRun("t", func(ctx context.Context, ready func(osservice.Drain)) error { return nil }, &stderr); code != 0 {
 		t.Errorf("exit status %d for a clean run, stderr %q", code, &stderr)
 	}
 }
