@@ -69,7 +69,7 @@ func fuzzRequests(t testing.TB) [][]byte {
 	// Names the CA must refuse.
 	add(&x509.CertificateRequest{Subject: pkix.Name{CommonName: "bad"}, DNSNames: []string{"a..example.com", "*.com"}}, "d")
 	add(&x509.CertificateRequest{Subject: pkix.Name{CommonName: "tab\there"}}, "e")
-	add(&x509.CertificateRequest{URIs: []*url.URL{mustURL("spiffe://example.com/x y")}}, "f")
+	add(&x509.CertificateRequest{URIs: []*url.URL{mustURL("partner-b")}}, "f")
 	add(&x509.CertificateRequest{}, "g")
 	return out
 }
@@ -113,10 +113,25 @@ var fuzzValidities = []time.Duration{0, time.Hour, 400 * 24 * time.Hour, 20 * 36
 // The input is one of fuzzRequests plus edits to its DER, or, for a base
 // past them, the file itself: inputs stay short for Go's minimiser.
 func FuzzSignRequest(f *testing.F) {
-	root, err := NewCA(InitOptions{CommonName: "fuzz ca"})
+	root, err := NewCA(InitOptions{CommonName: "fuzz ca", Intermediates: true})
 	if err != nil {
 		f.Fatal(err)
 	}
+	// A partner's CA under root, limited to example.com and 192.0.2.0/24.
+	interKey, err := GenerateKey("")
+	if err != nil {
+		f.Fatal(err)
+	}
+	_, lan, _ := net.ParseCIDR("192.0.2.0/24")
+	interCert, err := root.SignIntermediate(interKey.Public(), IntermediateOptions{CommonName: "partner ca",
+		Permit: Constraints{DNS: []string{"example.com"}, URIDomains: []string{"example.com"}, IPRanges: []*net.IPNet{lan}}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	inter := &CA{Cert: interCert, Key: interKey}
+	roots, intermediates := x509.NewCertPool(), x509.NewCertPool()
+	roots.AddCert(root.Cert)
+	intermediates.AddCert(interCert)
 	reqs := fuzzRequests(f)
 	for i := range reqs {
 		f.Add(uint8(i), []byte(nil), uint8(3))
@@ -127,6 +142,9 @@ func FuzzSignRequest(f *testing.F) {
 	f.Add(uint8(1), []byte(nil), uint8(3|4<<2))      // negative validity
 	f.Add(uint8(0), []byte{0, 0, 60, 'X'}, uint8(3)) // an altered request
 	f.Add(uint8(2), []byte{2, 0, 100, 0}, uint8(3))  // a cut one
+	f.Add(uint8(0), []byte(nil), uint8(3|0x80))      // by the partner's CA
+	f.Add(uint8(2), []byte(nil), uint8(3|0x80))      // wildcard, by the partner's CA
+	f.Add(uint8(1), []byte(nil), uint8(3|0x80))      // a CN only
 	f.Add(uint8(255), []byte("-----BEGIN CERTIFICATE REQUEST-----\nMAA=\n-----END CERTIFICATE REQUEST-----\n"), uint8(3))
 
 	f.Fuzz(func(t *testing.T, base uint8, patch []byte, opts uint8) {
@@ -142,9 +160,13 @@ func FuzzSignRequest(f *testing.F) {
 			return
 		}
 		usage := Usage(opts % 4)
-		validity := fuzzValidities[int(opts>>2)%len(fuzzValidities)]
+		validity := fuzzValidities[int(opts>>2&0x1f)%len(fuzzValidities)]
+		issuer := root
+		if opts&0x80 != 0 {
+			issuer = inter
+		}
 		now := time.Now()
-		ca := &CA{Cert: root.Cert, Key: root.Key, Time: func() time.Time { return now }}
+		ca := &CA{Cert: issuer.Cert, Key: issuer.Key, Time: func() time.Time { return now }}
 		cert, err := ca.Sign(csr, SignOptions{Usage: usage, Validity: validity})
 		if err != nil {
 			if strings.Contains(err.Error(), "\n") {
@@ -152,7 +174,14 @@ func FuzzSignRequest(f *testing.F) {
 			}
 			return
 		}
-		checkSigned(t, root, csr, cert, usage, validity, now)
+		checkSigned(t, issuer, csr, cert, usage, validity, now)
+		if issuer == inter {
+			// The chain a peer builds must hold, name constraints included.
+			if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: intermediates, CurrentTime: now,
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+				t.Fatalf("certificate signed by the partner's CA does not verify: %v", err)
+			}
+		}
 		if n := len(ca.Issued()); n != 1 {
 			t.Errorf("index holds %d records after one signature", n)
 		}
@@ -336,6 +365,9 @@ func FuzzCAState(f *testing.F) {
 	if _, err := ca.CRL(0); err != nil {
 		f.Fatal(err)
 	}
+	if _, err := Open(dir); err != nil {
+		f.Fatalf("Open of a CA's own state: %v", err)
+	}
 	read := func(name string) []byte {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
@@ -422,4 +454,45 @@ func stateJSON(t *testing.T, ca *CA) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestSignRequestSeeds: the requests FuzzSignRequest starts from are judged
+// as they must be, so the fuzzer starts on both sides of the CA's checks.
+func TestSignRequestSeeds(t *testing.T) {
+	root, err := NewCA(InitOptions{CommonName: "fuzz ca"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"",
+		"",
+		"",
+		`request: DNS name "a..example.com": each dot-separated label must have 1 to 63 characters`,
+		`request: common name "tab\there" contains a control character`,
+		`request: URI "partner-b" is not absolute`,
+		"request: no identity",
+	}
+	reqs := fuzzRequests(t)
+	if len(reqs) != len(want) {
+		t.Fatalf("%d requests, %d expectations", len(reqs), len(want))
+	}
+	for i, der := range reqs {
+		csr, err := ParseRequestPEM(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		now := time.Now()
+		ca := &CA{Cert: root.Cert, Key: root.Key, Time: func() time.Time { return now }}
+		cert, err := ca.Sign(csr, SignOptions{Usage: UsageBoth})
+		if want[i] == "" {
+			if err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+			checkSigned(t, root, csr, cert, UsageBoth, 0, now)
+			continue
+		}
+		if err == nil || !strings.HasPrefix(err.Error(), want[i]) {
+			t.Errorf("request %d: Sign error %v, want %q", i, err, want[i])
+		}
+	}
 }
