@@ -47,6 +47,8 @@ func FuzzStream(f *testing.F) {
 	f.Add(script(0, opData("a"), opPeerClose(1)))
 	f.Add(script(1, opCloseWrite, opPeerClose(0), opAppWrite("after the peer closed"), opAppCloseWrite))
 	f.Add(script(2, opAppWrite("q"), opAppCloseWrite, opAppReset, opData("lost")))
+	// Regression: the relay half-closed toward the reset connection,
+	// ignored the error and returned nil; the peer saw a complete transfer.
 	f.Add(script(3, opAppWrite("q"), opAppCloseWrite, opAppReset, opCloseWrite))
 	f.Add(script(0, opData("ping"), opCancel))
 	f.Add(script(1, opCloseWrite, opCloseWrite, opAppCloseWrite))
