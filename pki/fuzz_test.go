@@ -172,6 +172,9 @@ func FuzzSignRequest(f *testing.F) {
 			if strings.Contains(err.Error(), "\n") {
 				t.Errorf("error spans lines: %q", err)
 			}
+			if issuer == root && signable(csr, usage, validity, now, root.Cert) {
+				t.Fatalf("a request every rule accepts was refused: %v", err)
+			}
 			return
 		}
 		checkSigned(t, issuer, csr, cert, usage, validity, now)
@@ -292,6 +295,46 @@ func checkSigned(t *testing.T, root *CA, csr *x509.CertificateRequest, cert *x50
 	if cert.NotBefore.After(now) || cert.NotAfter.Before(now) {
 		t.Fatalf("valid %s to %s: not now (%s)", cert.NotBefore, cert.NotAfter, now)
 	}
+}
+
+// signable is the CA's rules for an unconstrained CA, written apart from
+// the code: what it accepts must sign.
+func signable(csr *x509.CertificateRequest, usage Usage, validity time.Duration, now time.Time, ca *x509.Certificate) bool {
+	if usage < UsageServer || usage > UsageBoth || validity < 0 {
+		return false
+	}
+	if validity == 0 {
+		validity = DefaultValidity
+	}
+	if now.Add(validity).After(ca.NotAfter) || checkPublicKey(csr.PublicKey) != nil {
+		return false
+	}
+	if csr.Subject.CommonName == "" && len(csr.DNSNames)+len(csr.IPAddresses)+len(csr.URIs) == 0 {
+		return false
+	}
+	for _, s := range append([]string{csr.Subject.CommonName}, csr.Subject.OrganizationalUnit...) {
+		if s != "" && !goodAttribute(s) {
+			return false
+		}
+	}
+	for _, ou := range csr.Subject.OrganizationalUnit {
+		if ou == "" {
+			return false
+		}
+	}
+	for _, d := range csr.DNSNames {
+		if !goodDNSName(strings.ToLower(d)) {
+			return false
+		}
+	}
+	for _, u := range csr.URIs {
+		s := u.String()
+		if u.Scheme == "" || u.Host == "" && u.Opaque == "" && u.Path == "" ||
+			strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+			return false
+		}
+	}
+	return true
 }
 
 // goodAttribute: 1 to 64 printable characters of valid UTF-8.
@@ -494,5 +537,39 @@ func TestSignRequestSeeds(t *testing.T) {
 		if err == nil || !strings.HasPrefix(err.Error(), want[i]) {
 			t.Errorf("request %d: Sign error %v, want %q", i, err, want[i])
 		}
+	}
+}
+
+// TestOpenRefusesUnusableState: state FuzzCAState found Open accepting
+// though the CA could not work with it (the CRL failed later without
+// naming the file, or wrote a CRL number no Open could read back).
+func TestOpenRefusesUnusableState(t *testing.T) {
+	for _, tc := range []struct {
+		name, file, data, want string
+	}{
+		{"negative serial", RevokedFile, `{"revoked":[{"serial":"-5","revoked_at":"2026-01-01T00:00:00Z","reason":1}]}`,
+			`revoked.json: entry 1: serial "-5" is not a hex number`},
+		{"no revocation date", RevokedFile, `{"revoked":[{"serial":"a","reason":1}]}`,
+			`revoked.json: entry 1 (serial a): no revoked_at date`},
+		{"unknown reason", RevokedFile, `{"revoked":[{"serial":"a","revoked_at":"2026-01-01T00:00:00Z","reason":99}]}`,
+			`revoked.json: entry 1 (serial a): revocation reason 99 is not one this CA issues`},
+		{"serial in capitals", IndexFile, `{"certificates":[{"serial":"AB"}]}`,
+			`index.json: entry 1: serial "AB" must be written "ab"`},
+		{"last CRL number", CRLNumberFile, "9223372036854775807\n",
+			`crlnumber: CRL number 9223372036854775807 has no successor`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if _, err := Init(dir, InitOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, tc.file), []byte(tc.data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Open(dir)
+			if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, tc.want)) {
+				t.Fatalf("Open: %v\nwant %s", err, filepath.Join(dir, tc.want))
+			}
+		})
 	}
 }
