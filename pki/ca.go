@@ -219,6 +219,9 @@ func Open(dir string) (*CA, error) {
 			return nil, fmt.Errorf("%s: %q is not a CRL number: it should hold the number of the last CRL, in decimal", filepath.Join(dir, CRLNumberFile), n)
 		}
 	}
+	if err := checkState(dir, ca.index, ca.revoked, ca.crlNumber); err != nil {
+		return nil, err
+	}
 	return ca, nil
 }
 

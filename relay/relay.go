@@ -293,7 +293,14 @@ func (r *relay) receive(before func() error) {
 		case wire.FrameCloseWrite:
 			if !closed {
 				closed = true
-				closeWrite(r.plain)
+				if err := closeWrite(r.plain); err != nil {
+					// The application reset its connection after its own
+					// half-close: what the peer sent may not have been
+					// read, so its transfer must not end as complete.
+					r.report(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{Dir: dir, Code: wire.AbortReset,
+						Err: fmt.Errorf("half-close toward the application: %w", err)}})
+					return
+				}
 				r.report(relayEvent{kind: evRecvCloseWrite})
 			}
 		case wire.FrameAbort:
@@ -344,11 +351,13 @@ func tunnelLost(c net.Conn) bool {
 	return ok && s.TunnelLost()
 }
 
-// closeWrite half-closes c (TCP FIN) when it can.
-func closeWrite(c net.Conn) {
+// closeWrite half-closes c (TCP FIN) when it can. An error means the
+// connection is gone (reset by the application).
+func closeWrite(c net.Conn) error {
 	if hc, ok := c.(interface{ CloseWrite() error }); ok {
-		hc.CloseWrite()
+		return hc.CloseWrite()
 	}
+	return nil
 }
 
 // ResetConn closes c with a TCP reset (linger 0), so the application sees

@@ -194,6 +194,9 @@ func askOCSP(client *http.Client, responder string, req []byte, leaf, issuer *x5
 	if err != nil {
 		return nil, fmt.Errorf("bad answer: %w", err)
 	}
+	if err := checkResponder(resp.Certificate, issuer, now); err != nil {
+		return nil, fmt.Errorf("bad answer: %w", err)
+	}
 	if resp.ThisUpdate.After(now.Add(ocspClockSkew)) {
 		return nil, fmt.Errorf("answer dated %s, in the future (local clock %s): check the clocks (NTP)",
 			resp.ThisUpdate.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
@@ -203,6 +206,31 @@ func askOCSP(client *http.Client, responder string, req []byte, leaf, issuer *x5
 			resp.NextUpdate.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 	return resp, nil
+}
+
+// checkResponder accepts the certificate an answer was signed with (the
+// OCSP parser has checked that the issuer signed it) only when the issuer
+// delegated OCSP signing to it (RFC 6960 4.2.2.2) and it is valid now:
+// any other certificate of the same CA, such as a peer's own, must not
+// vouch for a certificate, least of all its own revoked one.
+func checkResponder(rc, issuer *x509.Certificate, now time.Time) error {
+	if rc == nil || bytes.Equal(rc.RawSubjectPublicKeyInfo, issuer.RawSubjectPublicKeyInfo) {
+		return nil // signed with the issuer's own key
+	}
+	delegated := false
+	for _, u := range rc.ExtKeyUsage {
+		delegated = delegated || u == x509.ExtKeyUsageOCSPSigning
+	}
+	if !delegated {
+		return fmt.Errorf("signed by certificate %s (serial %s), which %s did not make an OCSP responder (no id-kp-OCSPSigning)",
+			Subject(rc), serialHex(rc), Subject(issuer))
+	}
+	if now.Add(ocspClockSkew).Before(rc.NotBefore) || now.Add(-ocspClockSkew).After(rc.NotAfter) {
+		return fmt.Errorf("signed by responder certificate %s (serial %s), valid %s to %s only (local clock %s)",
+			Subject(rc), serialHex(rc), rc.NotBefore.UTC().Format(time.RFC3339), rc.NotAfter.UTC().Format(time.RFC3339),
+			now.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // unwrapURLError drops net/http's `Post "URL": ` prefix: callers name the
