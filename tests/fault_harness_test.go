@@ -111,9 +111,9 @@ func faultIsReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
 
 // faultTransfer runs spec through the forward at addr and classifies what
 // the application saw. It never fails the test itself.
-func faultTransfer(addr string, spec faultSpec) faultResult {
+func faultTransfer(addr string, spec faultSpec) (r faultResult) {
 	start := time.Now()
-	r := faultResult{ID: spec.ID}
+	r = faultResult{ID: spec.ID}
 	if r.ID == 0 {
 		r.ID = faultNextID.Add(1)
 	}
