@@ -125,6 +125,9 @@ func faultTransfer(addr string, spec faultSpec) (r faultResult) {
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		r.Class, r.Err = faultFailed, err
+		if faultIsReset(err) { // accepted, then reset before connect returned
+			r.Class = faultReset
+		}
 		return r
 	}
 	r.Connected = true
@@ -719,6 +722,9 @@ type faultPairOptions struct {
 	siteClient                []string
 	link                      func(hubAddr string) string // returns the address the site dials
 	hubExtra, siteExtra       []string
+	// siteOffers: the site offers the service "rdata" (the same target) to
+	// the hub (allow cn:hub), for reverse forwards.
+	siteOffers bool
 }
 
 func faultStartPair(t *testing.T, o faultPairOptions) *faultPair {
@@ -747,6 +753,9 @@ func faultStartPair(t *testing.T, o faultPairOptions) *faultPair {
 	}
 	siteTables := append(append([]string{}, tun...), faultClient(dial, o.siteClient...), faultForward("data", "hub"))
 	siteTables = append(siteTables, o.siteExtra...)
+	if o.siteOffers {
+		siteTables = append(siteTables, e2eServiceTOML("rdata", p.target.Addr, "cn:hub"))
+	}
 	p.site = e2eStartAgent(t, "site", e2eWriteConfig(t, p.dir, "site", faultConf("site-a", p.certs.site, o.siteShutdown, siteTables...)))
 	p.forward = p.site.forwardAddr(t, "data")
 	p.site.log.WaitFor(t, 10*time.Second, "tunnel hub: connected to "+dial)
