@@ -48,7 +48,7 @@ func TestFaultGoAwayRenewal(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					for i := 0; i < 500 && !stop.Load(); i++ {
+					for i := 0; i < 5000 && !stop.Load(); i++ {
 						r := faultTransfer(entry, faultSpec{Up: 16 << 10, Down: 32 << 10, Timeout: 20 * time.Second})
 						mu.Lock()
 						results = append(results, r)

@@ -118,10 +118,6 @@ func faultTransfer(addr string, spec faultSpec) (r faultResult) {
 		r.ID = faultNextID.Add(1)
 	}
 	defer func() { r.Elapsed = time.Since(start) }()
-	timeout := spec.Timeout
-	if timeout == 0 {
-		timeout = 60 * time.Second
-	}
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		r.Class, r.Err = faultFailed, err
@@ -130,9 +126,22 @@ func faultTransfer(addr string, spec faultSpec) (r faultResult) {
 		}
 		return r
 	}
+	return faultTransferConn(c, spec, r, start)
+}
+
+// faultTransferConn runs spec over an established connection (TCP, or
+// TLS to a mux = false server) and closes it.
+func faultTransferConn(conn net.Conn, spec faultSpec, r faultResult, start time.Time) (out faultResult) {
+	defer func() { out.Elapsed = time.Since(start) }()
+	if r.ID == 0 {
+		r.ID = faultNextID.Add(1)
+	}
 	r.Connected = true
-	conn := c.(*net.TCPConn)
 	defer conn.Close()
+	timeout := spec.Timeout
+	if timeout == 0 {
+		timeout = 60 * time.Second
+	}
 	conn.SetDeadline(start.Add(timeout))
 	seed := rand.Uint64()
 
@@ -221,7 +230,9 @@ func faultTransfer(addr string, spec faultSpec) (r faultResult) {
 		if !faultIsReset(readErr) {
 			r.Err = wErr
 		}
-		conn.SetLinger(0)
+		if tc, ok := conn.(*net.TCPConn); ok {
+			tc.SetLinger(0)
+		}
 		return r
 	case readErr != io.EOF:
 		r.Class, r.Err = faultFailed, readErr
@@ -243,7 +254,9 @@ func faultTransfer(addr string, spec faultSpec) (r faultResult) {
 		return r
 	}
 	// Acknowledge: the target sees this clean end as the transfer's end.
-	conn.CloseWrite()
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
 	r.Class = faultComplete
 	return r
 }
