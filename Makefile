@@ -62,7 +62,7 @@ clean:
 # transfer ended, and fails on any transfer corrupted or cut but clean.
 # Not part of `test`. Run from tests/ so the figures print as they come.
 SOAK_DURATION ?= 10m
-SOAK_TIMEOUT  ?= $(shell d='$(SOAK_DURATION)'; case $$d in *h) echo $$(( $${d%h} * 60 + 15 ))m;; *m) echo $$(( $${d%m} + 15 ))m;; *s) echo $$(( $${d%s} + 900 ))s;; *) echo 3h;; esac)
+SOAK_TIMEOUT  ?= ${shell d='$(SOAK_DURATION)'; case $$d in *h) echo $$(( $${d%h} * 60 + 15 ))m;; *m) echo $$(( $${d%m} + 15 ))m;; *s) echo $$(( $${d%s} + 900 ))s;; *) echo 3h;; esac}
 
 soak:
 	cd tests && $(GO) test -count=1 -run '^TestSoak$$' -timeout $(SOAK_TIMEOUT) -soak $(SOAK_DURATION)
