@@ -218,12 +218,8 @@ func faultTransferConn(conn net.Conn, spec faultSpec, r faultResult, start time.
 			break
 		}
 	}
-	var wErr error
-	select {
-	case wErr = <-upErr:
-	case <-time.After(time.Until(start.Add(timeout))):
-		wErr = os.ErrDeadlineExceeded
-	}
+	// The connection's deadline bounds the writer too.
+	wErr := <-upErr
 	switch {
 	case faultIsReset(readErr) || faultIsReset(wErr):
 		r.Class, r.Err = faultReset, readErr
@@ -571,6 +567,9 @@ func (l *faultLink) Stall(d time.Duration) {
 func (l *faultLink) Cut() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if len(l.conns) > 0 {
+		l.cuts.Add(1)
+	}
 	for c := range l.conns {
 		c.SetLinger(0)
 		c.Close()

@@ -171,6 +171,7 @@ func TestSoak(t *testing.T) {
 		hub, site := r.hub, r.site
 		r.mu.Unlock()
 		var fault string
+		at := time.Now()
 		switch rng.IntN(6) {
 		case 0:
 			fault = "kill -9 hub"
@@ -201,7 +202,7 @@ func TestSoak(t *testing.T) {
 		}
 		mu.Lock()
 		faults[fault]++
-		events = append(events, soakEvent{time.Now(), fault})
+		events = append(events, soakEvent{at, fault})
 		mu.Unlock()
 	}
 	stop.Store(true)
