@@ -75,8 +75,17 @@ type faultSpec struct {
 	// ReadRate throttles the application's reads (bytes/s; 0: as fast as
 	// it can).
 	ReadRate int
+	// ReadPause: after its first read the application stops reading for
+	// this long (an injected stall), then goes on.
+	ReadPause time.Duration
 	// Timeout bounds the whole transfer (default 60s).
 	Timeout time.Duration
+	// EarlyClose: the application half-closes as soon as its upload is
+	// sent, before it reads the answer (as a request/response client
+	// does), so the target's side finishes first. Otherwise it half-closes
+	// only after reading everything, which tells the target the transfer
+	// arrived whole.
+	EarlyClose bool
 }
 
 // faultResult is how the application saw a transfer end.
@@ -174,6 +183,14 @@ func faultTransferConn(conn net.Conn, spec faultSpec, r faultResult, start time.
 			}
 			left -= int64(n)
 		}
+		if spec.EarlyClose {
+			if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+				if err := cw.CloseWrite(); err != nil {
+					upErr <- err
+					return
+				}
+			}
+		}
 		upErr <- nil
 	}()
 
@@ -186,6 +203,7 @@ func faultTransferConn(conn net.Conn, spec faultSpec, r faultResult, start time.
 	mismatch := false
 	var tail []byte
 	paceStart := time.Now()
+	paused := false
 	for {
 		chunk := buf
 		if spec.ReadRate > 0 {
@@ -207,6 +225,11 @@ func faultTransferConn(conn net.Conn, spec faultSpec, r faultResult, start time.
 			if len(tail) > sha256.Size {
 				mismatch = true
 				tail = tail[:sha256.Size]
+			}
+			if spec.ReadPause > 0 && !paused { // the application stalls: an injected delay
+				paused = true
+				time.Sleep(spec.ReadPause)
+				paceStart = paceStart.Add(spec.ReadPause)
 			}
 			if spec.ReadRate > 0 { // the application is slow: an injected delay
 				due := paceStart.Add(time.Duration(float64(r.Down+int64(len(tail))) / float64(spec.ReadRate) * float64(time.Second)))
@@ -250,7 +273,7 @@ func faultTransferConn(conn net.Conn, spec faultSpec, r faultResult, start time.
 		return r
 	}
 	// Acknowledge: the target sees this clean end as the transfer's end.
-	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok && !spec.EarlyClose {
 		cw.CloseWrite()
 	}
 	r.Class = faultComplete
@@ -262,6 +285,7 @@ type faultTargetResult struct {
 	ID    uint64
 	Class faultClass
 	Err   error
+	At    time.Time // when the target saw the end
 }
 
 // faultTarget serves transfers: it reads the header, reads the upload and
@@ -362,7 +386,7 @@ func (ft *faultTarget) serve(c *net.TCPConn) {
 	report := func(class faultClass, err error) {
 		ft.counts[class].Add(1)
 		select {
-		case res <- faultTargetResult{ID: id, Class: class, Err: err}:
+		case res <- faultTargetResult{ID: id, Class: class, Err: err, At: time.Now()}:
 		default:
 		}
 	}
