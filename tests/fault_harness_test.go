@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -546,7 +547,7 @@ type faultLink struct {
 	Delay    time.Duration
 	StallP   float64
 	StallFor time.Duration
-	CutP     float64 // probability per chunk that the connection is cut (RST both sides)
+	cutP     atomic.Uint64 // math.Float64bits of the probability per chunk of a cut; see SetCutP
 
 	mu         sync.Mutex
 	conns      map[*net.TCPConn]struct{}
@@ -568,6 +569,10 @@ func faultNewLink(t testing.TB, upstream string) *faultLink {
 }
 
 func (l *faultLink) setUpstream(addr string) { l.upstream.Store(&addr) }
+
+// SetCutP sets the probability per chunk that the link cuts the connection
+// carrying it (RST both ways); it may change while the link runs.
+func (l *faultLink) SetCutP(p float64) { l.cutP.Store(math.Float64bits(p)) }
 
 func (l *faultLink) track(c *net.TCPConn, on bool) {
 	l.mu.Lock()
@@ -635,7 +640,7 @@ func (l *faultLink) pump(dst, src *net.TCPConn, cut func()) {
 		n, err := src.Read(buf)
 		if n > 0 {
 			l.shape(n, rng)
-			if l.CutP > 0 && rng.Float64() < l.CutP {
+			if p := math.Float64frombits(l.cutP.Load()); p > 0 && rng.Float64() < p {
 				cut()
 				return
 			}

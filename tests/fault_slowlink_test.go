@@ -25,7 +25,7 @@ func TestFaultSlowLossyLink(t *testing.T) {
 		link.StallFor = 400 * time.Millisecond
 		return link.Addr
 	}})
-	link.CutP = 0.001 // only once the tunnel is up: now and then a cut
+	link.SetCutP(0.001) // only once the tunnel is up: now and then a cut
 
 	const transfers, parallel = 32, 4
 	var (
