@@ -19,6 +19,9 @@ func TestFaultDrainDeadline(t *testing.T) {
 			t.Parallel()
 			p := faultStartPair(t, faultPairOptions{hubShutdown: "1s", siteShutdown: "1s"})
 			_, down := faultHeldDownload(t, p.target, p.forward, 4<<20, 256<<10)
+			upID := faultNextID.Add(1) // an upload the target stopped reading
+			up := faultStart(p.forward, faultSpec{ID: upID, Up: 8 << 20, Action: faultActHold, At: 256 << 10, Timeout: 60 * time.Second})
+			p.target.waitHeld(t, upID, 10*time.Second)
 			a := p.hub
 			if victim == "site" {
 				a = p.site
@@ -32,6 +35,7 @@ func TestFaultDrainDeadline(t *testing.T) {
 				t.Errorf("%s was killed by a signal, want an exit after its drain deadline", victim)
 			}
 			faultExpectReset(t, p.target, faultWait(t, down, 20*time.Second), true)
+			faultExpectReset(t, p.target, faultWait(t, up, 20*time.Second), false)
 		})
 	}
 }
