@@ -4,7 +4,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin/postern
 
-.PHONY: build test unit cross vet demo lint fuzz bench bench-quick package wine-shim clean
+.PHONY: build test unit cross vet demo lint fuzz soak bench bench-quick package wine-shim clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/postern
@@ -81,3 +81,13 @@ wine-shim:
 
 clean:
 	rm -rf bin dist
+
+# Fault soak (tests/soak_test.go, TestSoak): mixed load through two agents
+# with random faults for SOAK_DURATION; prints what moved and how every
+# transfer ended, and fails on any transfer corrupted or cut but clean.
+# Not part of `test`. Run from tests/ so the figures print as they come.
+SOAK_DURATION ?= 10m
+SOAK_TIMEOUT  ?= ${shell d='$(SOAK_DURATION)'; case $$d in *h) echo $$(( $${d%h} * 60 + 15 ))m;; *m) echo $$(( $${d%m} + 15 ))m;; *s) echo $$(( $${d%s} + 900 ))s;; *) echo 3h;; esac}
+
+soak:
+	cd tests && $(GO) test -count=1 -run '^TestSoak$$' -timeout $(SOAK_TIMEOUT) -soak $(SOAK_DURATION)
