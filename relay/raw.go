@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/postern-tunnel/postern/wire"
@@ -32,12 +34,16 @@ func Raw(ctx context.Context, plain net.Conn, peer *tls.Conn) (Stats, error) {
 		err error
 	}
 	results := make(chan result, 2)
+	var plainShut atomic.Bool // this side sent its FIN to plain
 	copyDir := func(dir string, dst, src net.Conn) {
-		n, err := copyPooled(dst, src)
+		n, err := copyPooled(dst, src, &plainShut)
 		if err == nil && dir == "peer→plain" && !closeNotified(peer) {
 			err = errNoCloseNotify
 		}
 		if err == nil {
+			if dir == "peer→plain" {
+				plainShut.Store(true) // before the FIN: see endedByReset
+			}
 			err = halfClose(dst)
 		}
 		results <- result{dir, n, err}
@@ -101,7 +107,7 @@ func closeNotified(peer *tls.Conn) bool {
 // (nil) or fails. For a TLS source, io.EOF is close_notify or a TCP end at a
 // record boundary (see closeNotified); a TCP end inside a record is an error
 // (io.ErrUnexpectedEOF).
-func copyPooled(dst, src net.Conn) (int64, error) {
+func copyPooled(dst, src net.Conn, plainShut *atomic.Bool) (int64, error) {
 	buf := wire.GetBuffer()
 	defer wire.PutBuffer(buf)
 	var total int64
@@ -112,6 +118,9 @@ func copyPooled(dst, src net.Conn) (int64, error) {
 				return total, werr
 			}
 			total += int64(n)
+		}
+		if err == io.EOF && endedByReset(src, plainShut.Load()) {
+			return total, syscall.ECONNRESET // the reset a concurrent write reported
 		}
 		if err == io.EOF {
 			return total, nil

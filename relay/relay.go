@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/postern-tunnel/postern/wire"
@@ -77,19 +78,20 @@ type relay struct {
 	plain  net.Conn
 	stream net.Conn
 
-	mu       sync.Mutex
-	sentCW   bool        // CLOSE_WRITE sent
-	recvCW   bool        // CLOSE_WRITE received
-	failure  *relayEvent // the abort that ends the relay, if any
-	live     int         // directions still running
-	grace    *time.Timer // armed when the peer closed while this side still sends
-	stopCtx  func() bool // unregisters the ctx watch
-	result   chan error  // the relay's outcome, sent by the last direction out
-	stopping atomic.Bool // set before deadlines are forced, see receive
-	lost     atomic.Bool // the session died after the peer's CLOSE_WRITE
-	midFrame atomic.Bool // a stream write was cut inside a frame
-	sent     atomic.Int64
-	received atomic.Int64
+	mu        sync.Mutex
+	sentCW    bool        // CLOSE_WRITE sent
+	recvCW    bool        // CLOSE_WRITE received
+	failure   *relayEvent // the abort that ends the relay, if any
+	live      int         // directions still running
+	grace     *time.Timer // armed when the peer closed while this side still sends
+	stopCtx   func() bool // unregisters the ctx watch
+	result    chan error  // the relay's outcome, sent by the last direction out
+	stopping  atomic.Bool // set before deadlines are forced, see receive
+	lost      atomic.Bool // the session died after the peer's CLOSE_WRITE
+	midFrame  atomic.Bool // a stream write was cut inside a frame
+	plainShut atomic.Bool // this side sent its FIN to plain (a half-close)
+	sent      atomic.Int64
+	received  atomic.Int64
 }
 
 // Stream carries plain over a tunnel stream in both directions until both have ended
@@ -218,9 +220,12 @@ func (r *relay) send() {
 	for {
 		buf, n, err := pr.read()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
+			if errors.Is(err, io.EOF) && !endedByReset(r.plain, r.plainShut.Load()) {
 				r.sendCloseWrite()
 				return
+			}
+			if errors.Is(err, io.EOF) {
+				err = syscall.ECONNRESET // the reset a concurrent write reported
 			}
 			if r.lost.Load() {
 				r.report(relayEvent{kind: evAbort, abort: r.lostAbort(dir, "tunnel lost while this side was still sending")})
@@ -245,6 +250,9 @@ func (r *relay) send() {
 }
 
 func (r *relay) sendCloseWrite() {
+	if r.stopping.Load() {
+		return // the relay is aborting: a CLOSE_WRITE now would tell the peer a cut transfer ended
+	}
 	var cw [wire.FrameHeaderSize]byte
 	wire.PutFrameHeader(cw[:], wire.FrameCloseWrite, 0)
 	if w, err := r.stream.Write(cw[:]); err != nil {
@@ -293,6 +301,7 @@ func (r *relay) receive(before func() error) {
 		case wire.FrameCloseWrite:
 			if !closed {
 				closed = true
+				r.plainShut.Store(true) // before the FIN: see endedByReset
 				if err := closeWrite(r.plain); err != nil {
 					// The application reset its connection after its own
 					// half-close: what the peer sent may not have been
