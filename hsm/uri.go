@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -193,17 +194,10 @@ func (u *URI) PIN() (string, error) {
 
 // Redact is s with any pin-value replaced by xxxxx, for messages.
 func Redact(s string) string {
-	i := strings.Index(strings.ToLower(s), "pin-value=")
-	if i < 0 {
-		return s
-	}
-	j := strings.IndexAny(s[i:], "&;")
-	rest := ""
-	if j >= 0 {
-		rest = s[i+j:]
-	}
-	return s[:i] + "pin-value=xxxxx" + rest
+	return pinValue.ReplaceAllString(s, "pin-value=xxxxx")
 }
+
+var pinValue = regexp.MustCompile(`(?i)pin-value=[^&;]*`)
 
 // escape percent-encodes what cannot stand in a URI path attribute.
 func escape(v string) string {
