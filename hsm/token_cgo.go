@@ -24,22 +24,24 @@ const Supported = true
 // Sessions are kept for the life of the process (a reload or a second
 // endpoint with the same token reuses it) until CloseAll.
 type session struct {
-	ctx   *crypto11.Context
-	slot  uint
-	label string
+	ctx    *crypto11.Context
+	slot   uint
+	label  string
+	pinSum [32]byte
 }
 
 var (
 	mu       sync.Mutex // guards sessions, and every module load and token probe
-	sessions = map[[32]byte]*session{}
+	sessions = map[string]*session{}
 )
 
-func sessionKey(u *URI, pin string) [32]byte {
+// sessionKey says which token u selects in which module.
+func sessionKey(u *URI) string {
 	slot := ""
 	if u.Slot != nil {
 		slot = fmt.Sprint(*u.Slot)
 	}
-	return sha256.Sum256([]byte(strings.Join([]string{u.ModulePath, u.Token, u.Serial, slot, pin}, "\x00")))
+	return strings.Join([]string{u.ModulePath, u.Token, u.Serial, slot}, "\x00")
 }
 
 // open returns the logged-in session for u's token. The errors name the
@@ -52,8 +54,13 @@ func open(u *URI) (*session, error) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	k := sessionKey(u, pin)
+	k, pinSum := sessionKey(u), sha256.Sum256([]byte(pin))
 	if s, ok := sessions[k]; ok {
+		// A PKCS#11 login holds for the whole token: a second login
+		// with another PIN would "succeed" as already logged in.
+		if s.pinSum != pinSum {
+			return nil, fmt.Errorf("token %q is already logged in by this process with another PIN: use the same pin-source for every object in one token", s.label)
+		}
 		return s, nil
 	}
 	slot, label, err := findSlot(u)
@@ -66,7 +73,7 @@ func open(u *URI) (*session, error) {
 	if err != nil {
 		return nil, explainLogin(u, label, err)
 	}
-	s := &session{ctx: ctx, slot: slot, label: label}
+	s := &session{ctx: ctx, slot: slot, label: label, pinSum: pinSum}
 	sessions[k] = s
 	return s, nil
 }
@@ -116,7 +123,7 @@ func findSlot(u *URI) (slot uint, label string, err error) {
 	var present []string
 	for _, s := range slots {
 		info, err := p.GetTokenInfo(s)
-		if err != nil {
+		if err != nil || info.Flags&pkcs11.CKF_TOKEN_INITIALIZED == 0 {
 			continue
 		}
 		l := strings.TrimRight(info.Label, " \x00")

@@ -76,4 +76,9 @@ func TestNamedErrors(t *testing.T) {
 			t.Errorf("%s: got %v, want %q", tc.name, err, tc.want)
 		}
 	}
+	// The token is logged in now; a wrong PIN must still not pass.
+	_, err := hsm.Open(mustParse(t, h.URIWithPIN("postern", "a", h.WritePIN(t, "wrong2.pin", "0000"))))
+	if want := `token "postern" is already logged in by this process with another PIN`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("wrong PIN after a login: got %v, want %q", err, want)
+	}
 }

@@ -23,17 +23,17 @@ func TestParseURI(t *testing.T) {
 		t.Fatalf("got %+v, %v", u, err)
 	}
 	for in, want := range map[string]string{
-		"pkcs11:token=a;object=b":                                         "no module-path",
-		"pkcs11:token=a;object=b?module-path=lib.so":                      "not an absolute path",
-		"pkcs11:object=b?module-path=/m.so":                               "no token",
-		"pkcs11:token=a?module-path=/m.so":                                "no object",
-		"pkcs11:token=a;objekt=b?module-path=/m.so":                       `unknown path attribute "objekt"`,
-		"pkcs11:token=a;token=b;object=c?module-path=/m.so":               `"token" given twice`,
-		"pkcs11:token=a;object=b?module-path=/m.so&pin-source=file:x.pin": "pin-source \"x.pin\" is not an absolute path",
-		"pkcs11:token=a;object=b;type=secret-key?module-path=/m.so":       "type=secret-key",
-		"pkcs11:token=%zz;object=b?module-path=/m.so":                     "bad percent-encoding",
+		"pkcs11:token=a;object=b":                                             "no module-path",
+		"pkcs11:token=a;object=b?module-path=lib.so":                          "not an absolute path",
+		"pkcs11:object=b?module-path=/m.so":                                   "no token",
+		"pkcs11:token=a?module-path=/m.so":                                    "no object",
+		"pkcs11:token=a;objekt=b?module-path=/m.so":                           `unknown path attribute "objekt"`,
+		"pkcs11:token=a;token=b;object=c?module-path=/m.so":                   `"token" given twice`,
+		"pkcs11:token=a;object=b?module-path=/m.so&pin-source=file:x.pin":     "pin-source \"x.pin\" is not an absolute path",
+		"pkcs11:token=a;object=b;type=secret-key?module-path=/m.so":           "type=secret-key",
+		"pkcs11:token=%zz;object=b?module-path=/m.so":                         "bad percent-encoding",
 		"pkcs11:token=a;object=b?module-path=/m.so&pin-value=1&pin-source=/p": "both pin-source and pin-value",
-		"/etc/postern/tls.key": "does not start with pkcs11:",
+		"/etc/postern/tls.key":                                                "does not start with pkcs11:",
 	} {
 		if _, err := ParseURI(in); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("ParseURI(%q) = %v, want %q", in, err, want)
