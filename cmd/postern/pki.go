@@ -280,7 +280,7 @@ type pkiRequestFlags struct {
 
 func pkiRequest(env pkiEnv, args []string) int {
 	var f pkiRequestFlags
-	fs := pkiFlags("request", "[--cn NAME] [--dns NAME]... [--ip ADDR]... [--uri URI]... [--ou OU]... [--out PREFIX]", env.stderr)
+	fs := pkiFlags("request", "[--cn NAME] [--dns NAME]... [--ip ADDR]... [--uri URI]... [--ou OU]... [--out PREFIX] [--key pkcs11:URI]", env.stderr)
 	fs.StringVar(&f.out, "out", "", "write `PREFIX`.csr and PREFIX.key (default: from the CN or first DNS name)")
 	f.names.register(fs)
 	fs.Var(&f.keyType, "key-type", "key `type`: "+pkiKeyTypeNames())
