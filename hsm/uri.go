@@ -101,10 +101,8 @@ func ParseURI(s string) (*URI, error) {
 		case "module-path":
 			u.ModulePath = v
 		case "pin-source":
-			u.PINSource = strings.TrimPrefix(v, "file:")
-			if strings.HasPrefix(u.PINSource, "//") { // file:///etc/x
-				u.PINSource = strings.TrimPrefix(u.PINSource, "//")
-			}
+			// file:/etc/x, file:///etc/x or a bare path
+			u.PINSource = strings.TrimPrefix(strings.TrimPrefix(v, "file:"), "//")
 		case "pin-value":
 			u.PINValue = v
 		}
