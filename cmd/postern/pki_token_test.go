@@ -84,4 +84,28 @@ func TestTokenKeysEndToEnd(t *testing.T) {
 	if code != 0 || t.Failed() {
 		t.Errorf("exit %d, output:\n%s", code, out)
 	}
+
+	// Renewal keeps the key in the token: the new request has the same
+	// public key and no key file appears.
+	spkiLine := func(out string) string {
+		i := strings.Index(out, "spki:")
+		if i < 0 {
+			t.Fatalf("no spki in:\n%s", out)
+		}
+		return strings.Fields(out[i:])[0]
+	}
+	before := spkiLine(pkiMust(t, "show", filepath.Join(dir, "site.csr")))
+	out = pkiMust(t, "request", "--renew", "--key", siteKey, "--out", filepath.Join(dir, "site"))
+	if !strings.Contains(out, `kept the private key (RSA 2048) inside token "site-token"`) || spkiLine(out) != before {
+		t.Errorf("renewal: want the same key (%s):\n%s", before, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "site.key")); !os.IsNotExist(err) {
+		t.Errorf("a key file was written for a token key: %v", err)
+	}
+
+	// A PIN file others can read is named.
+	os.Chmod(h.PINFile, 0o644)
+	if _, out := checkRun(t, "-c", site(siteKey)); !strings.Contains(out, "WARNING pin-source "+h.PINFile+": readable by every user (mode 0644)") {
+		t.Errorf("a world-readable PIN file is not named:\n%s", out)
+	}
 }
