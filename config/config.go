@@ -6,7 +6,8 @@
 // file, the line and the key in the user's own words.
 //
 // Package config imports only wire from Postern, so that a service name
-// that loads is one the stream protocol carries.
+// that loads is one the stream protocol carries, and hsm for the syntax of
+// pkcs11: URIs.
 package config
 
 import (
@@ -21,6 +22,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/postern-tunnel/postern/hsm"
 )
 
 // Config is one agent's configuration: one file, one process.
@@ -444,8 +447,13 @@ func (c *Config) resolvePaths(dir string) {
 		}
 	}
 	resolve := func(t *TLS) {
-		abs(&t.Cert)
-		abs(&t.Key)
+		// A pkcs11: URI names a token object, not a file.
+		if !hsm.IsURI(t.Cert) {
+			abs(&t.Cert)
+		}
+		if !hsm.IsURI(t.Key) {
+			abs(&t.Key)
+		}
 		abs(&t.CA)
 		crl := make([]string, len(t.CRL))
 		copy(crl, t.CRL)

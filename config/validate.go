@@ -37,6 +37,9 @@ func (c *Config) Validate() error {
 	if err := c.validateTunnel(); err != nil {
 		return err
 	}
+	if err := c.validateTokens(); err != nil {
+		return err
+	}
 	for i := range c.Servers {
 		if err := c.validateServer(&c.Servers[i]); err != nil {
 			return err

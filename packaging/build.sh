@@ -17,6 +17,10 @@
 #   SIGN_PKCS12 [SIGN_PASSWORD_FILE], or SIGN_CERT and SIGN_KEY (PEM):
 #             Authenticode-sign postern.exe and the MSI with osslsigncode
 #   SIGN_TIMESTAMP_URL  optional RFC 3161 timestamp server for the signature
+#   PKCS11=1  build the Linux binary of the host's arch with cgo, so that it
+#             can use keys in PKCS#11 tokens (it then needs the build host's
+#             glibc or newer); by default every binary is CGO_ENABLED=0 and
+#             refuses pkcs11: keys with a clear error
 #
 # Needs: go, tar, zip, wixl and msibuild (Debian: wixl, msitools), and
 # osslsigncode when signing. nfpm is run with `go run` at a pinned version
@@ -57,7 +61,13 @@ build() { # GOOS GOARCH -> $WORK/GOOS_GOARCH/postern[.exe]
 	local exe=postern
 	[ "$1" = windows ] && exe=postern.exe
 	mkdir -p "$WORK/$1_$2"
-	CGO_ENABLED=0 GOOS=$1 GOARCH=$2 "$GO" build -trimpath \
+	# PKCS#11 keys need cgo; a cgo binary links glibc dynamically, so it is
+	# built only when asked for, and only for the host's own Linux arch.
+	local cgo=0
+	if [ "${PKCS11:-0}" = 1 ] && [ "$1" = linux ] && [ "$2" = "$("$GO" env GOHOSTARCH)" ]; then
+		cgo=1
+	fi
+	CGO_ENABLED=$cgo GOOS=$1 GOARCH=$2 "$GO" build -trimpath \
 		-ldflags "-s -w -X main.version=$VERSION" -o "$WORK/$1_$2/$exe" ./cmd/postern
 	[ "$1" = windows ] && sign "$WORK/$1_$2/$exe"
 	return 0

@@ -259,6 +259,23 @@ func NewRequest(opts RequestOptions) (csrPEM, keyPEM []byte, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if csrPEM, err = Request(opts.Names, key); err != nil {
+		return nil, nil, err
+	}
+	keyPEM, err = MarshalKeyPEM(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return csrPEM, keyPEM, nil
+}
+
+// Request makes a certificate request for names signed by key, which may
+// be a key in a token (it only signs). Nothing secret is returned.
+func Request(n Names, key crypto.Signer) (csrPEM []byte, err error) {
+	names := n.withDefaults()
+	if err := names.validate(); err != nil {
+		return nil, err
+	}
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
 		Subject:     pkix.Name{CommonName: names.CommonName, OrganizationalUnit: names.OrganizationalUnit},
 		DNSNames:    names.DNSNames,
@@ -266,13 +283,9 @@ func NewRequest(opts RequestOptions) (csrPEM, keyPEM []byte, err error) {
 		URIs:        names.URIs,
 	}, key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("sign request: %w", err)
+		return nil, fmt.Errorf("sign request: %w", err)
 	}
-	keyPEM, err = MarshalKeyPEM(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), keyPEM, nil
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
 }
 
 // SignOptions are the CA's decisions when it signs a request: usage and

@@ -1,6 +1,10 @@
 package trust
 
-import "log/slog"
+import (
+	"log/slog"
+
+	"github.com/postern-tunnel/postern/hsm"
+)
 
 // ServiceGroup is the group the packages create for the agent. A private key
 // readable by this group (and by nobody else) is as intended: the files
@@ -12,6 +16,13 @@ const ServiceGroup = "postern"
 // after each reload that stored new material.
 func (c *Credentials) warnKeyPermission(m *Material) {
 	if m == nil || m.Files.Key == "" {
+		return
+	}
+	if hsm.IsURI(m.Files.Key) {
+		if file, p := pinProblem(m.Files.Key); p != "" {
+			c.logger().Warn("token PIN file is readable by more than this agent",
+				slog.String("pin_source", file), slog.String("problem", p))
+		}
 		return
 	}
 	if p := KeyPermissionProblem(m.Files.Key); p != "" {

@@ -18,10 +18,10 @@ type rawFiles struct {
 func readFiles(f Files) (*rawFiles, error) {
 	r := &rawFiles{files: f}
 	var err error
-	if r.cert, err = os.ReadFile(f.Cert); err != nil {
+	if r.cert, err = readCert(f.Cert); err != nil {
 		return nil, fmt.Errorf("cert: %w", err)
 	}
-	if r.key, err = os.ReadFile(f.Key); err != nil {
+	if r.key, err = readKey(f.Key); err != nil {
 		return nil, fmt.Errorf("key: %w", err)
 	}
 	if r.ca, err = os.ReadFile(f.CA); err != nil {

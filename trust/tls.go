@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/postern-tunnel/postern/config"
+	"github.com/postern-tunnel/postern/hsm"
 	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/wire"
 )
@@ -123,11 +124,11 @@ func (r *rawFiles) material() (*Material, error) {
 // LoadKeyPair reads a certificate chain and its private key and checks that
 // they belong together. The error says which file is wrong and how.
 func LoadKeyPair(certFile, keyFile string) (tls.Certificate, *x509.Certificate, error) {
-	certPEM, err := os.ReadFile(certFile)
+	certPEM, err := readCert(certFile)
 	if err != nil {
 		return tls.Certificate{}, nil, fmt.Errorf("cert: %w", err)
 	}
-	keyPEM, err := os.ReadFile(keyFile)
+	keyPEM, err := readKey(keyFile)
 	if err != nil {
 		return tls.Certificate{}, nil, fmt.Errorf("key: %w", err)
 	}
@@ -135,6 +136,9 @@ func LoadKeyPair(certFile, keyFile string) (tls.Certificate, *x509.Certificate, 
 }
 
 func keyPair(f Files, certPEM, keyPEM []byte) (tls.Certificate, *x509.Certificate, error) {
+	if hsm.IsURI(f.Key) {
+		return tokenKeyPair(f, certPEM)
+	}
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil && Swapped(certPEM, keyPEM) {
 		return tls.Certificate{}, nil, &SwappedError{Cert: f.Cert, Key: f.Key}

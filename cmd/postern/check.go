@@ -18,6 +18,7 @@ import (
 	"github.com/postern-tunnel/postern/agent"
 	"github.com/postern-tunnel/postern/client"
 	"github.com/postern-tunnel/postern/config"
+	"github.com/postern-tunnel/postern/hsm"
 	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/trust"
 	"github.com/postern-tunnel/postern/tunnel"
@@ -159,6 +160,12 @@ func checkEndpoint(r *checkReport, t config.TLS, usage x509.ExtKeyUsage, at func
 	errorsBefore := r.errors
 	files := map[string][]byte{}
 	read := func(role, path string) {
+		if hsm.IsURI(path) {
+			if data, ok := checkToken(r, role, path, at(role)); ok {
+				files[path] = data
+			}
+			return
+		}
 		data, err := os.ReadFile(path)
 		if err != nil {
 			r.fail("%s %s: cannot read: %v", role, path, unwrapPath(err))
@@ -177,7 +184,7 @@ func checkEndpoint(r *checkReport, t config.TLS, usage x509.ExtKeyUsage, at func
 			t.Cert, at("cert"), t.Key, at("key"))
 		return false
 	}
-	if _, ok := files[t.Key]; ok {
+	if _, ok := files[t.Key]; ok && !hsm.IsURI(t.Key) {
 		if p := trust.KeyPermissionProblem(t.Key); p != "" {
 			r.warn("key %s: %s", t.Key, p)
 		}
@@ -195,7 +202,7 @@ func checkEndpoint(r *checkReport, t config.TLS, usage x509.ExtKeyUsage, at func
 					chain = append(chain, c)
 				}
 			}
-			r.ok("cert %s: %s, serial %s; key %s matches", t.Cert, identity.Describe(leaf), leaf.SerialNumber.Text(16), t.Key)
+			r.ok("cert %s: %s, serial %s; key %s matches", checkName(t.Cert), identity.Describe(leaf), leaf.SerialNumber.Text(16), checkName(t.Key))
 			checkValidity(r, "cert "+t.Cert+": certificate", leaf, t.ExpiryWarning.D())
 			checkUsage(r, t.Cert, leaf, usage)
 			for _, ic := range chain {

@@ -275,17 +275,23 @@ type pkiRequestFlags struct {
 	names   pkiNameFlags
 	keyType pkiKeyTypeFlag
 	renew   bool
+	token   string // --key pkcs11:URI: the key is made (or kept) in a token
 }
 
 func pkiRequest(env pkiEnv, args []string) int {
 	var f pkiRequestFlags
-	fs := pkiFlags("request", "[--cn NAME] [--dns NAME]... [--ip ADDR]... [--uri URI]... [--ou OU]... [--out PREFIX]", env.stderr)
+	fs := pkiFlags("request", "[--cn NAME] [--dns NAME]... [--ip ADDR]... [--uri URI]... [--ou OU]... [--out PREFIX] [--key pkcs11:URI]", env.stderr)
 	fs.StringVar(&f.out, "out", "", "write `PREFIX`.csr and PREFIX.key (default: from the CN or first DNS name)")
 	f.names.register(fs)
 	fs.Var(&f.keyType, "key-type", "key `type`: "+pkiKeyTypeNames())
 	fs.BoolVar(&f.renew, "renew", false, "a new request for the existing PREFIX.key (replaces PREFIX.csr; the key stays, so spki: pins keep matching); names default to PREFIX.crt's when it is there")
+	fs.StringVar(&f.token, "key", "", "make the key inside a PKCS#11 token: `pkcs11:token=LABEL;object=LABEL?module-path=LIB&pin-source=file:PIN` (only PREFIX.csr is written; with --renew the token's key is kept)")
+	fs.StringVar(&f.token, "pkcs11", "", "the same as --key `pkcs11:URI`")
 	if _, code, ok := pkiParse(fs, args, 0, 0); !ok {
 		return code
+	}
+	if f.token != "" {
+		return pkiRequestToken(env, fs, f)
 	}
 	names := f.names.names()
 	if f.renew {

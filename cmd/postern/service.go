@@ -204,7 +204,7 @@ func tlsFiles(cfg *config.Config) []string {
 	var files []string
 	seen := map[string]bool{}
 	add := func(t config.TLS) {
-		for _, p := range append([]string{t.Cert, t.Key, t.CA}, t.CRL...) {
+		for _, p := range tokenFiles(append([]string{t.Cert, t.Key, t.CA}, t.CRL...)) {
 			if p != "" && !seen[p] {
 				seen[p] = true
 				files = append(files, p)
