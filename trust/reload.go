@@ -76,7 +76,19 @@ func (c *Credentials) Reload() (changed bool, err error) {
 	}
 	m, err := raw.material()
 	if err != nil {
-		return false, err
+		// The files may have changed while they were read one after the
+		// other (a directory swap between the cert and the key): read them
+		// once more, and use that state when it differs and loads.
+		again, rerr := readFiles(old.Files)
+		if rerr != nil || again.sum() == raw.sum() {
+			return false, err
+		}
+		if again.sum() == old.sum {
+			return false, nil
+		}
+		if m, err = again.material(); err != nil {
+			return false, err
+		}
 	}
 	c.Store(m)
 	c.warnKeyPermission(m)
