@@ -133,9 +133,9 @@ func try(t testing.TB, bin, src string, o Options) (*Pebble, string, bool) {
 		"privateKey":  filepath.Join(src, "test/certs/localhost/key.pem"),
 		"httpPort":    5002, "tlsPort": 5001, // unused: challenges are not validated
 		"ocspResponderURL": "", "externalAccountBindingRequired": false,
-		"retryAfter": map[string]int{"authz": 1, "order": 1},
+		"retryAfter":   map[string]int{"authz": 1, "order": 1},
 		"keyAlgorithm": "ecdsa",
-		"profiles": map[string]any{"default": map[string]any{"description": "test", "validityPeriod": validity}},
+		"profiles":     map[string]any{"default": map[string]any{"description": "test", "validityPeriod": validity}},
 	}}
 	data, _ := json.Marshal(cfg)
 	path := filepath.Join(dir, "pebble.json")
