@@ -62,8 +62,6 @@ func (c *Config) validateACME() error {
 		return c.errorf(0, "acme.domains: required: the DNS names the hub's certificate must carry (the sites' server_name)")
 	case a.HTTPListen == "":
 		return c.errorf(0, "acme.http_listen: required: where the http-01 challenge is answered, like \"0.0.0.0:80\" (the CA connects to port 80 of each domain)")
-	case a.RenewBefore < 0:
-		return c.errorf(0, "acme.renew_before: must be positive")
 	}
 	for _, d := range a.Domains {
 		if d == "" || strings.ContainsAny(d, " /:@") || strings.HasSuffix(d, ".") {
