@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"io"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -61,7 +63,7 @@ listen = "127.0.0.1:0"
 	if !roots.AppendCertsFromPEM(pb.IssuerRoots) {
 		t.Fatal("pebble root: no PEM certificate")
 	}
-	first := acmeHandshake(t, p, addr, roots)
+	first := acmeHandshake(t, p, addr, "hub.test", roots)
 	if !strings.Contains(first.Issuer.CommonName, "Pebble Intermediate CA") {
 		t.Fatalf("hub presents a certificate issued by %q, want Pebble's intermediate", first.Issuer.CommonName)
 	}
@@ -79,7 +81,7 @@ listen = "127.0.0.1:0"
 
 	// Renewal is due 6s after issuance (40s lifetime, renew 34s before).
 	hub.log.WaitFor(t, 30*time.Second, "reloaded certificate material", "was serial "+first.SerialNumber.Text(16))
-	got := acmeHandshake(t, p, addr, roots)
+	got := acmeHandshake(t, p, addr, "hub.test", roots)
 	if got.SerialNumber.Cmp(first.SerialNumber) == 0 {
 		t.Fatalf("after renewal the next handshake still presents serial %x", got.SerialNumber)
 	}
@@ -100,11 +102,60 @@ listen = "127.0.0.1:0"
 	}
 }
 
+// TestACMEPebbleHTTP01: Pebble validates the http-01 challenge for real,
+// fetching it from the hub's http_listen, before it issues.
+func TestACMEPebbleHTTP01(t *testing.T) {
+	// Pebble connects to the first address the system resolver gives for
+	// the domain: listen there, and tell Pebble the port.
+	addrs, err := net.DefaultResolver.LookupHost(context.Background(), "localhost")
+	if err != nil || len(addrs) == 0 {
+		t.Fatalf("resolve localhost: %v %v", addrs, err)
+	}
+	challenge, err := net.Listen("tcp", net.JoinHostPort(addrs[0], "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb := testpebble.Start(t, testpebble.Options{HTTPPort: challenge.Addr().(*net.TCPAddr).Port})
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	acmeDir := filepath.Join(dir, "acme")
+	hubCfg := fmt.Sprintf(`
+name = "hub"
+shutdown_timeout = "5s"
+[tls]
+cert = %q
+key = %q
+ca = %q
+[acme]
+directory = %q
+domains = ["localhost"]
+dir = %q
+ca_roots = %q
+http_listen = "localhost:0"
+[[server]]
+listen = "127.0.0.1:0"
+`, filepath.Join(acmeDir, "cert.pem"), filepath.Join(acmeDir, "key.pem"), p.hub.CA, pb.Directory, acmeDir, pb.TLSRoots)
+	listen := func(network, addr string) (net.Listener, error) {
+		if addr == "localhost:0" {
+			return challenge, nil
+		}
+		return net.Listen(network, addr)
+	}
+	hub := startWith(t, dir, "hub", hubCfg, Options{Listen: listen})
+	hub.log.WaitFor(t, 10*time.Second, "acme: certificate obtained", "domains=[localhost]")
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pb.IssuerRoots)
+	got := acmeHandshake(t, p, hub.ServerAddrs()[0].String(), "localhost", roots)
+	if !strings.Contains(got.Issuer.CommonName, "Pebble Intermediate CA") || got.VerifyHostname("localhost") != nil {
+		t.Fatalf("hub presents %v issued by %q, want a certificate for localhost from Pebble", got.DNSNames, got.Issuer.CommonName)
+	}
+}
+
 // acmeHandshake dials the hub as the site would, trusting roots for the
 // hub's certificate, and returns the certificate it presents.
-func acmeHandshake(t testing.TB, p *pki, addr string, roots *x509.CertPool) *x509.Certificate {
+func acmeHandshake(t testing.TB, p *pki, addr, serverName string, roots *x509.CertPool) *x509.Certificate {
 	t.Helper()
-	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "hub.test",
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: serverName,
 		Certificates: []tls.Certificate{siteCert(t, p)}, NextProtos: []string{wire.ALPN}})
 	if err != nil {
 		t.Fatalf("handshake with the hub, trusting pebble's root: %v", err)

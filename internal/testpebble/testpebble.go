@@ -88,10 +88,13 @@ type Pebble struct {
 // Options tune the server.
 type Options struct {
 	Validity time.Duration // certificate lifetime; 0 = Pebble's default (90 days)
+	// HTTPPort, when set, makes Pebble validate http-01 challenges for
+	// real, by fetching them from this port of each domain (resolved by
+	// the system resolver: use "localhost"). 0: challenges always pass.
+	HTTPPort int
 }
 
-// Start runs Pebble until the test ends. Challenges are not validated
-// (PEBBLE_VA_ALWAYS_VALID) and no nonce is rejected, for speed.
+// Start runs Pebble until the test ends. No nonce is rejected, for speed.
 func Start(t testing.TB, o Options) *Pebble {
 	t.Helper()
 	bin, src := binary(t)
@@ -123,6 +126,13 @@ func freePort(t testing.TB) string {
 func try(t testing.TB, bin, src string, o Options) (*Pebble, string, bool) {
 	dir := t.TempDir()
 	listen, mgmt := freePort(t), freePort(t)
+	httpPort := 5002 // unused: challenges always pass
+	env := []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0"}
+	if o.HTTPPort != 0 {
+		httpPort = o.HTTPPort
+	} else {
+		env = append(env, "PEBBLE_VA_ALWAYS_VALID=1")
+	}
 	validity := uint64(o.Validity / time.Second)
 	if validity == 0 {
 		validity = 7776000
@@ -131,7 +141,7 @@ func try(t testing.TB, bin, src string, o Options) (*Pebble, string, bool) {
 		"listenAddress": listen, "managementListenAddress": mgmt,
 		"certificate": filepath.Join(src, "test/certs/localhost/cert.pem"),
 		"privateKey":  filepath.Join(src, "test/certs/localhost/key.pem"),
-		"httpPort":    5002, "tlsPort": 5001, // unused: challenges are not validated
+		"httpPort":    httpPort, "tlsPort": 5001,
 		"ocspResponderURL": "", "externalAccountBindingRequired": false,
 		"retryAfter":   map[string]int{"authz": 1, "order": 1},
 		"keyAlgorithm": "ecdsa",
@@ -144,7 +154,7 @@ func try(t testing.TB, bin, src string, o Options) (*Pebble, string, bool) {
 	}
 	var out syncBuffer
 	cmd := exec.Command(bin, "-config", path)
-	cmd.Env = append(os.Environ(), "PEBBLE_VA_ALWAYS_VALID=1", "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0")
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
