@@ -44,7 +44,7 @@ func TestACME(t *testing.T) {
 		{strings.Replace(acmeHub, `cert = "acme/cert.pem"`, `cert = "hub.crt"`, 1),
 			`acme: no [[server]] uses the certificate it obtains: set cert = "/etc/postern/acme/cert.pem" and key = "/etc/postern/acme/key.pem"`},
 		{strings.Replace(acmeHub, "%s", `renew_before = "-1h"`, 1), `acme.renew_before: invalid duration "-1h": must not be negative`},
-		{strings.Replace(acmeHub, "%s", `renew = "1h"`, 1), `unknown key "acme.renew"`},
+		{strings.Replace(acmeHub, "%s", `renew_befor = "1h"`, 1), `unknown key "acme.renew_befor": did you mean "renew_before"?`},
 	} {
 		_, err := config.Parse("/etc/postern/hub.toml", []byte(strings.Replace(tc.toml, "%s", "", 1)))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
