@@ -14,12 +14,19 @@ type rawFiles struct {
 	crl           [][]byte
 }
 
+// afterCertRead, when set by a test, runs between reading the certificate
+// and the key: where a swap of the files lands worst.
+var afterCertRead func()
+
 // readFiles reads every file of f. The error names the file and its role.
 func readFiles(f Files) (*rawFiles, error) {
 	r := &rawFiles{files: f}
 	var err error
 	if r.cert, err = os.ReadFile(f.Cert); err != nil {
 		return nil, fmt.Errorf("cert: %w", err)
+	}
+	if afterCertRead != nil {
+		afterCertRead()
 	}
 	if r.key, err = os.ReadFile(f.Key); err != nil {
 		return nil, fmt.Errorf("key: %w", err)
