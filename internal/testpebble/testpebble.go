@@ -1,6 +1,7 @@
 // Package testpebble runs a Pebble ACME test server on loopback for tests.
 //
-// Pebble is built once per test binary from the module proxy (Version).
+// Pebble is built from the module proxy (Version) once, into the user cache
+// folder, and reused by later test runs.
 // When it cannot be built the test is skipped with the reason, or fails
 // when CI=true. Pebble reads its listen addresses from a JSON file and
 // cannot take a listener, so Start picks free loopback ports by binding
@@ -41,19 +42,19 @@ var build struct {
 func binary(t testing.TB) (bin, src string) {
 	t.Helper()
 	build.once.Do(func() {
-		out, err := os.MkdirTemp("", "postern-pebble-")
+		// Kept in the user's cache folder by version, so that each test
+		// binary does not leave a 12 MB copy behind.
+		cache, err := os.UserCacheDir()
 		if err != nil {
-			build.err = err
-			return
+			cache = os.TempDir()
 		}
-		gobin := filepath.Join(out, "bin")
-		cmd := exec.Command("go", "install", module+"/cmd/pebble@"+Version)
-		cmd.Env = append(os.Environ(), "GOBIN="+gobin, "GOFLAGS=-buildvcs=false")
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			build.err = fmt.Errorf("go install %s/cmd/pebble@%s: %v: %s", module, Version, err, bytes.TrimSpace(msg))
-			return
+		build.bin = filepath.Join(cache, "postern-test", "pebble-"+Version)
+		if _, err := os.Stat(build.bin); err != nil {
+			build.err = install(build.bin)
+			if build.err != nil {
+				return
+			}
 		}
-		build.bin = filepath.Join(gobin, "pebble")
 		var dl struct{ Dir string }
 		msg, err := exec.Command("go", "mod", "download", "-json", module+"@"+Version).Output()
 		if err == nil {
@@ -72,6 +73,25 @@ func binary(t testing.TB) (bin, src string) {
 		t.Skipf("skipping: pebble (ACME test server) unavailable: %v", build.err)
 	}
 	return build.bin, build.dir
+}
+
+// install builds Pebble into a temporary folder beside bin and renames
+// it into place, so test binaries running at once never see half a file.
+func install(bin string) error {
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(bin), "build-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	cmd := exec.Command("go", "install", module+"/cmd/pebble@"+Version)
+	cmd.Env = append(os.Environ(), "GOBIN="+tmp, "GOFLAGS=-buildvcs=false")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go install %s/cmd/pebble@%s: %v: %s", module, Version, err, bytes.TrimSpace(msg))
+	}
+	return os.Rename(filepath.Join(tmp, "pebble"), bin)
 }
 
 // Pebble is a running Pebble server.
