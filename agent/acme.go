@@ -56,7 +56,10 @@ func (a *Agent) setupACME() error {
 	if err != nil {
 		return fmt.Errorf("%s: acme.http_listen %s: %w", a.where(0), c.HTTPListen, err)
 	}
-	a.acme = &acmeState{m: m, ln: ln, srv: &http.Server{Handler: m.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second}, served: make(chan struct{})}
+	// The challenge port faces the internet: small bounds on everything.
+	srv := &http.Server{Handler: m.HTTPHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 8 << 10}
+	a.acme = &acmeState{m: m, ln: ln, srv: srv, served: make(chan struct{})}
 	go a.acme.serve(a)
 	if at, _ := m.RenewAt(time.Now()); time.Until(at) > 0 {
 		return nil
@@ -91,7 +94,7 @@ func (a *Agent) startACME(ctx context.Context) (wait func()) {
 	m := a.acme.m
 	m.Changed = func() {
 		if err := a.Reload(); err != nil {
-			a.log.Error("acme: the new certificate does not load", "err", err.Error())
+			a.log.Error("acme: reload after the new certificate reported errors", "err", err.Error())
 		}
 	}
 	a.log.Info("acme: answering http-01 challenges", "listen", a.acme.ln.Addr().String())
