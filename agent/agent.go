@@ -49,6 +49,7 @@ type Agent struct {
 	draining atomic.Bool
 	metrics  *metrics
 	admin    net.Listener // [admin] endpoint, or nil
+	acme     *acmeState   // [acme] certificate upkeep, or nil (acme.go)
 	streams  inflight     // every stream in progress, both kinds
 	raws     rawConns     // live mux = false connections, rechecked like tunnels
 
@@ -114,6 +115,9 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (_ *Agent, err erro
 		return nil, err
 	}
 	if err := a.buildClients(); err != nil {
+		return nil, err
+	}
+	if err := a.setupACME(); err != nil {
 		return nil, err
 	}
 	if err := a.buildServers(); err != nil {
@@ -274,6 +278,7 @@ func (a *Agent) ServerAddrs() []net.Addr {
 // closes the tunnels.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.startCertificateWatch(ctx)()
+	defer a.startACME(ctx)()
 	for _, s := range a.servers {
 		a.log.Info("tunnel server listening", "listen", s.ln.Addr().String())
 	}
@@ -351,6 +356,9 @@ func (a *Agent) closeListeners() {
 	}
 	for _, f := range a.forwards {
 		f.ln.Close()
+	}
+	if a.acme != nil {
+		a.acme.ln.Close()
 	}
 }
 

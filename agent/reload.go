@@ -216,6 +216,10 @@ func (w *certWatch) reload(a *Agent, e *certEndpoint, explicit bool) (bool, erro
 		if explicit || (msg == e.seenErr && msg != e.loggedErr) {
 			a.log.Error("certificate reload failed; still using the material loaded before", append(slices.Clip(e.attrs), "err", msg)...)
 			e.loggedErr = msg
+		} else if msg != e.loggedErr {
+			// Files replaced one after the other (a certificate renamed
+			// into place before its key) look like this for a moment.
+			a.log.Debug("certificate files do not load yet; checking again at the next poll", append(slices.Clip(e.attrs), "err", msg)...)
 		}
 		e.seenErr = msg
 		return false, fmt.Errorf("%s: %w", e.name, err)

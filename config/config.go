@@ -38,6 +38,7 @@ type Config struct {
 	Forwards []Forward `toml:"forward"` // plaintext listeners
 	Services []Service `toml:"service"` // what peers may reach
 	Admin    Admin     `toml:"admin"`
+	ACME     *ACME     `toml:"acme"` // the [[server]] certificate from an ACME CA, or nil
 	Log      Log       `toml:"log"`
 
 	// Path is the file the config was loaded from ("" when built in code).
@@ -388,6 +389,9 @@ func (c *Config) SetDefaults() {
 	for i := range c.Services {
 		setDur(&c.Services[i].DialTimeout, DefaultDialTimeout)
 	}
+	if c.ACME != nil {
+		c.ACME.setDefaults()
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = DefaultLogLevel
 	}
@@ -465,6 +469,9 @@ func (c *Config) resolvePaths(dir string) {
 		}
 	}
 	resolve(&c.TLS)
+	if c.ACME != nil {
+		c.ACME.resolvePaths(dir)
+	}
 	for i := range c.Servers {
 		resolve(&c.Servers[i].TLS)
 	}

@@ -25,7 +25,7 @@ func suggestKey(k toml.Key) string {
 			return ""
 		}
 		t = f.Type
-		if t.Kind() == reflect.Slice {
+		if t.Kind() == reflect.Slice || t.Kind() == reflect.Pointer {
 			t = t.Elem()
 		}
 		if t.Kind() != reflect.Struct {

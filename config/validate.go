@@ -81,7 +81,7 @@ func (c *Config) Validate() error {
 	if err := c.validateLog(); err != nil {
 		return err
 	}
-	return nil
+	return c.validateACME()
 }
 
 func (c *Config) validateTunnel() error {

@@ -14,12 +14,19 @@ type rawFiles struct {
 	crl           [][]byte
 }
 
+// afterCertRead, when set by a test, runs between reading the certificate
+// and the key: where a swap of the files lands worst.
+var afterCertRead func()
+
 // readFiles reads every file of f. The error names the file and its role.
 func readFiles(f Files) (*rawFiles, error) {
 	r := &rawFiles{files: f}
 	var err error
 	if r.cert, err = readCert(f.Cert); err != nil {
 		return nil, fmt.Errorf("cert: %w", err)
+	}
+	if afterCertRead != nil {
+		afterCertRead()
 	}
 	if r.key, err = readKey(f.Key); err != nil {
 		return nil, fmt.Errorf("key: %w", err)
@@ -76,7 +83,19 @@ func (c *Credentials) Reload() (changed bool, err error) {
 	}
 	m, err := raw.material()
 	if err != nil {
-		return false, err
+		// The files may have changed while they were read one after the
+		// other (a directory swap between the cert and the key): read them
+		// once more, and use that state when it differs and loads.
+		again, rerr := readFiles(old.Files)
+		if rerr != nil || again.sum() == raw.sum() {
+			return false, err
+		}
+		if again.sum() == old.sum {
+			return false, nil
+		}
+		if m, err = again.material(); err != nil {
+			return false, err
+		}
 	}
 	c.Store(m)
 	c.warnKeyPermission(m)

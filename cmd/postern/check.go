@@ -68,6 +68,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	for i, s := range cfg.Servers {
 		r.section("server %s (line %d)", s.Listen, s.Line)
+		if acmePending(r, cfg, s.TLS) {
+			continue
+		}
 		checkEndpoint(r, s.TLS, x509.ExtKeyUsageServerAuth, func(key string) string { return cfg.TLSKeyAt("server", i, key) })
 	}
 	creds := map[string]*trust.Credentials{}
@@ -592,4 +595,18 @@ func stampOrNever(t time.Time) string {
 		return "none (never stale)"
 	}
 	return stamp(t)
+}
+
+// acmePending notes a [[server]] whose certificate [acme] has not obtained
+// yet: the agent obtains it at start, so its absence is not an error.
+func acmePending(r *checkReport, cfg *config.Config, t config.TLS) bool {
+	a := cfg.ACME
+	if a == nil || t.Cert != a.CertPath() {
+		return false
+	}
+	if _, err := os.Stat(t.Cert); !errors.Is(err, os.ErrNotExist) {
+		return false
+	}
+	r.note("cert %s: not obtained yet; [acme] obtains it from %s for %s when the agent starts", t.Cert, a.Directory, strings.Join(a.Domains, ", "))
+	return true
 }
