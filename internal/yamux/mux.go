@@ -44,6 +44,24 @@ type Config struct {
 	// and send a RST to the remote side.
 	StreamCloseTimeout time.Duration
 
+	// Postern: KeepAliveTimeout is how long a keepalive ping waits for its
+	// answer once it was sent; 0 means ConnectionWriteTimeout (upstream).
+	// Pings and their answers go ahead of queued stream data, so a slow,
+	// full link delays them little: dead-peer detection stays separate
+	// from the patience ConnectionWriteTimeout gives a saturated link.
+	KeepAliveTimeout time.Duration
+
+	// Postern: AdmitStreams keeps each stream's receive window at the
+	// initial 256 KiB until Stream.Admit is called; only then may it grow
+	// to MaxStreamWindowSize. False: upstream behaviour (full window at
+	// once). The wire protocol is unchanged: the peer just receives its
+	// window updates later.
+	AdmitStreams bool
+
+	// Postern: Buffer, when not nil, bounds the bytes this session's streams
+	// hold received and not yet read (see Budget).
+	Buffer *Budget
+
 	// LogOutput is used to control the log destination. Either Logger or
 	// LogOutput can be set, not both.
 	LogOutput io.Writer

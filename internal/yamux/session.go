@@ -67,6 +67,10 @@ type Session struct {
 	// or to send a header out directly.
 	sendCh chan *sendReady
 
+	// Postern: controlCh carries control frames (ACK, RST, ping) that the
+	// send loop writes ahead of sendCh.
+	controlCh chan header
+
 	// recvDoneCh is closed when recv() exits to avoid a race
 	// between stream registration and stream shutdown
 	recvDoneCh chan struct{}
@@ -107,6 +111,7 @@ func newSession(config *Config, conn io.ReadWriteCloser, client bool) *Session {
 		synCh:      make(chan struct{}, config.AcceptBacklog),
 		acceptCh:   make(chan *Stream, config.AcceptBacklog),
 		sendCh:     make(chan *sendReady, 64),
+		controlCh:  make(chan header, 64),
 		recvDoneCh: make(chan struct{}),
 		sendDoneCh: make(chan struct{}),
 		shutdownCh: make(chan struct{}),
@@ -242,7 +247,7 @@ func (s *Session) Accept() (net.Conn, error) {
 func (s *Session) AcceptStream() (*Stream, error) {
 	select {
 	case stream := <-s.acceptCh:
-		if err := stream.sendWindowUpdate(); err != nil {
+		if err := stream.updateWindow(true); err != nil { // Postern: see updateWindow
 			return nil, err
 		}
 		return stream, nil
@@ -293,6 +298,7 @@ func (s *Session) Close() error {
 	defer s.streamLock.Unlock()
 	for _, stream := range s.streams {
 		stream.forceClose()
+		stream.releaseBuffer() // Postern
 	}
 	<-s.sendDoneCh
 	return nil
@@ -338,15 +344,20 @@ func (s *Session) Ping() (time.Duration, error) {
 	// Send the ping request
 	hdr := header(make([]byte, headerSize))
 	hdr.encode(typePing, flagSYN, 0, id)
-	if err := s.waitForSend(hdr, nil); err != nil {
+	if err := s.sendControl(hdr); err != nil { // Postern: ahead of stream data
 		return 0, err
 	}
 
 	// Wait for a response
 	start := time.Now()
+	// Postern: the answer's deadline is KeepAliveTimeout when set.
+	timeout := s.config.ConnectionWriteTimeout
+	if s.config.KeepAliveTimeout > 0 {
+		timeout = s.config.KeepAliveTimeout
+	}
 	select {
 	case <-ch:
-	case <-time.After(s.config.ConnectionWriteTimeout):
+	case <-time.After(timeout):
 		s.pingLock.Lock()
 		delete(s.pings, id) // Ignore it if a response comes later.
 		s.pingLock.Unlock()
@@ -481,7 +492,22 @@ func (s *Session) sendLoop() error {
 	for {
 		bodyBuf.Reset()
 
+		// Postern: control frames go out ahead of queued stream data.
 		select {
+		case hdr := <-s.controlCh:
+			if err := s.writeControl(hdr); err != nil {
+				return err
+			}
+			continue
+		default:
+		}
+
+		select {
+		case hdr := <-s.controlCh:
+			if err := s.writeControl(hdr); err != nil {
+				return err
+			}
+			continue
 		case ready := <-s.sendCh:
 			// Send a header if ready
 			if ready.Hdr != nil {
@@ -637,7 +663,7 @@ func (s *Session) handlePing(hdr header) error {
 		go func() {
 			hdr := header(make([]byte, headerSize))
 			hdr.encode(typePing, flagACK, 0, pingID)
-			if err := s.sendNoWait(hdr); err != nil {
+			if err := s.sendControl(hdr); err != nil { // Postern: ahead of stream data
 				s.logger.Printf("[WARN] yamux: failed to send ping reply: %v", err)
 			}
 		}()
@@ -727,8 +753,12 @@ func (s *Session) closeStream(id uint32) {
 			s.logger.Printf("[ERR] yamux: SYN tracking out of sync")
 		}
 	}
+	stream := s.streams[id]
 	delete(s.streams, id)
 	s.streamLock.Unlock()
+	if stream != nil {
+		stream.releaseBuffer() // Postern
+	}
 }
 
 // establishStream is used to mark a stream that was in the
@@ -746,4 +776,34 @@ func (s *Session) establishStream(id uint32) {
 		s.logger.Printf("[ERR] yamux: established stream without inflight SYN (didn't have semaphore)")
 	}
 	s.streamLock.Unlock()
+}
+
+// Postern: sendControl queues a control frame ahead of stream data without
+// waiting for it to be written; it waits only while 64 control frames are
+// queued already, for at most ConnectionWriteTimeout.
+func (s *Session) sendControl(hdr header) error {
+	select {
+	case s.controlCh <- hdr:
+		return nil
+	default:
+	}
+	timer := time.NewTimer(s.config.ConnectionWriteTimeout)
+	defer timer.Stop()
+	select {
+	case s.controlCh <- hdr:
+		return nil
+	case <-s.shutdownCh:
+		return ErrSessionShutdown
+	case <-timer.C:
+		return ErrConnectionWriteTimeout
+	}
+}
+
+// Postern: writeControl writes one control frame for the send loop.
+func (s *Session) writeControl(hdr header) error {
+	if _, err := s.conn.Write(hdr); err != nil {
+		s.logger.Printf("[ERR] yamux: Failed to write header: %v", err)
+		return err
+	}
+	return nil
 }

@@ -57,6 +57,13 @@ type Stream struct {
 	// closeTimer is set with stateLock held to honor the StreamCloseTimeout
 	// setting on Session.
 	closeTimer *time.Timer
+
+	// Postern: admitted is set by Admit (see Config.AdmitStreams); held is
+	// what recvBuf counts against Config.Buffer; discard drops whatever
+	// the peer sends (see Discard). All three are guarded by recvLock.
+	admitted bool
+	held     int64
+	discard  bool
 }
 
 // newStream is used to construct a new stream within
@@ -126,6 +133,7 @@ START:
 
 	// Read any bytes
 	n, _ = s.recvBuf.Read(b)
+	s.release(int64(n)) // Postern
 	s.recvLock.Unlock()
 
 	// Send a window update potentially
@@ -264,7 +272,11 @@ func (s *Stream) sendFlags() uint16 {
 
 // sendWindowUpdate potentially sends a window update enabling
 // further writes to take place. Must be invoked with the lock.
-func (s *Stream) sendWindowUpdate() error {
+func (s *Stream) sendWindowUpdate() error { return s.updateWindow(false) }
+
+// Postern: updateWindow is sendWindowUpdate; with control set, the update
+// is queued ahead of stream data and not waited for (AcceptStream's ACK).
+func (s *Stream) updateWindow(control bool) error {
 	s.controlHdrLock.Lock()
 	defer s.controlHdrLock.Unlock()
 
@@ -272,10 +284,17 @@ func (s *Stream) sendWindowUpdate() error {
 	max := s.session.config.MaxStreamWindowSize
 	var bufLen uint32
 	s.recvLock.Lock()
+	// Postern: a stream not yet admitted keeps the initial window.
+	if s.session.config.AdmitStreams && !s.admitted {
+		max = initialStreamWindow
+	}
 	if s.recvBuf != nil {
 		bufLen = uint32(s.recvBuf.Len())
 	}
 	delta := (max - bufLen) - s.recvWindow
+	if s.discard {
+		delta = 0 // Postern: no more credit for data nobody reads
+	}
 
 	// Determine the flags if any
 	flags := s.sendFlags()
@@ -289,6 +308,14 @@ func (s *Stream) sendWindowUpdate() error {
 	// Update our window
 	s.recvWindow += delta
 	s.recvLock.Unlock()
+
+	// Postern: an ACK is queued ahead of stream data and not waited for,
+	// so accepting a stream stays quick however busy the link is.
+	if control {
+		hdr := header(make([]byte, headerSize))
+		hdr.encode(typeWindowUpdate, flags, s.id, delta)
+		return s.session.sendControl(hdr)
+	}
 
 	// Send the header
 	s.controlHdr.encode(typeWindowUpdate, flags, s.id, delta)
@@ -498,6 +525,22 @@ func (s *Stream) readData(hdr header, flags uint16, conn io.Reader) error {
 		return ErrRecvWindowExceeded
 	}
 
+	// Postern: data nobody will read is dropped, and data over the
+	// buffer budget resets its stream instead of growing the buffer.
+	if s.discard || !s.session.config.Buffer.take(int64(length)) {
+		over := !s.discard
+		s.recvWindow -= length
+		s.recvLock.Unlock()
+		if _, err := io.Copy(io.Discard, conn); err != nil {
+			return err
+		}
+		if over {
+			s.session.logger.Printf("[WARN] yamux: receive buffer budget exhausted, resetting stream %d", s.id)
+			s.Reset()
+		}
+		return nil
+	}
+
 	if s.recvBuf == nil {
 		// Allocate the receive buffer just-in-time to fit the full data frame.
 		// This way we can read in the whole packet without further allocations.
@@ -506,12 +549,16 @@ func (s *Stream) readData(hdr header, flags uint16, conn io.Reader) error {
 	copiedLength, err := io.Copy(s.recvBuf, conn)
 	if err != nil {
 		s.session.logger.Printf("[ERR] yamux: Failed to read stream data: %v", err)
+		s.session.config.Buffer.give(int64(length)) // Postern
 		s.recvLock.Unlock()
 		return err
 	}
 
 	// Decrement the receive window
 	s.recvWindow -= uint32(copiedLength)
+	// Postern: the frame's bytes count against the budget while buffered.
+	s.held += copiedLength
+	s.session.config.Buffer.give(int64(length) - copiedLength)
 	s.recvLock.Unlock()
 
 	// Unblock any readers
@@ -553,4 +600,72 @@ func (s *Stream) Shrink() {
 		s.recvBuf = nil
 	}
 	s.recvLock.Unlock()
+}
+
+// Postern: release returns n bytes that left recvBuf to the budget. Must be
+// called with recvLock held.
+func (s *Stream) release(n int64) {
+	if n > s.held {
+		n = s.held
+	}
+	s.held -= n
+	s.session.config.Buffer.give(n)
+}
+
+// Postern: releaseBuffer returns everything the stream holds to the budget
+// when it leaves its session, and drops what the peer sends after that.
+// What is buffered stays readable.
+func (s *Stream) releaseBuffer() {
+	s.recvLock.Lock()
+	s.release(s.held)
+	s.discard = true
+	s.recvLock.Unlock()
+}
+
+// Postern: Admit lets the stream's receive window grow to
+// MaxStreamWindowSize (see Config.AdmitStreams) and sends the update.
+func (s *Stream) Admit() error {
+	s.recvLock.Lock()
+	s.admitted = true
+	s.recvLock.Unlock()
+	if err := s.sendWindowUpdate(); err != nil && err != ErrSessionShutdown {
+		return err
+	}
+	return nil
+}
+
+// Postern: Discard drops what the stream has buffered and everything the
+// peer sends on it from now on, and grants the peer no more window,
+// without ending the stream: for a stream whose answer has been written
+// and that nobody will read again (a refused open request).
+func (s *Stream) Discard() {
+	s.recvLock.Lock()
+	s.discard = true
+	s.release(s.held)
+	s.recvBuf = nil
+	s.recvLock.Unlock()
+}
+
+// Postern: Reset ends the stream at once in both directions (RST, which
+// upstream sends only on timeouts): the peer's reads and writes fail with
+// ErrConnectionReset, what this side has buffered is dropped, and the
+// stream leaves the session now rather than after StreamCloseTimeout.
+func (s *Stream) Reset() error {
+	s.stateLock.Lock()
+	if s.state == streamReset || s.state == streamClosed {
+		s.stateLock.Unlock()
+		return nil
+	}
+	s.state = streamReset
+	if s.closeTimer != nil {
+		s.closeTimer.Stop()
+		s.closeTimer = nil
+	}
+	s.stateLock.Unlock()
+	s.Discard()
+	s.notifyWaiting()
+	s.session.closeStream(s.id)
+	hdr := header(make([]byte, headerSize))
+	hdr.encode(typeWindowUpdate, flagRST, s.id, 0)
+	return s.session.sendControl(hdr)
 }
