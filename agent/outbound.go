@@ -105,7 +105,7 @@ func (f *forward) handle(c net.Conn) (carry func()) {
 	if err != nil {
 		log.Warn(fmt.Sprintf("%s: connection from %s reset: %v", head, c.RemoteAddr(), err))
 		relay.ResetConn(c)
-		st.Close()
+		st.Reset()
 		return nil
 	}
 	openTimeout := a.cfg.Tunnel.OpenTimeout.D()
@@ -119,6 +119,9 @@ func (f *forward) handle(c net.Conn) (carry func()) {
 		if s.Code != wire.StatusOK {
 			return &wire.RefusedError{Status: s}
 		}
+		// The peer said OK: only now may the stream's window grow past
+		// 256 KiB, as on the accepting side.
+		st.Admit()
 		return nil
 	}
 	return func() {

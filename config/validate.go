@@ -79,6 +79,13 @@ func (c *Config) validateTunnel() error {
 	if t.MaxStreams < 0 {
 		return c.errorf(0, "tunnel.max_streams: must be positive")
 	}
+	if t.MaxTunnelsPerPeer < 0 {
+		return c.errorf(0, "tunnel.max_tunnels_per_peer: must be positive")
+	}
+	// A tunnel's budget must hold at least one stream's initial window.
+	if t.MaxTunnelBuffered < MinStreamWindow || t.MaxBuffered < MinStreamWindow {
+		return c.errorf(0, "tunnel.max_buffered and tunnel.max_tunnel_buffered: at least 256KiB (one stream's initial window)")
+	}
 	return nil
 }
 
