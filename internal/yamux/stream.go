@@ -59,7 +59,7 @@ type Stream struct {
 	closeTimer *time.Timer
 
 	// Postern: admitted is set by Admit (see Config.AdmitStreams); held is
-	// what recvBuf counts against Config.Buffer; discard drops whatever
+	// recvBuf's capacity, counted against Config.Buffer; discard drops whatever
 	// the peer sends (see Discard). All three are guarded by recvLock.
 	admitted bool
 	held     int64
@@ -133,7 +133,6 @@ START:
 
 	// Read any bytes
 	n, _ = s.recvBuf.Read(b)
-	s.release(int64(n)) // Postern
 	s.recvLock.Unlock()
 
 	// Send a window update potentially
@@ -525,9 +524,9 @@ func (s *Stream) readData(hdr header, flags uint16, conn io.Reader) error {
 		return ErrRecvWindowExceeded
 	}
 
-	// Postern: data nobody will read is dropped, and data over the
-	// buffer budget resets its stream instead of growing the buffer.
-	if s.discard || !s.session.config.Buffer.take(int64(length)) {
+	// Postern: data nobody will read is dropped, and data the buffer
+	// budget has no room for resets its stream (see reserve).
+	if s.discard || !s.reserve(int(length)) {
 		over := !s.discard
 		s.recvWindow -= length
 		s.recvLock.Unlock()
@@ -541,24 +540,19 @@ func (s *Stream) readData(hdr header, flags uint16, conn io.Reader) error {
 		return nil
 	}
 
-	if s.recvBuf == nil {
-		// Allocate the receive buffer just-in-time to fit the full data frame.
-		// This way we can read in the whole packet without further allocations.
-		s.recvBuf = bytes.NewBuffer(make([]byte, 0, length))
-	}
-	copiedLength, err := io.Copy(s.recvBuf, conn)
+	// Postern: the frame is read straight into the room reserve made
+	// (io.Copy into a bytes.Buffer would grow it past the frame).
+	dst := s.recvBuf.AvailableBuffer()[:length]
+	copied, err := io.ReadFull(conn, dst)
+	s.recvBuf.Write(dst[:copied])
 	if err != nil {
 		s.session.logger.Printf("[ERR] yamux: Failed to read stream data: %v", err)
-		s.session.config.Buffer.give(int64(length)) // Postern
 		s.recvLock.Unlock()
 		return err
 	}
 
 	// Decrement the receive window
-	s.recvWindow -= uint32(copiedLength)
-	// Postern: the frame's bytes count against the budget while buffered.
-	s.held += copiedLength
-	s.session.config.Buffer.give(int64(length) - copiedLength)
+	s.recvWindow -= uint32(copied)
 	s.recvLock.Unlock()
 
 	// Unblock any readers
@@ -598,12 +592,50 @@ func (s *Stream) Shrink() {
 	s.recvLock.Lock()
 	if s.recvBuf != nil && s.recvBuf.Len() == 0 {
 		s.recvBuf = nil
+		s.release(s.held) // Postern
 	}
 	s.recvLock.Unlock()
 }
 
-// Postern: release returns n bytes that left recvBuf to the budget. Must be
+// Postern: reserve makes room in recvBuf for n more bytes. The buffer's
+// whole capacity counts against the budget (held): it grows by doubling,
+// never past the stream's current window, and a new buffer takes only
+// what is unread. It returns false when the budget has no room. Must be
 // called with recvLock held.
+func (s *Stream) reserve(n int) bool {
+	used, old := 0, 0
+	if s.recvBuf != nil {
+		if s.recvBuf.Available() >= n {
+			return true
+		}
+		used, old = s.recvBuf.Len(), s.recvBuf.Cap()
+	}
+	limit := int(s.session.config.MaxStreamWindowSize)
+	if s.session.config.AdmitStreams && !s.admitted {
+		limit = int(initialStreamWindow)
+	}
+	want := 2 * old
+	if want > limit {
+		want = limit
+	}
+	if want < used+n {
+		want = used + n
+	}
+	if !s.session.config.Buffer.take(int64(want)) {
+		return false
+	}
+	buf := make([]byte, used, want)
+	if s.recvBuf != nil {
+		copy(buf, s.recvBuf.Bytes())
+	}
+	s.recvBuf = bytes.NewBuffer(buf)
+	s.release(s.held)
+	s.held = int64(want)
+	return true
+}
+
+// Postern: release returns n bytes of recvBuf's capacity to the budget.
+// Must be called with recvLock held.
 func (s *Stream) release(n int64) {
 	if n > s.held {
 		n = s.held
