@@ -97,12 +97,14 @@ func streamPair(t testing.TB, opener, acceptor *tunnel.Tunnel) (opened, accepted
 			ch <- nil
 			return
 		}
+		s.Admit() // as an agent does once it answered OK
 		ch <- s
 	}()
 	o, err := opener.Open()
 	if err != nil {
 		t.Fatal(err)
 	}
+	o.Admit()
 	select {
 	case a := <-ch:
 		if a == nil {

@@ -605,10 +605,27 @@ func (s *Stream) Shrink() {
 func (s *Stream) reserve(n int) bool {
 	used, old := 0, 0
 	if s.recvBuf != nil {
+		used, old = s.recvBuf.Len(), s.recvBuf.Cap()
+		if used == 0 {
+			s.recvBuf.Reset() // all read: the room at the front is free again
+		}
 		if s.recvBuf.Available() >= n {
 			return true
 		}
-		used, old = s.recvBuf.Len(), s.recvBuf.Cap()
+		if used+n <= old/2 {
+			// Room enough once what is unread moves to the front, which
+			// Grow does in place at this size.
+			s.recvBuf.Grow(n)
+			if c := s.recvBuf.Cap(); c != old {
+				s.session.config.Buffer.give(s.held) // it allocated after all
+				s.held = 0
+				if !s.session.config.Buffer.take(int64(c)) {
+					return false
+				}
+				s.held = int64(c)
+			}
+			return true
+		}
 	}
 	limit := int(s.session.config.MaxStreamWindowSize)
 	if s.session.config.AdmitStreams && !s.admitted {
