@@ -255,7 +255,7 @@ func TestErrors(t *testing.T) {
 		{"size too small", "[tunnel]\nstream_window = \"64KiB\"\n" + validClient,
 			`config FILE: tunnel.stream_window: 65536 bytes is outside 256KiB..1GiB`},
 		{"buffer budget too small", "[tunnel]\nmax_buffered = \"64KiB\"\n" + validClient,
-			`config FILE: tunnel.max_buffered and tunnel.max_tunnel_buffered: at least 256KiB (one stream's initial window)`},
+			`config FILE: tunnel.max_buffered: 65536 bytes is below 256KiB, one stream's initial window`},
 		{"syntax", "name = \n" + validClient,
 			`config FILE:1:8: name: expected value but found '\n' instead`},
 
