@@ -13,7 +13,7 @@ import (
 )
 
 // tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+func tcpPair(t testing.TB) (*net.TCPConn, *net.TCPConn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -38,7 +38,7 @@ func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
 }
 
 // tunnelPair returns both ends of a tunnel over loopback TCP.
-func tunnelPair(t *testing.T, opts Options) (client, server *Tunnel) {
+func tunnelPair(t testing.TB, opts Options) (client, server *Tunnel) {
 	c, s := tcpPair(t)
 	client, err := New(c, true, opts)
 	if err != nil {
