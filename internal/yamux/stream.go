@@ -140,6 +140,11 @@ START:
 	if err == ErrSessionShutdown {
 		err = nil
 	}
+	// Postern: an update that cannot be sent does not fail a read that
+	// returned data: the session is ending, and the next read says so.
+	if n > 0 {
+		err = nil
+	}
 	return n, err
 
 WAIT:
@@ -433,17 +438,18 @@ func (s *Stream) forceClose() {
 // based on set flags, if any. Lock must be held
 func (s *Stream) processFlags(flags uint16) error {
 	s.stateLock.Lock()
-	defer s.stateLock.Unlock()
 
 	// Close the stream without holding the state lock
+	// (Postern: upstream's defers ran closeStream with it held; closeStream
+	// now takes recvLock, which a reader holds while it takes stateLock).
 	closeStream := false
 	defer func() {
+		if closeStream && s.closeTimer != nil {
+			// Stop our close timeout timer since we gracefully closed
+			s.closeTimer.Stop()
+		}
+		s.stateLock.Unlock()
 		if closeStream {
-			if s.closeTimer != nil {
-				// Stop our close timeout timer since we gracefully closed
-				s.closeTimer.Stop()
-			}
-
 			s.session.closeStream(s.id)
 		}
 	}()
