@@ -81,7 +81,11 @@ func slowTransfer(t *testing.T, size, rate int) (sum [32]byte, n int64, err erro
 		t.Fatal(err)
 	}
 	cst.Admit()
-	sst := <-opened
+	var sst *Stream
+	select {
+	case sst = <-opened:
+	case <-ctx.Done():
+	}
 	if sst == nil {
 		t.Fatal("no stream accepted")
 	}
@@ -96,6 +100,7 @@ func slowTransfer(t *testing.T, size, rate int) (sum [32]byte, n int64, err erro
 		io.Copy(io.Discard, senderApp)
 	}()
 	readerApp.CloseWrite()
+	readerApp.SetReadDeadline(time.Now().Add(90 * time.Second)) // a hang fails, not waits
 
 	h := sha256.New()
 	buf := make([]byte, 64<<10)
