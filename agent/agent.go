@@ -6,6 +6,7 @@ package agent
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -378,6 +379,13 @@ func (a *Agent) acceptedTunnel(t *tunnel.Tunnel) {
 		t.Close()
 		return
 	}
+	if n := a.tunnelsOf(t.Peer); n >= a.cfg.Tunnel.MaxTunnelsPerPeer && t.Peer != nil {
+		a.mu.Unlock()
+		a.log.Warn("tunnel refused: too many tunnels from this peer", "peer", identity.Describe(t.Peer),
+			"peer_addr", t.RemoteAddr().String(), "tunnels", n, "max_tunnels_per_peer", a.cfg.Tunnel.MaxTunnelsPerPeer)
+		t.CloseFor("too many tunnels from this peer (max_tunnels_per_peer)")
+		return
+	}
 	a.tunnels[t] = struct{}{}
 	a.tunnelsChanged.Notify()
 	a.mu.Unlock()
@@ -394,6 +402,22 @@ func (a *Agent) acceptedTunnel(t *tunnel.Tunnel) {
 // errShutdownDeadline cuts the streams still open when shutdown_timeout
 // has passed.
 var errShutdownDeadline = errors.New("agent stopping: transfer cut at the shutdown deadline (shutdown_timeout)")
+
+// tunnelsOf counts the accepted tunnels of the peer whose certificate
+// has the same names as peer (max_tunnels_per_peer). Call with a.mu held.
+func (a *Agent) tunnelsOf(peer *x509.Certificate) int {
+	if peer == nil {
+		return 0
+	}
+	who := identity.Describe(peer)
+	n := 0
+	for t := range a.tunnels {
+		if t.Peer != nil && identity.Describe(t.Peer) == who {
+			n++
+		}
+	}
+	return n
+}
 
 // errDraining is the reason given to peers while the agent stops.
 var errDraining = errors.New("agent is shutting down")

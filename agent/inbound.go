@@ -9,8 +9,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/postern-tunnel/postern/identity"
@@ -55,58 +53,42 @@ func (s *service) dial(ctx context.Context, dial func(context.Context, string, s
 	return c, nil
 }
 
-// acceptors is how many goroutines accept streams on one tunnel at once.
-// yamux's AcceptStream sends the stream's ACK through the tunnel's send
-// queue, behind the data of every busy stream; one acceptor alone would make
-// opens wait in line under load until the peer's open timeout kills the
-// tunnel.
-const acceptors = 16
-
-// serveTunnel accepts the peer's streams until the tunnel ends. Each
-// stream is handled on its own goroutine, so accepting never waits for a
-// stream's work.
+// serveTunnel accepts the peer's streams until the tunnel ends, and ends
+// the tunnel when it can accept no more: a tunnel either accepts or is
+// closed. One acceptor is enough: accepting queues the stream's ACK ahead
+// of stream data without waiting for it, and each stream is handled on
+// its own goroutine, so accepting never waits for a stream's work.
 func (a *Agent) serveTunnel(t *tunnel.Tunnel) {
-	var open atomic.Int64
-	var wg sync.WaitGroup
-	for range acceptors {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				st, err := t.Accept()
-				if err != nil {
-					return
-				}
-				n := open.Add(1)
-				a.streams.Add()
-				done := func() {
-					open.Add(-1)
-					a.streams.Done()
-				}
-				go func() {
-					carry := a.handleStream(t, st, n)
-					if carry == nil {
-						done()
-						return
-					}
-					// A fresh goroutine carries the stream from here: setting
-					// it up (dialing, logging) grew this one's stack, which a
-					// connection held open for hours would otherwise keep.
-					go func() {
-						defer done()
-						carry()
-					}()
-				}()
+	for {
+		st, err := t.Accept()
+		if err != nil {
+			if !t.Closed() {
+				t.CloseFor(fmt.Sprintf("accept stream: %v", err))
 			}
+			return
+		}
+		a.streams.Add()
+		go func() {
+			carry := a.handleStream(t, st)
+			if carry == nil {
+				a.streams.Done()
+				return
+			}
+			// A fresh goroutine carries the stream from here: setting
+			// it up (dialing, logging) grew this one's stack, which a
+			// connection held open for hours would otherwise keep.
+			go func() {
+				defer a.streams.Done()
+				carry()
+			}()
 		}()
 	}
-	wg.Wait()
 }
 
 // handleStream answers one open request and connects the stream's service
 // target. It returns the relay to run, or nil when the stream was refused
 // or failed.
-func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream, open int64) (carry func()) {
+func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream) (carry func()) {
 	who := identity.Describe(t.Peer)
 	log := a.log.With("stream", st.ID(), "peer_addr", t.RemoteAddr().String(), "peer", who)
 	st.SetReadDeadline(time.Now().Add(a.cfg.Tunnel.OpenTimeout.D()))
@@ -118,7 +100,7 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream, open int64) (c
 			a.refuse(st, wire.StatusProtocolError, "malformed open request")
 		} else {
 			log.Debug("stream closed before its open request", "err", err)
-			st.Close()
+			st.Reset()
 		}
 		return nil
 	}
@@ -128,12 +110,15 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream, open int64) (c
 		log = log.With("service", req.Service)
 	}
 	svc := a.services[req.Service]
+	// Every stream the tunnel holds counts, this one included, until both
+	// ends closed it: refused streams whose opener never closes them too.
+	open := t.Streams()
 	switch {
 	case a.draining.Load():
 		a.refuse(st, wire.StatusOverloaded, errDraining.Error())
 		log.Info("stream refused", "reason", "agent is shutting down")
 		return nil
-	case a.tun.MaxStreams > 0 && open > int64(a.tun.MaxStreams):
+	case a.tun.MaxStreams > 0 && open > a.tun.MaxStreams:
 		a.refuse(st, wire.StatusOverloaded, "too many streams on this tunnel")
 		log.Warn("stream refused", "reason", "too many streams open on this tunnel (max_streams)",
 			"open", open-1, "max_streams", a.tun.MaxStreams)
@@ -159,9 +144,11 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream, open int64) (c
 	}
 	if _, err := st.Write(wire.AppendStatus(nil, wire.Status{Code: wire.StatusOK})); err != nil {
 		target.Close()
-		st.Close()
+		st.Reset()
 		return nil
 	}
+	// Answered OK: only now may the stream's window grow past 256 KiB.
+	st.Admit()
 	log.Debug("stream connected to its target")
 	return func() {
 		stats, err := relay.Stream(a.relayCtx, target, st, nil)
@@ -174,6 +161,8 @@ func (a *Agent) refuse(st *tunnel.Stream, code wire.Code, reason string) {
 	st.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	st.Write(wire.AppendStatus(nil, wire.Status{Code: code, Reason: reason}))
 	st.Close()
+	// The opener may still read the answer, but nothing it sends is kept.
+	st.Discard()
 }
 
 // allowAttr is a service's allow list as a log value: a JSON array in JSON

@@ -104,7 +104,7 @@ func (f *forward) handle(c net.Conn) (carry func()) {
 	if err != nil {
 		log.Warn("connection reset: cannot send the open request", "err", err)
 		relay.ResetConn(c)
-		st.Close()
+		st.Reset()
 		return nil
 	}
 	openTimeout := a.cfg.Tunnel.OpenTimeout.D()
@@ -118,6 +118,9 @@ func (f *forward) handle(c net.Conn) (carry func()) {
 		if s.Code != wire.StatusOK {
 			return &wire.RefusedError{Status: s}
 		}
+		// The peer said OK: only now may the stream's window grow past
+		// 256 KiB, as on the accepting side.
+		st.Admit()
 		return nil
 	}
 	return func() {

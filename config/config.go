@@ -63,11 +63,15 @@ type TLS struct {
 
 // Tunnel tunes the multiplexed session and the per-stream protocol.
 type Tunnel struct {
-	StreamWindow      Size     `toml:"stream_window"`      // per-stream receive window
-	KeepaliveInterval Duration `toml:"keepalive_interval"` // ping period
-	KeepaliveTimeout  Duration `toml:"keepalive_timeout"`  // ping/write deadline before the tunnel is declared dead
-	OpenTimeout       Duration `toml:"open_timeout"`       // wait for the peer's answer to an open request
-	MaxStreams        int      `toml:"max_streams"`        // streams a peer may have open on one tunnel
+	StreamWindow      Size     `toml:"stream_window"`        // per-stream receive window
+	KeepaliveInterval Duration `toml:"keepalive_interval"`   // ping period
+	KeepaliveTimeout  Duration `toml:"keepalive_timeout"`    // time for a ping answer before the tunnel is declared dead
+	OpenTimeout       Duration `toml:"open_timeout"`         // wait for the peer's answer to an open request
+	MaxStreams        int      `toml:"max_streams"`          // streams a peer may have open on one tunnel
+	WriteTimeout      Duration `toml:"write_timeout"`        // how long a queued write may wait on a slow, full link
+	MaxBuffered       Size     `toml:"max_buffered"`         // received, unread bytes of every stream of every tunnel
+	MaxTunnelBuffered Size     `toml:"max_tunnel_buffered"`  // received, unread bytes of one tunnel's streams
+	MaxTunnelsPerPeer int      `toml:"max_tunnels_per_peer"` // tunnels one peer certificate may hold open at once
 }
 
 // Server is a listener for tunnels.
@@ -169,6 +173,10 @@ const (
 	DefaultKeepaliveTimeout  = 10 * time.Second
 	DefaultOpenTimeout       = 10 * time.Second
 	DefaultMaxStreams        = 16384
+	DefaultWriteTimeout      = 60 * time.Second
+	DefaultMaxBuffered       = 1 << 30
+	DefaultMaxTunnelBuffered = 256 << 20
+	DefaultMaxTunnelsPerPeer = 8
 	DefaultHandshakeTimeout  = 10 * time.Second
 	DefaultMaxHandshakes     = 128
 	DefaultDialTimeout       = 10 * time.Second
@@ -352,6 +360,16 @@ func (c *Config) SetDefaults() {
 	setDur(&t.OpenTimeout, DefaultOpenTimeout)
 	if t.MaxStreams == 0 {
 		t.MaxStreams = DefaultMaxStreams
+	}
+	setDur(&t.WriteTimeout, DefaultWriteTimeout)
+	if t.MaxBuffered == 0 {
+		t.MaxBuffered = DefaultMaxBuffered
+	}
+	if t.MaxTunnelBuffered == 0 {
+		t.MaxTunnelBuffered = DefaultMaxTunnelBuffered
+	}
+	if t.MaxTunnelsPerPeer == 0 {
+		t.MaxTunnelsPerPeer = DefaultMaxTunnelsPerPeer
 	}
 	for i := range c.Servers {
 		s := &c.Servers[i]

@@ -92,6 +92,16 @@ func (c *Config) validateTunnel() error {
 	if t.MaxStreams < 0 {
 		return c.errorf(0, "tunnel.max_streams: must be positive")
 	}
+	if t.MaxTunnelsPerPeer < 0 {
+		return c.errorf(0, "tunnel.max_tunnels_per_peer: must be positive")
+	}
+	// A budget must hold at least one stream's initial window.
+	if t.MaxBuffered < MinStreamWindow {
+		return c.errorf(0, "tunnel.max_buffered: %d bytes is below 256KiB, one stream's initial window", t.MaxBuffered)
+	}
+	if t.MaxTunnelBuffered < MinStreamWindow {
+		return c.errorf(0, "tunnel.max_tunnel_buffered: %d bytes is below 256KiB, one stream's initial window", t.MaxTunnelBuffered)
+	}
 	return nil
 }
 

@@ -208,8 +208,14 @@ func (r *relay) exit() {
 			reason = failure.abort.Err.Error()
 		}
 		r.stream.Write(wire.AppendAbort(nil, failure.abort.Code, reason))
+		// The peer reads the ABORT and closes its end, which ends the
+		// stream (a reset now could overtake the ABORT's reason).
+		r.stream.Close()
+	} else {
+		// The peer knows already, or cannot be told: drop the stream and
+		// what it buffered at once.
+		resetStream(r.stream)
 	}
-	r.stream.Close()
 	r.result <- failure.abort
 }
 
@@ -358,6 +364,16 @@ func (r *relay) lostAbort(dir, peerWords string) *AbortError {
 func tunnelLost(c net.Conn) bool {
 	s, ok := c.(interface{ TunnelLost() bool })
 	return ok && s.TunnelLost()
+}
+
+// resetStream resets a tunnel stream (tunnel.Stream) at once, or closes
+// any other stream.
+func resetStream(c net.Conn) {
+	if s, ok := c.(interface{ Reset() error }); ok {
+		s.Reset()
+		return
+	}
+	c.Close()
 }
 
 // closeWrite half-closes c (TCP FIN) when it can. An error means the

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -96,12 +97,14 @@ func streamPair(t testing.TB, opener, acceptor *tunnel.Tunnel) (opened, accepted
 			ch <- nil
 			return
 		}
+		s.Admit() // as an agent does once it answered OK
 		ch <- s
 	}()
 	o, err := opener.Open()
 	if err != nil {
 		t.Fatal(err)
 	}
+	o.Admit()
 	select {
 	case a := <-ch:
 		if a == nil {
@@ -588,10 +591,11 @@ func TestRelayBeforeFails(t *testing.T) {
 		if !errors.Is(r.err, refused) {
 			t.Errorf("Relay returned %v, want it to wrap the hook's error", r.err)
 		}
-		// The peer sees the stream end without CLOSE_WRITE.
+		// The peer, which refused, sees the stream reset: it is gone on
+		// both sides at once, holding no buffer.
 		l.right.stream.SetReadDeadline(time.Now().Add(testWait))
-		if _, err := io.ReadAll(l.right.stream); err != nil {
-			t.Errorf("peer read: %v, want EOF", err)
+		if _, err := io.ReadAll(l.right.stream); err == nil || !strings.Contains(err.Error(), "reset") {
+			t.Errorf("peer read: %v, want a reset", err)
 		}
 	})
 }

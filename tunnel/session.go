@@ -25,8 +25,11 @@ import (
 type Options struct {
 	StreamWindow      uint32        // per-stream receive window, bytes
 	KeepaliveInterval time.Duration // ping period
-	KeepaliveTimeout  time.Duration // write and ping deadline before the tunnel is declared dead
+	KeepaliveTimeout  time.Duration // time for a ping's answer before the tunnel is declared dead
 	MaxStreams        int           // streams the peer may have open at once
+	WriteTimeout      time.Duration // how long a queued write may wait on a slow, full link
+	TunnelBuffer      int64         // received, unread bytes one tunnel may hold (0: no bound)
+	Buffer            *Budget       // shared by every tunnel made with these options (nil: no bound)
 }
 
 // OptionsOf takes a tunnel's settings from the config's [tunnel] section.
@@ -36,8 +39,30 @@ func OptionsOf(c config.Tunnel) Options {
 		KeepaliveInterval: c.KeepaliveInterval.D(),
 		KeepaliveTimeout:  c.KeepaliveTimeout.D(),
 		MaxStreams:        c.MaxStreams,
+		WriteTimeout:      c.WriteTimeout.D(),
+		TunnelBuffer:      int64(c.MaxTunnelBuffered),
+		Buffer:            NewBudget(int64(c.MaxBuffered)),
 	}
 }
+
+// Budget bounds the bytes that the streams of several tunnels hold
+// received and not yet read (an agent's [tunnel] max_buffered). A data
+// frame that would exceed it resets its stream instead of being buffered.
+type Budget struct{ b *yamux.Budget }
+
+// NewBudget returns a budget of limit bytes.
+func NewBudget(limit int64) *Budget { return &Budget{b: yamux.NewBudget(limit, nil)} }
+
+// Used is the number of bytes held under the budget now.
+func (b *Budget) Used() int64 { return b.b.Used() }
+
+// streamCloseTimeout is how long a stream this side closed waits for the
+// peer's close before the multiplexer resets it: 0, never. Postern's own
+// protocol (CLOSE_WRITE, ABORT) decides when a stream ends, and a stream
+// this side closed stays counted in max_streams until the peer closes it
+// too, so a slow reader receives a complete transfer however long it
+// takes. Tests set it to show what a timer would cut.
+var streamCloseTimeout time.Duration
 
 func (o Options) yamuxConfig() *yamux.Config {
 	c := yamux.DefaultConfig()
@@ -45,14 +70,22 @@ func (o Options) yamuxConfig() *yamux.Config {
 	c.MaxStreamWindowSize = max(o.StreamWindow, 256<<10)
 	c.EnableKeepAlive = true
 	c.KeepAliveInterval = o.KeepaliveInterval
-	c.ConnectionWriteTimeout = o.KeepaliveTimeout
+	// A ping waits keepalive_timeout for its answer (pings and answers go
+	// ahead of stream data); any other queued write may wait write_timeout
+	// on a slow, full link before the tunnel is declared dead.
+	c.KeepAliveTimeout = o.KeepaliveTimeout
+	c.ConnectionWriteTimeout = max(o.WriteTimeout, o.KeepaliveTimeout)
+	// A stream's window grows past 256 KiB only once it is admitted: the
+	// open request was answered OK (see Stream.Admit).
+	c.AdmitStreams = true
 	// The accept loop never blocks (each stream is handed to its own
-	// goroutine), so a generous backlog only absorbs bursts.
+	// goroutine), so a generous backlog only absorbs bursts; every stream
+	// waiting in it counts against the tunnel's buffer budget.
 	c.AcceptBacklog = 1024
 	// Opening a stream waits for the peer's ACK; a peer that never answers
 	// is a dead tunnel.
 	c.StreamOpenTimeout = 30 * time.Second
-	c.StreamCloseTimeout = 60 * time.Second
+	c.StreamCloseTimeout = streamCloseTimeout
 	return c
 }
 
@@ -77,6 +110,7 @@ type Tunnel struct {
 	Chains [][]*x509.Certificate
 
 	sess        *yamux.Session
+	buffer      *yamux.Budget // this tunnel's share of opts.Buffer
 	conn        *tunnelConn
 	ylog        *yamuxLog
 	closeReason atomic.Pointer[string]
@@ -94,6 +128,17 @@ func New(conn net.Conn, isClient bool, opts Options) (*Tunnel, error) {
 		}
 	}
 	cfg := opts.yamuxConfig()
+	if opts.TunnelBuffer > 0 || opts.Buffer != nil {
+		var parent *yamux.Budget
+		if opts.Buffer != nil {
+			parent = opts.Buffer.b
+		}
+		limit := opts.TunnelBuffer
+		if limit <= 0 {
+			limit = 1<<63 - 1
+		}
+		cfg.Buffer = yamux.NewBudget(limit, parent)
+	}
 	ylog := &yamuxLog{}
 	cfg.LogOutput = ylog
 	var (
@@ -108,7 +153,7 @@ func New(conn net.Conn, isClient bool, opts Options) (*Tunnel, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Tunnel{sess: sess, conn: tc, ylog: ylog}
+	t := &Tunnel{sess: sess, buffer: cfg.Buffer, conn: tc, ylog: ylog}
 	cs := t.ConnectionState()
 	if len(cs.PeerCertificates) > 0 {
 		t.Peer = cs.PeerCertificates[0]
@@ -156,7 +201,12 @@ func (t *Tunnel) Retire() {
 // called, or the peer refused a stream because it retired the tunnel.
 func (t *Tunnel) Retiring() bool { return t.retiring.Load() }
 
-// Streams is the number of streams open on the tunnel.
+// Buffered is the number of bytes the tunnel's streams hold received and
+// not yet read.
+func (t *Tunnel) Buffered() int64 { return t.buffer.Used() }
+
+// Streams is the number of streams open on the tunnel, in either
+// direction, until both ends have closed them (or one reset them).
 func (t *Tunnel) Streams() int { return t.sess.NumStreams() }
 
 // Closed reports whether the tunnel has ended.

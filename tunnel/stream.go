@@ -25,6 +25,21 @@ func (s *Stream) SetDeadline(t time.Time) error      { return s.st.SetDeadline(t
 func (s *Stream) SetReadDeadline(t time.Time) error  { return s.st.SetReadDeadline(t) }
 func (s *Stream) SetWriteDeadline(t time.Time) error { return s.st.SetWriteDeadline(t) }
 
+// Admit lets the stream's receive window grow from 256 KiB to the
+// configured stream_window. The acceptor admits a stream once it answered
+// the open request OK, the opener once it read that OK: until then a peer
+// can make this side buffer no more than 256 KiB for the stream.
+func (s *Stream) Admit() error { return s.st.Admit() }
+
+// Reset ends the stream at once in both directions: the peer reads a
+// reset (never a clean end), and what this side buffered is dropped.
+func (s *Stream) Reset() error { return s.st.Reset() }
+
+// Discard drops what the stream has buffered and all the peer sends on it
+// from now on, without ending it: for a refused stream whose answer has
+// been written, so the peer can still read that answer.
+func (s *Stream) Discard() { s.st.Discard() }
+
 // ID is the stream's number on its tunnel, for logs.
 func (s *Stream) ID() uint32 { return s.st.StreamID() }
 

@@ -1,0 +1,138 @@
+package yamux
+
+// Postern: tests of the changes Postern made (Admit, Reset, Discard,
+// Budget, control frames ahead of data).
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func posternPair(t *testing.T, server *Config) (*Session, *Session) {
+	t.Helper()
+	c, s := testConnTLS(t)
+	client := testConfNoKeepAlive()
+	client.MaxStreamWindowSize = 4 << 20
+	client.ConnectionWriteTimeout = 5 * time.Second
+	server.ConnectionWriteTimeout = 5 * time.Second
+	return testClientServerConfig(t, c, s, client, server)
+}
+
+func openAccept(t *testing.T, client, server *Session) (*Stream, *Stream) {
+	t.Helper()
+	c, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte{1})
+	s, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := make([]byte, 1)
+	if _, err := io.ReadFull(s, one); err != nil {
+		t.Fatal(err)
+	}
+	return c, s
+}
+
+// waitSendWindow waits until the opener's send window reaches want.
+func waitSendWindow(t *testing.T, st *Stream, want uint32) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for st.sendWindowNow() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("send window %d, want %d", st.sendWindowNow(), want)
+		}
+		select {
+		case <-st.sendNotifyCh:
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Stream) sendWindowNow() uint32 { return atomic.LoadUint32(&s.sendWindow) }
+
+func TestAdmitGrowsWindowOnlyWhenAdmitted(t *testing.T) {
+	conf := testConfNoKeepAlive()
+	conf.MaxStreamWindowSize = 4 << 20
+	conf.AdmitStreams = true
+	client, server := posternPair(t, conf)
+	c, s := openAccept(t, client, server)
+	// One byte was read: without admission the window stays at 256 KiB
+	// (less the byte, which the reader has not yet given back).
+	if w := c.sendWindowNow(); w > initialStreamWindow {
+		t.Fatalf("unadmitted stream: peer's send window %d, want at most %d", w, initialStreamWindow)
+	}
+	if err := s.Admit(); err != nil {
+		t.Fatal(err)
+	}
+	waitSendWindow(t, c, 4<<20)
+}
+
+func TestResetIsSeenAsResetAndFreesTheStream(t *testing.T) {
+	conf := testConfNoKeepAlive()
+	client, server := posternPair(t, conf)
+	c, s := openAccept(t, client, server)
+	c.Write(bytes.Repeat([]byte("x"), 64<<10)) // buffered, unread
+	if err := s.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	if n := server.NumStreams(); n != 0 {
+		t.Errorf("server holds %d streams after Reset, want 0", n)
+	}
+	if _, err := s.Read(make([]byte, 1)); !errors.Is(err, ErrConnectionReset) {
+		t.Errorf("local read after Reset: %v, want ErrConnectionReset", err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, ErrConnectionReset) {
+		t.Errorf("peer read after Reset: %v, want ErrConnectionReset", err)
+	}
+}
+
+func TestBudgetResetsStreamOverIt(t *testing.T) {
+	conf := testConfNoKeepAlive()
+	conf.MaxStreamWindowSize = 4 << 20
+	conf.AdmitStreams = true
+	conf.Buffer = NewBudget(1<<20, NewBudget(8<<20, nil))
+	client, server := posternPair(t, conf)
+	c, s := openAccept(t, client, server)
+	s.Admit()
+	waitSendWindow(t, c, 4<<20)
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	c.Write(bytes.Repeat([]byte("x"), 2<<20)) // nobody reads: over the budget
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, ErrConnectionReset) {
+		t.Fatalf("writer's read: %v, want ErrConnectionReset (stream over budget)", err)
+	}
+	if u := conf.Buffer.Used(); u != 0 {
+		t.Errorf("budget holds %d bytes after the reset, want 0", u)
+	}
+	if u := conf.Buffer.parent.Used(); u != 0 {
+		t.Errorf("parent budget holds %d bytes after the reset, want 0", u)
+	}
+}
+
+func TestDiscardKeepsAnswerDropsData(t *testing.T) {
+	conf := testConfNoKeepAlive()
+	conf.Buffer = NewBudget(8<<20, nil)
+	client, server := posternPair(t, conf)
+	c, s := openAccept(t, client, server)
+	s.Write([]byte("no"))
+	s.Close()
+	s.Discard()
+	c.SetWriteDeadline(time.Now().Add(time.Second))
+	c.Write(bytes.Repeat([]byte("x"), 128<<10))
+	if u := conf.Buffer.Used(); u != 0 {
+		t.Errorf("discarded stream holds %d bytes, want 0", u)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "no" {
+		t.Errorf("opener read %q, %v; want the answer \"no\" and EOF", got, err)
+	}
+}
