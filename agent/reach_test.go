@@ -393,3 +393,75 @@ func TestRoundRobin(t *testing.T) {
 		t.Fatalf("answered by %q while the first connection is held by %q; want one of each hub", second, got)
 	}
 }
+
+// TestReverseForwardAcrossRenewal: while the site renews its tunnel every
+// second (max_tunnel_lifetime) and one long stream keeps each old tunnel
+// alive, six clients connecting over and over through the hub's reverse
+// forward are never reset: new streams only go to tunnels that take them.
+func TestReverseForwardAcrossRenewal(t *testing.T) {
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, testnet.Echo)
+	hub := start(t, dir, "hub", reverseHubTOML(p))
+	fwd := hub.ForwardAddrs()[0]
+	site := start(t, dir, "site", strings.Replace(reverseSiteTOML(p, hub.ServerAddrs()[0].String(), ln.Addr().String(), "dns:hub.test"),
+		"[[client]]\n", "[[client]]\nmax_tunnel_lifetime = \"1s\"\n", 1))
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
+
+	// A long stream pins the first tunnel: it stays up, retiring, for the
+	// whole test.
+	long := testnet.Dial(t, fwd.String())
+	if _, err := long.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(long, make([]byte, 4)); err != nil {
+		t.Fatalf("long stream: %v", err)
+	}
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var ok int
+	var failures []string
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				msg := fmt.Sprintf("client %d message %d", i, n)
+				got, err := echoOnce(t, fwd, msg)
+				mu.Lock()
+				if err != nil || got != msg {
+					failures = append(failures, fmt.Sprintf("%s: got %q, %v", msg, got, err))
+				} else {
+					ok++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	// Three renewals under load, bounded in time.
+	deadline := time.Now().Add(30 * time.Second)
+	for strings.Count(site.log.String(), "renewed after max_tunnel_lifetime") < 3 {
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	if n := strings.Count(site.log.String(), "renewed after max_tunnel_lifetime"); n < 3 {
+		t.Fatalf("%d renewals in 30s, want 3", n)
+	}
+	if len(failures) > 0 {
+		t.Fatalf("%d of %d connections failed across renewals, first: %s", len(failures), len(failures)+ok, failures[0])
+	}
+	t.Logf("%d connections across 3 renewals, none reset", ok)
+	long.Close()
+}

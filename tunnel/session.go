@@ -78,6 +78,10 @@ func (o Options) yamuxConfig() *yamux.Config {
 	// A stream's window grows past 256 KiB only once it is admitted: the
 	// open request was answered OK (see Stream.Admit).
 	c.AdmitStreams = true
+	// Retire sends GoAway; a stream the peer opened before it saw it is
+	// still served, not reset (the retiring tunnel closes once its streams
+	// have ended).
+	c.AcceptAfterGoAway = true
 	// The accept loop never blocks (each stream is handed to its own
 	// goroutine), so a generous backlog only absorbs bursts; every stream
 	// waiting in it counts against the tunnel's buffer budget.

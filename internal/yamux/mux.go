@@ -58,6 +58,14 @@ type Config struct {
 	// window updates later.
 	AdmitStreams bool
 
+	// Postern: AcceptAfterGoAway keeps accepting the streams the peer opens
+	// after this side sent GoAway. Such a stream was opened before the
+	// peer saw the GoAway (the two cross on the wire): upstream resets it,
+	// which cuts a connection the peer had no way to place elsewhere. With
+	// this set, GoAway only asks the peer to open no more; the wire
+	// protocol is unchanged.
+	AcceptAfterGoAway bool
+
 	// Postern: Buffer, when not nil, bounds the bytes this session's streams
 	// hold received and not yet read (see Budget).
 	Buffer *Budget

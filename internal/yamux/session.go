@@ -702,8 +702,9 @@ func (s *Session) handleGoAway(hdr header) error {
 
 // incomingStream is used to create a new incoming stream
 func (s *Session) incomingStream(id uint32) error {
-	// Reject immediately if we are doing a go away
-	if atomic.LoadInt32(&s.localGoAway) == 1 {
+	// Reject immediately if we are doing a go away (Postern: unless the
+	// config accepts the streams that crossed our GoAway)
+	if atomic.LoadInt32(&s.localGoAway) == 1 && !s.config.AcceptAfterGoAway {
 		hdr := header(make([]byte, headerSize))
 		hdr.encode(typeWindowUpdate, flagRST, id, 0)
 		return s.sendNoWait(hdr)
