@@ -63,6 +63,10 @@ type Agent struct {
 	tunnelsChanged tunnel.Changes              // wakes reverse forwards waiting for a peer
 
 	certs certWatch // certificate reload, revocation and expiry upkeep (reload.go)
+
+	obs     observe      // per-partner metrics and stream totals (access.go)
+	started time.Time    // for status
+	control net.Listener // the local control socket (control.go), or nil
 }
 
 type listenedServer struct {
@@ -89,6 +93,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (_ *Agent, err erro
 		rawClients: map[string]bool{},
 		tunnels:    map[*tunnel.Tunnel]struct{}{},
 		tun:        tunnel.OptionsOf(cfg.Tunnel),
+		started:    time.Now(),
 	}
 	a.relayCtx, a.abortRelays = context.WithCancelCause(context.Background())
 	a.tunnelCtx, a.closeTunnels = context.WithCancel(context.Background())
@@ -97,6 +102,9 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (_ *Agent, err erro
 			a.closeListeners()
 			if a.admin != nil {
 				a.admin.Close()
+			}
+			if a.control != nil {
+				a.control.Close()
 			}
 		}
 	}()
@@ -109,6 +117,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (_ *Agent, err erro
 			return nil, fmt.Errorf("%s: admin listen %s: %w", a.where(0), cfg.Admin.Listen, err)
 		}
 	}
+	a.listenControl()
 	if err := a.buildServices(); err != nil {
 		return nil, err
 	}
@@ -310,6 +319,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			a.serveAdmin(adminCtx)
+		}()
+	}
+	if a.control != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.serveControl(adminCtx)
 		}()
 	}
 	<-ctx.Done()

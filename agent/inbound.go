@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -61,6 +62,7 @@ const acceptors = 16
 // stream is handled on its own goroutine, so accepting never waits for a
 // stream's work.
 func (a *Agent) serveTunnel(t *tunnel.Tunnel) {
+	defer a.tunnelUp(t)()
 	var open atomic.Int64
 	var wg sync.WaitGroup
 	for range acceptors {
@@ -110,7 +112,7 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream, open int64) (c
 	if err != nil {
 		if errors.Is(err, wire.ErrProtocol) {
 			log.Warn("stream refused", "reason", "bad open request", "err", err)
-			a.refuse(st, wire.StatusProtocolError, "malformed open request")
+			a.refuse(st, nil, wire.StatusProtocolError, "malformed open request")
 		} else {
 			log.Debug("stream closed before its open request", "err", err)
 			st.Close()
@@ -123,24 +125,25 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream, open int64) (c
 		log = log.With("service", req.Service)
 	}
 	svc := a.services[req.Service]
+	rec := a.beginStream("service", "service "+a.serviceLabel(req.Service), a.tunnelLabel(t), req.Service, "source", req.Source)
 	switch {
 	case a.draining.Load():
-		a.refuse(st, wire.StatusOverloaded, errDraining.Error())
+		a.refuse(st, rec, wire.StatusOverloaded, errDraining.Error())
 		log.Info("stream refused", "reason", "agent is shutting down")
 		return nil
 	case a.tun.MaxStreams > 0 && open > int64(a.tun.MaxStreams):
-		a.refuse(st, wire.StatusOverloaded, "too many streams on this tunnel")
+		a.refuse(st, rec, wire.StatusOverloaded, "too many streams on this tunnel")
 		log.Warn("stream refused", "reason", "too many streams open on this tunnel (max_streams)",
 			"open", open-1, "max_streams", a.tun.MaxStreams)
 		return nil
 	case svc == nil:
-		a.refuse(st, wire.StatusUnknownService, fmt.Sprintf("unknown service %q", req.Service))
+		a.refuse(st, rec, wire.StatusUnknownService, fmt.Sprintf("unknown service %q", req.Service))
 		log.Warn("stream refused", "reason", "no such service here")
 		return nil
 	}
 	allowed, ok := svc.allow.MatchVerified(t.Chains)
 	if !ok {
-		a.refuse(st, wire.StatusNotAllowed, "not allowed for "+who)
+		a.refuse(st, rec, wire.StatusNotAllowed, "not allowed for "+who)
 		log.Warn("stream refused", "reason", notAllowed(svc.allow), "allow", allowAttr(svc.allow.Strings()), "issuer", verifiedIssuer(t.Chains))
 		return nil
 	}
@@ -148,24 +151,28 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream, open int64) (c
 	target, err := svc.dial(a.relayCtx, a.opts.Dial, proxyOrigin{source: req.Source, dest: req.Destination,
 		peer: t.Peer, allowed: allowed, tlsVersion: t.ConnectionState().Version})
 	if err != nil {
-		a.refuse(st, wire.StatusTargetUnreachable, fmt.Sprintf("service %q: target unreachable", req.Service))
+		a.refuse(st, rec, wire.StatusTargetUnreachable, fmt.Sprintf("service %q: target unreachable", req.Service))
 		log.Warn("stream refused", "reason", "target unreachable", "err", err)
 		return nil
 	}
 	if _, err := st.Write(wire.AppendStatus(nil, wire.Status{Code: wire.StatusOK})); err != nil {
 		target.Close()
 		st.Close()
+		rec.finish("reset", 0, 0, err.Error())
 		return nil
 	}
 	log.Debug("stream connected to its target")
 	return func() {
 		stats, err := relay.Stream(a.relayCtx, target, st, nil)
-		a.logRelayEnd(log, "service", "stream", stats, err)
+		a.logRelayEnd(log, rec, "stream", stats, err)
 	}
 }
 
-func (a *Agent) refuse(st *tunnel.Stream, code wire.Code, reason string) {
+func (a *Agent) refuse(st *tunnel.Stream, rec *streamRecord, code wire.Code, reason string) {
 	a.metrics.countStream("service", 0, 0, nil, true)
+	if rec != nil {
+		rec.refused(reason)
+	}
 	st.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	st.Write(wire.AppendStatus(nil, wire.Status{Code: code, Reason: reason}))
 	st.Close()
@@ -194,19 +201,13 @@ func notAllowed(l identity.List) string {
 	return "identity not in allow: add the peer's identity (postern pki show) to the service's allow to let it in"
 }
 
-// logRelayEnd logs how a relay ended: what ("stream" or "raw TLS
-// connection") closed or was reset. Aborts are normal events for a tunnel
-// (the far end reset, the agent stopped), so they are info, not errors.
-func (a *Agent) logRelayEnd(log interface {
-	Debug(string, ...any)
-	Info(string, ...any)
-}, side, what string, stats relay.Stats, err error) {
-	a.metrics.countStream(side, stats.Sent, stats.Received, err, false)
-	if err == nil {
-		log.Debug(what+" closed", "sent", stats.Sent, "received", stats.Received)
-		return
-	}
-	log.Info(what+" reset", "err", err, "sent", stats.Sent, "received", stats.Received)
+// logRelayEnd counts how a relay ended and writes its access log line:
+// what ("stream" or "raw TLS connection") closed or was reset. Aborts are
+// normal events for a tunnel (the far end reset, the agent stopped), so
+// they are info, not errors.
+func (a *Agent) logRelayEnd(log *slog.Logger, rec *streamRecord, what string, stats relay.Stats, err error) {
+	a.metrics.countStream(rec.side, stats.Sent, stats.Received, err, false)
+	rec.ended(log, what, stats, err)
 }
 
 // isClosed reports the errors of a listener that was closed on purpose.
@@ -221,7 +222,9 @@ func (a *Agent) serveRaw(c *tls.Conn, svc *service) {
 	cs := c.ConnectionState()
 	peer := cs.PeerCertificates[0]
 	log := a.log.With("peer_addr", c.RemoteAddr().String(), "peer", identity.Describe(peer), "service", svc.name)
+	rec := a.beginStream("service", "service "+svc.name, a.peerLabel("", cs.VerifiedChains), svc.name, "source", c.RemoteAddr().String())
 	if a.draining.Load() {
+		rec.refused("agent is shutting down")
 		log.Info("raw TLS connection refused", "reason", "agent is shutting down")
 		c.Close()
 		return
@@ -230,6 +233,7 @@ func (a *Agent) serveRaw(c *tls.Conn, svc *service) {
 	if !ok {
 		log.Warn("raw TLS connection refused", "reason", notAllowed(svc.allow), "allow", allowAttr(svc.allow.Strings()), "issuer", verifiedIssuer(cs.VerifiedChains))
 		a.metrics.countStream("service", 0, 0, nil, true)
+		rec.refused("not allowed")
 		resetTLS(c)
 		return
 	}
@@ -238,11 +242,12 @@ func (a *Agent) serveRaw(c *tls.Conn, svc *service) {
 		peer: peer, allowed: allowed, tlsVersion: cs.Version})
 	if err != nil {
 		log.Warn("raw TLS connection refused", "reason", "target unreachable", "err", err)
+		rec.refused("target unreachable")
 		resetTLS(c)
 		return
 	}
 	stats, err := relay.Raw(a.relayCtx, target, c)
-	a.logRelayEnd(log, "service", "raw TLS connection", stats, err)
+	a.logRelayEnd(log, rec, "raw TLS connection", stats, err)
 }
 
 // resetTLS drops a TLS connection without close_notify, with a TCP reset,

@@ -81,6 +81,7 @@ type Tunnel struct {
 	ylog        *yamuxLog
 	closeReason atomic.Pointer[string]
 	retiring    atomic.Bool // Retire was called, or the peer refused a new stream
+	stats       counters    // since, bytes each way (stats.go)
 }
 
 // New runs the multiplexer over an established connection: in production
@@ -109,6 +110,7 @@ func New(conn net.Conn, isClient bool, opts Options) (*Tunnel, error) {
 		return nil, err
 	}
 	t := &Tunnel{sess: sess, conn: tc, ylog: ylog}
+	t.stats.since = time.Now()
 	cs := t.ConnectionState()
 	if len(cs.PeerCertificates) > 0 {
 		t.Peer = cs.PeerCertificates[0]

@@ -1,0 +1,16 @@
+//go:build !windows
+
+package agent
+
+import "os"
+
+// runtimeDir is where the control socket goes first: /run/postern, when it
+// exists (the systemd unit's RuntimeDirectory). An agent that may not
+// write there falls back to the folder of its config file.
+func runtimeDir() string {
+	const dir = "/run/postern"
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return ""
+	}
+	return dir
+}

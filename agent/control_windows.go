@@ -1,0 +1,5 @@
+package agent
+
+// runtimeDir is "" on Windows: the control socket goes beside the config
+// file (ProgramData\Postern), whose folder's access rules guard it.
+func runtimeDir() string { return "" }
