@@ -43,10 +43,11 @@ type observe struct {
 // endpointStats are one forward's or service's stream totals.
 type endpointStats struct {
 	open, total atomic.Int64
-	lastErr     atomic.Pointer[lastError]
+	lastErr     atomic.Pointer[LastError]
 }
 
-type lastError struct {
+// LastError is the latest error of a forward or service, and when it came.
+type LastError struct {
 	Err  string    `json:"err"`
 	Time time.Time `json:"time"`
 }
@@ -69,6 +70,7 @@ func (a *Agent) observe() *observe {
 			}
 		}
 		for _, f := range a.forwards {
+			o.services[f.service] = true
 			if ps, ok := f.source.(*peerSource); ok {
 				add(ps.pattern)
 			}
@@ -178,7 +180,7 @@ func (a *Agent) beginStream(side, key, peer, service string, attrs ...any) *stre
 func (r *streamRecord) finish(result string, sent, received int64, why string) {
 	r.ep.open.Add(-1)
 	if why != "" {
-		r.ep.lastErr.Store(&lastError{Err: why, Time: time.Now()})
+		r.ep.lastErr.Store(&LastError{Err: why, Time: time.Now()})
 	}
 	o := &r.a.obs
 	o.open.WithLabelValues(r.side, r.peer, r.service).Dec()
@@ -199,7 +201,7 @@ func (r *streamRecord) refused(reason string) {
 // log carries the stream's peer, service, source and target attributes.
 func (r *streamRecord) ended(log *slog.Logger, what string, stats relay.Stats, err error) {
 	attrs := append(r.attrs, "side", r.side, "sent", stats.Sent, "received", stats.Received,
-		"duration", time.Since(r.start).Round(time.Millisecond).String())
+		"duration", time.Since(r.start).Round(time.Microsecond).String())
 	if err == nil {
 		r.finish("ok", stats.Sent, stats.Received, "")
 		log.Info(what+" closed", append(attrs, "outcome", "clean")...)

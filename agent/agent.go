@@ -314,7 +314,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		"forwards", len(a.forwards), "services", len(a.services))
 	adminCtx, stopAdmin := context.WithCancel(context.Background())
 	if a.admin != nil {
-		a.log.Info("admin endpoint listening (/healthz, /readyz, /metrics)", "listen", a.admin.Addr().String())
+		a.log.Info("admin endpoint listening (/healthz, /readyz, /metrics, /status, /reload)", "listen", a.admin.Addr().String())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -322,6 +322,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 	}
 	if a.control != nil {
+		a.log.Info("control socket listening (postern status, postern reload)", "socket", a.control.Addr().String())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -52,7 +52,7 @@ type ForwardStatus struct {
 	Via     string     `json:"via"`
 	Open    int64      `json:"open"`
 	Total   int64      `json:"total"`
-	LastErr *lastError `json:"last_error,omitempty"`
+	LastErr *LastError `json:"last_error,omitempty"`
 }
 
 // ServiceStatus is one [[service]].
@@ -61,7 +61,7 @@ type ServiceStatus struct {
 	Target  string     `json:"target"`
 	Open    int64      `json:"open"`
 	Total   int64      `json:"total"`
-	LastErr *lastError `json:"last_error,omitempty"`
+	LastErr *LastError `json:"last_error,omitempty"`
 }
 
 // Status reports the agent's tunnels, forwards, services and recent
