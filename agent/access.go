@@ -200,7 +200,7 @@ func (r *streamRecord) refused(reason string) {
 // reset_by peer, this agent, or the plaintext side: client or target).
 // log carries the stream's peer, service, source and target attributes.
 func (r *streamRecord) ended(log *slog.Logger, what string, stats relay.Stats, err error) {
-	attrs := append(r.attrs, "side", r.side, "sent", stats.Sent, "received", stats.Received,
+	attrs := append(r.attrs, "kind", r.side, "sent", stats.Sent, "received", stats.Received,
 		"duration", time.Since(r.start).Round(time.Microsecond).String())
 	if err == nil {
 		r.finish("ok", stats.Sent, stats.Received, "")

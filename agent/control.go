@@ -68,7 +68,7 @@ func (a *Agent) listenControl() {
 			errs = append(errs, err.Error())
 			continue
 		}
-		if err := os.Chmod(path, 0o660); err != nil {
+		if err := secureSocket(path); err != nil {
 			ln.Close()
 			errs = append(errs, fmt.Sprintf("chmod %s: %v", path, err))
 			continue

@@ -14,3 +14,6 @@ func runtimeDir() string {
 	}
 	return dir
 }
+
+// secureSocket lets the socket's owner and group use it, and no one else.
+func secureSocket(path string) error { return os.Chmod(path, 0o660) }

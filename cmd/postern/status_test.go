@@ -9,7 +9,10 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -382,7 +385,7 @@ func checkAccessLog(t *testing.T, p *statusPair, appAddr, msg string) {
 		t.Fatalf("hub: %d stream closed lines, want 1:\n%s", len(hubClosed), p.hubLog.String())
 	}
 	for k, want := range map[string]any{
-		"level": "INFO", "side": "service", "outcome": "clean", "service": "echo", "source": appAddr,
+		"level": "INFO", "kind": "service", "outcome": "clean", "service": "echo", "source": appAddr,
 		"target": p.echo.Addr().String(), "sent": n, "received": n,
 	} {
 		if got := hubClosed[0][k]; got != want {
@@ -403,7 +406,7 @@ func checkAccessLog(t *testing.T, p *statusPair, appAddr, msg string) {
 		t.Fatalf("site: %d stream closed lines, want 1:\n%s", len(siteClosed), p.siteLog.String())
 	}
 	for k, want := range map[string]any{
-		"level": "INFO", "side": "forward", "outcome": "clean", "service": "echo", "source": appAddr, "sent": n, "received": n,
+		"level": "INFO", "kind": "forward", "outcome": "clean", "service": "echo", "source": appAddr, "sent": n, "received": n,
 	} {
 		if got := siteClosed[0][k]; got != want {
 			t.Errorf("site's access line: %s = %v, want %v", k, got, want)
@@ -461,6 +464,17 @@ func TestReloadCommand(t *testing.T) {
 	code, out = reload(p.hubPath)
 	if code != 1 || !strings.Contains(out, srv+": kept the material loaded before") {
 		t.Fatalf("reload with a mismatched key: exit %d\n%s", code, out)
+	}
+
+	if runtime.GOOS != "windows" {
+		sock := p.hub.ControlAddr()
+		fi, err := os.Stat(sock)
+		if err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o660 {
+			t.Errorf("control socket %s: %v, %v; want a socket with mode 0660", sock, fi.Mode(), err)
+		}
+		if places := agent.ControlSocketPaths(p.hubPath); !slices.Contains(places, sock) || places[len(places)-1] != filepath.Join(p.dir, "hub.sock") {
+			t.Errorf("control socket at %s, want one of %v, the last beside the config", sock, places)
+		}
 	}
 
 	// The site has no [admin]: its socket answers.
