@@ -1,11 +1,13 @@
 package agent
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,7 +65,11 @@ func (a *Agent) observe() *observe {
 				o.patterns = append(o.patterns, p)
 			}
 		}
-		for _, s := range a.services {
+		for _, sc := range a.cfg.Services { // config order: labels do not change between runs
+			s := a.services[sc.Name]
+			if s == nil {
+				continue
+			}
 			o.services[s.name] = true
 			for _, p := range s.allow {
 				add(p)
@@ -75,6 +81,11 @@ func (a *Agent) observe() *observe {
 				add(ps.pattern)
 			}
 		}
+		// "*" matches every peer: try it last, so a peer that a more
+		// specific entry names gets that entry as its label.
+		slices.SortStableFunc(o.patterns, func(x, y identity.Pattern) int {
+			return cmp.Compare(boolInt(x.String() == "*"), boolInt(y.String() == "*"))
+		})
 	})
 	return o
 }
@@ -125,7 +136,9 @@ func (a *Agent) tunnelLabel(t *tunnel.Tunnel) string {
 		return l.(string)
 	}
 	l := a.peerLabel("", t.Chains)
-	a.obs.labels.Store(t, l)
+	if !t.Closed() { // a closed tunnel's entry would never be deleted
+		a.obs.labels.Store(t, l)
+	}
 	return l
 }
 
@@ -258,4 +271,11 @@ func peerLeaf(c *tls.Conn) *x509.Certificate {
 		return certs[0]
 	}
 	return nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
