@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -365,6 +366,34 @@ func checkMetrics(t *testing.T, p *statusPair) {
 		if !c.notAfter.IsZero() && math.Abs(got-time.Until(c.notAfter).Seconds()) > 60 {
 			t.Errorf("postern_certificate_expiry_seconds%v = %v, want about %v", c.labels, got, time.Until(c.notAfter).Seconds())
 		}
+	}
+	// Every metric the packaged Grafana dashboard queries exists.
+	dash, err := os.ReadFile(filepath.Join("..", "..", "packaging", "grafana", "postern-partners.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var board struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(dash, &board); err != nil {
+		t.Fatalf("dashboard: %v", err)
+	}
+	queried := 0
+	for _, p := range board.Panels {
+		for _, target := range p.Targets {
+			for _, name := range regexp.MustCompile(`postern_[a-z_]+`).FindAllString(target.Expr, -1) {
+				queried++
+				if fams[name] == nil {
+					t.Errorf("dashboard panel %q queries %s, which /metrics lacks", p.Title, name)
+				}
+			}
+		}
+	}
+	if queried < 8 {
+		t.Errorf("dashboard queries %d metrics, want the per-partner ones", queried)
 	}
 	if t.Failed() {
 		for name, f := range fams {
