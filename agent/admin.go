@@ -73,6 +73,7 @@ func (a *Agent) newMetrics() *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	a.registerPartnerMetrics(m)
 	return m
 }
 
@@ -116,6 +117,7 @@ func (a *Agent) adminHandler() http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
+	a.controlRoutes(mux, true)
 	return mux
 }
 

@@ -66,6 +66,10 @@ type Agent struct {
 	tunnelsChanged tunnel.Changes              // wakes reverse forwards waiting for a peer
 
 	certs certWatch // certificate reload, revocation and expiry upkeep (reload.go)
+
+	obs     observe      // per-partner metrics and stream totals (access.go)
+	started time.Time    // for status
+	control net.Listener // the local control socket (control.go), or nil
 }
 
 type listenedServer struct {
@@ -92,6 +96,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (_ *Agent, err erro
 		rawClients: map[string]bool{},
 		tunnels:    map[*tunnel.Tunnel]struct{}{},
 		tun:        tunnel.OptionsOf(cfg.Tunnel),
+		started:    time.Now(),
 	}
 	a.relayCtx, a.abortRelays = context.WithCancelCause(context.Background())
 	a.tunnelCtx, a.closeTunnels = context.WithCancel(context.Background())
@@ -100,6 +105,9 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (_ *Agent, err erro
 			a.closeListeners()
 			if a.admin != nil {
 				a.admin.Close()
+			}
+			if a.control != nil {
+				a.control.Close()
 			}
 		}
 	}()
@@ -112,6 +120,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (_ *Agent, err erro
 			return nil, fmt.Errorf("%s: admin listen %s: %w", a.where(0), cfg.Admin.Listen, err)
 		}
 	}
+	a.listenControl()
 	if err := a.buildServices(); err != nil {
 		return nil, err
 	}
@@ -315,11 +324,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		"forwards", len(a.forwards), "services", len(a.services))
 	adminCtx, stopAdmin := context.WithCancel(context.Background())
 	if a.admin != nil {
-		a.log.Info("admin endpoint listening (/healthz, /readyz, /metrics)", "listen", a.admin.Addr().String())
+		a.log.Info("admin endpoint listening (/healthz, /readyz, /metrics, /status, /reload)", "listen", a.admin.Addr().String())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			a.serveAdmin(adminCtx)
+		}()
+	}
+	if a.control != nil {
+		a.log.Info("control socket listening (postern status, postern reload)", "socket", a.control.Addr().String())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.serveControl(adminCtx)
 		}()
 	}
 	<-ctx.Done()

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -59,6 +60,7 @@ func (s *service) dial(ctx context.Context, dial func(context.Context, string, s
 // of stream data without waiting for it, and each stream is handled on
 // its own goroutine, so accepting never waits for a stream's work.
 func (a *Agent) serveTunnel(t *tunnel.Tunnel) {
+	defer a.tunnelUp(t)()
 	for {
 		st, err := t.Accept()
 		if err != nil {
@@ -97,7 +99,7 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream) (carry func())
 	if err != nil {
 		if errors.Is(err, wire.ErrProtocol) {
 			log.Warn("stream refused", "reason", "bad open request", "err", err)
-			a.refuse(st, wire.StatusProtocolError, "malformed open request")
+			a.refuse(st, nil, wire.StatusProtocolError, "malformed open request")
 		} else {
 			log.Debug("stream closed before its open request", "err", err)
 			st.Reset()
@@ -113,24 +115,25 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream) (carry func())
 	// Every stream the tunnel holds counts, this one included, until both
 	// ends closed it: refused streams whose opener never closes them too.
 	open := t.Streams()
+	rec := a.beginStream("service", "service "+a.serviceLabel(req.Service), a.tunnelLabel(t), req.Service, "source", req.Source)
 	switch {
 	case a.draining.Load():
-		a.refuse(st, wire.StatusOverloaded, errDraining.Error())
+		a.refuse(st, rec, wire.StatusOverloaded, errDraining.Error())
 		log.Info("stream refused", "reason", "agent is shutting down")
 		return nil
 	case a.tun.MaxStreams > 0 && open > a.tun.MaxStreams:
-		a.refuse(st, wire.StatusOverloaded, "too many streams on this tunnel")
+		a.refuse(st, rec, wire.StatusOverloaded, "too many streams on this tunnel")
 		log.Warn("stream refused", "reason", "too many streams open on this tunnel (max_streams)",
 			"open", open-1, "max_streams", a.tun.MaxStreams)
 		return nil
 	case svc == nil:
-		a.refuse(st, wire.StatusUnknownService, fmt.Sprintf("unknown service %q", req.Service))
+		a.refuse(st, rec, wire.StatusUnknownService, fmt.Sprintf("unknown service %q", req.Service))
 		log.Warn("stream refused", "reason", "no such service here")
 		return nil
 	}
 	allowed, ok := svc.allow.MatchVerified(t.Chains)
 	if !ok {
-		a.refuse(st, wire.StatusNotAllowed, "not allowed for "+who)
+		a.refuse(st, rec, wire.StatusNotAllowed, "not allowed for "+who)
 		log.Warn("stream refused", "reason", notAllowed(svc.allow), "allow", allowAttr(svc.allow.Strings()), "issuer", verifiedIssuer(t.Chains))
 		return nil
 	}
@@ -138,13 +141,14 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream) (carry func())
 	target, err := svc.dial(a.relayCtx, a.opts.Dial, proxyOrigin{source: req.Source, dest: req.Destination,
 		peer: t.Peer, allowed: allowed, tlsVersion: t.ConnectionState().Version})
 	if err != nil {
-		a.refuse(st, wire.StatusTargetUnreachable, fmt.Sprintf("service %q: target unreachable", req.Service))
+		a.refuse(st, rec, wire.StatusTargetUnreachable, fmt.Sprintf("service %q: target unreachable", req.Service))
 		log.Warn("stream refused", "reason", "target unreachable", "err", err)
 		return nil
 	}
 	if _, err := st.Write(wire.AppendStatus(nil, wire.Status{Code: wire.StatusOK})); err != nil {
 		target.Close()
 		st.Reset()
+		rec.finish("reset", 0, 0, err.Error())
 		return nil
 	}
 	// Answered OK: only now may the stream's window grow past 256 KiB.
@@ -152,12 +156,15 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream) (carry func())
 	log.Debug("stream connected to its target")
 	return func() {
 		stats, err := relay.Stream(a.relayCtx, target, st, nil)
-		a.logRelayEnd(log, "service", "stream", stats, err)
+		a.logRelayEnd(log, rec, "stream", stats, err)
 	}
 }
 
-func (a *Agent) refuse(st *tunnel.Stream, code wire.Code, reason string) {
+func (a *Agent) refuse(st *tunnel.Stream, rec *streamRecord, code wire.Code, reason string) {
 	a.metrics.countStream("service", 0, 0, nil, true)
+	if rec != nil {
+		rec.refused(reason)
+	}
 	st.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	st.Write(wire.AppendStatus(nil, wire.Status{Code: code, Reason: reason}))
 	st.Close()
@@ -188,19 +195,13 @@ func notAllowed(l identity.List) string {
 	return "identity not in allow: add the peer's identity (postern pki show) to the service's allow to let it in"
 }
 
-// logRelayEnd logs how a relay ended: what ("stream" or "raw TLS
-// connection") closed or was reset. Aborts are normal events for a tunnel
-// (the far end reset, the agent stopped), so they are info, not errors.
-func (a *Agent) logRelayEnd(log interface {
-	Debug(string, ...any)
-	Info(string, ...any)
-}, side, what string, stats relay.Stats, err error) {
-	a.metrics.countStream(side, stats.Sent, stats.Received, err, false)
-	if err == nil {
-		log.Debug(what+" closed", "sent", stats.Sent, "received", stats.Received)
-		return
-	}
-	log.Info(what+" reset", "err", err, "sent", stats.Sent, "received", stats.Received)
+// logRelayEnd counts how a relay ended and writes its access log line:
+// what ("stream" or "raw TLS connection") closed or was reset. Aborts are
+// normal events for a tunnel (the far end reset, the agent stopped), so
+// they are info, not errors.
+func (a *Agent) logRelayEnd(log *slog.Logger, rec *streamRecord, what string, stats relay.Stats, err error) {
+	a.metrics.countStream(rec.side, stats.Sent, stats.Received, err, false)
+	rec.ended(log, what, stats, err)
 }
 
 // isClosed reports the errors of a listener that was closed on purpose.
@@ -215,7 +216,9 @@ func (a *Agent) serveRaw(c *tls.Conn, svc *service, creds *trust.Credentials) {
 	cs := c.ConnectionState()
 	peer := cs.PeerCertificates[0]
 	log := a.log.With("peer_addr", c.RemoteAddr().String(), "peer", identity.Describe(peer), "service", svc.name)
+	rec := a.beginStream("service", "service "+svc.name, a.peerLabel("", cs.VerifiedChains), svc.name, "source", c.RemoteAddr().String())
 	if a.draining.Load() {
+		rec.refused("agent is shutting down")
 		log.Info("raw TLS connection refused", "reason", "agent is shutting down")
 		c.Close()
 		return
@@ -224,6 +227,7 @@ func (a *Agent) serveRaw(c *tls.Conn, svc *service, creds *trust.Credentials) {
 	if !ok {
 		log.Warn("raw TLS connection refused", "reason", notAllowed(svc.allow), "allow", allowAttr(svc.allow.Strings()), "issuer", verifiedIssuer(cs.VerifiedChains))
 		a.metrics.countStream("service", 0, 0, nil, true)
+		rec.refused("not allowed")
 		resetTLS(c)
 		return
 	}
@@ -233,11 +237,12 @@ func (a *Agent) serveRaw(c *tls.Conn, svc *service, creds *trust.Credentials) {
 		peer: peer, allowed: allowed, tlsVersion: cs.Version})
 	if err != nil {
 		log.Warn("raw TLS connection refused", "reason", "target unreachable", "err", err)
+		rec.refused("target unreachable")
 		resetTLS(c)
 		return
 	}
 	stats, err := relay.Raw(a.relayCtx, target, c)
-	a.logRelayEnd(log, "service", "raw TLS connection", stats, err)
+	a.logRelayEnd(log, rec, "raw TLS connection", stats, err)
 }
 
 // resetTLS drops a TLS connection without close_notify, with a TCP reset,

@@ -84,6 +84,9 @@ func (f *forward) handle(c net.Conn) (carry func()) {
 	a := f.agent
 	log := f.log(c)
 	st, noTunnel, err := f.open()
+	if err != nil {
+		f.failed(err)
+	}
 	if noTunnel {
 		log.Warn("connection reset: no tunnel to carry it", "err", err, "wait", f.wait.String())
 		relay.ResetConn(c)
@@ -95,6 +98,7 @@ func (f *forward) handle(c net.Conn) (carry func()) {
 		return nil
 	}
 	log = log.With("stream", st.ID())
+	rec := f.begin(c, st.Tunnel().Peer, st.Tunnel().RemoteAddr())
 	req, err := wire.AppendOpen(nil, wire.OpenRequest{
 		Service: f.service, Source: c.RemoteAddr().String(), Destination: c.LocalAddr().String(),
 	})
@@ -103,6 +107,7 @@ func (f *forward) handle(c net.Conn) (carry func()) {
 	}
 	if err != nil {
 		log.Warn("connection reset: cannot send the open request", "err", err)
+		rec.finish("reset", 0, 0, err.Error())
 		relay.ResetConn(c)
 		st.Reset()
 		return nil
@@ -127,10 +132,11 @@ func (f *forward) handle(c net.Conn) (carry func()) {
 		stats, err := relay.Stream(a.relayCtx, c, st, awaitStatus)
 		if refused, ok := asRefused(err); ok {
 			a.metrics.countStream("forward", stats.Sent, 0, nil, true)
+			rec.refused(refused.Status.Reason)
 			log.Warn("stream refused by peer", "reason", refused.Status.Reason, "code", refused.Status.Code.String())
 			return
 		}
-		a.logRelayEnd(log, "forward", "stream", stats, err)
+		a.logRelayEnd(log, rec, "stream", stats, err)
 	}
 }
 
@@ -161,14 +167,16 @@ func (f *forward) handleRaw(c net.Conn) {
 	log := f.log(c)
 	peer, err := f.raw.DialRaw(a.relayCtx)
 	if err != nil {
+		f.failed(err)
 		log.Warn("connection reset: no raw TLS connection to the peer", "err", err)
 		relay.ResetConn(c)
 		return
 	}
 	log = log.With("addr", peer.RemoteAddr().String())
 	defer a.raws.add(&rawConn{c: peer, side: trust.SideClient, creds: f.raw.Creds, where: "forward " + f.ln.Addr().String() + " to " + peer.RemoteAddr().String()})()
+	rec := f.begin(c, peerLeaf(peer), peer.RemoteAddr())
 	stats, err := relay.Raw(a.relayCtx, c, peer)
-	a.logRelayEnd(log, "forward", "raw TLS connection", stats, err)
+	a.logRelayEnd(log, rec, "raw TLS connection", stats, err)
 }
 
 // log is the agent's logger with the attributes of one connection the

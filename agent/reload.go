@@ -80,6 +80,13 @@ func clientTLSConfig(creds *trust.Credentials, peer []string) (func(serverName s
 // live tunnels whose peer no longer verifies. Files that fail to load keep
 // their endpoint on its previous material; the error names each one.
 func (a *Agent) Reload() error {
+	_, err := a.ReloadReport()
+	return err
+}
+
+// ReloadReport is Reload, and also says what it did: which endpoints'
+// material changed, which kept theirs, and why.
+func (a *Agent) ReloadReport() (string, error) {
 	w := &a.certs
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -87,12 +94,19 @@ func (a *Agent) Reload() error {
 	now := time.Now()
 	a.log.Info("reload: reading certificate files again")
 	var errs []error
+	var report []string
 	changed := false
 	for _, e := range w.endpoints {
 		c, err := w.reload(a, e, true)
 		changed = changed || c
-		if err != nil {
+		switch {
+		case err != nil:
 			errs = append(errs, err)
+			report = append(report, fmt.Sprintf("%s: kept the material loaded before: %v", e.name, err))
+		case c:
+			report = append(report, fmt.Sprintf("%s: reloaded %s", e.name, describeChange(nil, e.creds.Load())))
+		default:
+			report = append(report, e.name+": certificate files unchanged")
 		}
 	}
 	if !changed && len(errs) == 0 {
@@ -101,7 +115,10 @@ func (a *Agent) Reload() error {
 	a.recheckTunnels(w.endpoints, now)
 	w.lastFull = now
 	w.checkExpiry(a, now)
-	return errors.Join(errs...)
+	if len(report) == 0 {
+		report = append(report, "no [[server]] or [[client]]: no certificate files to read")
+	}
+	return strings.Join(report, "\n"), errors.Join(errs...)
 }
 
 // startCertificateWatch warns about expiring certificates, then polls the

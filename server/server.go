@@ -48,6 +48,7 @@ type Server struct {
 
 	failures *refusalLog
 	gate     *gate
+	recent   recentRefusals // for status (recent.go)
 }
 
 // Serve accepts connections until ctx is done or ln fails, then closes ln
@@ -131,6 +132,7 @@ func (s *Server) refused(addr net.Addr, cause Cause, reason string) {
 		s.Log.Debug("tunnel probe: closed without sending a byte", "peer_addr", addr.String())
 		return
 	}
+	s.recent.add(addr, cause, reason, time.Now())
 	s.failures.log(addr, cause, reason)
 }
 

@@ -119,6 +119,7 @@ type Tunnel struct {
 	ylog        *yamuxLog
 	closeReason atomic.Pointer[string]
 	retiring    atomic.Bool // Retire was called, or the peer refused a new stream
+	stats       counters    // since, bytes each way (stats.go)
 }
 
 // New runs the multiplexer over an established connection: in production
@@ -158,6 +159,7 @@ func New(conn net.Conn, isClient bool, opts Options) (*Tunnel, error) {
 		return nil, err
 	}
 	t := &Tunnel{sess: sess, buffer: cfg.Buffer, conn: tc, ylog: ylog}
+	t.stats.since = time.Now()
 	cs := t.ConnectionState()
 	if len(cs.PeerCertificates) > 0 {
 		t.Peer = cs.PeerCertificates[0]

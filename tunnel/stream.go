@@ -16,8 +16,18 @@ type Stream struct {
 	t  *Tunnel
 }
 
-func (s *Stream) Read(p []byte) (int, error)         { return s.st.Read(p) }
-func (s *Stream) Write(p []byte) (int, error)        { return s.st.Write(p) }
+func (s *Stream) Read(p []byte) (int, error) {
+	n, err := s.st.Read(p)
+	s.count(n, false)
+	return n, err
+}
+
+func (s *Stream) Write(p []byte) (int, error) {
+	n, err := s.st.Write(p)
+	s.count(n, true)
+	return n, err
+}
+
 func (s *Stream) Close() error                       { return s.st.Close() }
 func (s *Stream) LocalAddr() net.Addr                { return s.st.LocalAddr() }
 func (s *Stream) RemoteAddr() net.Addr               { return s.st.RemoteAddr() }

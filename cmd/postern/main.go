@@ -25,6 +25,8 @@ func commands() []command {
 	return []command{
 		{"run", "run -c FILE            run the agent in the foreground", cmdRun},
 		{"check", "check [-c FILE]        validate the config and its files (default: " + config.DefaultPath() + ")", cmdCheck},
+		{"status", "status [-c FILE] [--json]\n                                 tunnels, streams, bytes, expiry and refusals of the running agent", cmdStatus},
+		{"reload", "reload [-c FILE]       reload the running agent's certificate files, and say what changed", cmdReload},
 		{"service", "service ACTION -c FILE install|uninstall|start|stop|restart|status", cmdService},
 		{"pki", "pki ACTION ...         a small private CA: init|issue|request|sign|revoke|crl|show", cmdPKI},
 		{"demo", "demo                   both agents and a sample service on loopback", cmdDemo},
