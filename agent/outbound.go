@@ -94,7 +94,7 @@ func (f *forward) handle(c net.Conn) (carry func()) {
 	}
 	log = log.With("stream", st.ID())
 	req, err := wire.AppendOpen(nil, wire.OpenRequest{
-		Service: f.service, Source: c.RemoteAddr().String(), Destination: c.LocalAddr().String(),
+		Service: f.service, Source: ipPort(c.RemoteAddr()), Destination: ipPort(c.LocalAddr()),
 	})
 	if err == nil {
 		_, err = st.Write(req)
@@ -172,7 +172,10 @@ func (f *forward) log(c net.Conn) *slog.Logger {
 	if f.service != "" {
 		l = l.With("service", f.service)
 	}
-	return l.With("client", c.RemoteAddr().String())
+	if src := ipPort(c.RemoteAddr()); src != "" {
+		l = l.With("client", src)
+	}
+	return l
 }
 
 func asRefused(err error) (*wire.RefusedError, bool) {

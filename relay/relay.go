@@ -351,6 +351,12 @@ func closeWrite(c net.Conn) {
 
 // ResetConn closes c with a TCP reset (linger 0), so the application sees
 // an error rather than a clean end of stream.
+//
+// A Unix socket has no reset; it is just closed. On Linux the application
+// then reads what was already delivered, and its next read fails with
+// ECONNRESET when it had sent bytes the relay had not read yet (a cut in
+// mid-upload); otherwise it reads end-of-stream, and its next write fails
+// with EPIPE.
 func ResetConn(c net.Conn) {
 	if tc, ok := c.(interface{ SetLinger(int) error }); ok {
 		tc.SetLinger(0)
