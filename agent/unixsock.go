@@ -34,6 +34,9 @@ func listenUnix(listen func(network, addr string) (net.Listener, error), path st
 	if err := removeStale(path); err != nil {
 		return nil, err
 	}
+	if _, err := os.Stat(filepath.Dir(path)); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("listen unix %s: folder %s does not exist: create it (for a systemd service, RuntimeDirectory= creates one under /run)", path, filepath.Dir(path))
+	}
 	tmpDir, err := os.MkdirTemp(filepath.Dir(path), ".pt")
 	if err != nil {
 		return nil, fmt.Errorf("listen unix %s: %w", path, err)
