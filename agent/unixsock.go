@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/postern-tunnel/postern/config"
@@ -109,7 +108,7 @@ func removeStale(path string) error {
 		c.Close()
 		return fmt.Errorf("listen unix %s: another process listens on this socket: stop it or choose another path", path)
 	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
+	if !connRefused(err) {
 		return fmt.Errorf("listen unix %s: cannot tell whether the socket file there is in use: %w", path, err)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
