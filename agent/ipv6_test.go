@@ -222,3 +222,39 @@ via = "hub"
 	checkedEcho(t, "tcp", site.ForwardAddrs()[0].String(), 1<<20)
 	hub.log.WaitFor(t, 10*time.Second, "tunnel accepted", "peer_addr=[::1]:")
 }
+
+// TestIPv6Zone: a server address with a zone ("[::1%lo]:PORT") is dialed
+// through that interface and verified against the certificate's IP SAN
+// ::1: the zone is in no certificate.
+func TestIPv6Zone(t *testing.T) {
+	needIPv6(t)
+	lo := loopbackName(t)
+	dir := t.TempDir()
+	ca := testca.New(t, "IPv6 CA")
+	hubFiles := ca.Issue(t, testca.Options{CN: "hub", IPs: []string{"::1"}}).Write(t, dir, "hub", ca)
+	siteFiles := ca.Issue(t, testca.Options{CN: "site-a"}).Write(t, dir, "site", ca)
+	tlsTOML := func(f testca.Files) string {
+		return fmt.Sprintf("shutdown_timeout = \"5s\"\n[tls]\ncert = %q\nkey = %q\nca = %q\n", f.Cert, f.Key, f.CA)
+	}
+	hub := start(t, dir, "hub", tlsTOML(hubFiles)+"[[server]]\nlisten = \"[::1]:0\"\n")
+	_, port, _ := net.SplitHostPort(hub.ServerAddrs()[0].String())
+	addr := net.JoinHostPort("::1%"+lo, port)
+	site := start(t, dir, "site", tlsTOML(siteFiles)+fmt.Sprintf("[[client]]\nname = \"hub\"\nservers = [%q]\nbackoff_min = \"50ms\"\n", addr))
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub", "addr="+addr)
+}
+
+// loopbackName is the name of the loopback interface ("lo" on Linux).
+func loopbackName(t *testing.T) string {
+	t.Helper()
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range ifs {
+		if i.Flags&net.FlagLoopback != 0 {
+			return i.Name
+		}
+	}
+	t.Fatal("no loopback interface")
+	return ""
+}
