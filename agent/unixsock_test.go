@@ -164,78 +164,136 @@ func fillUntilBlocked(c net.Conn) error {
 	}
 }
 
-// TestUnixSocketCut: a transfer cut in the middle reaches the app on a
-// Unix socket as ECONNRESET, on the forward's side and on the target's.
-// (A Unix socket has no reset: the app sees ECONNRESET because it had sent
-// bytes the relay had not read; relay.ResetConn says what it sees
-// otherwise.)
-func TestUnixSocketCut(t *testing.T) {
-	t.Run("forward", func(t *testing.T) {
-		// The app uploads to a TCP target that reads nothing; the target
-		// then resets its connection.
-		dir := t.TempDir()
-		cut := make(chan struct{})
-		ln := testnet.Listen(t)
-		testnet.Serve(t, ln, func(c *net.TCPConn) {
-			<-cut
-			c.SetLinger(0)
-			c.Close()
-		})
-		_, site := unixPair(t, dir, ln.Addr().String(), "unix:fwd.sock", "", "")
-		c, err := net.Dial("unix", site.ForwardAddrs()[0].String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if err := fillUntilBlocked(c); err != nil {
-			t.Fatal(err)
-		}
-		close(cut)
-		c.SetReadDeadline(time.Now().Add(30 * time.Second))
-		_, err = io.Copy(io.Discard, c)
-		if !errors.Is(err, syscall.ECONNRESET) {
-			t.Fatalf("app on the forward's socket read %v, want ECONNRESET", err)
-		}
-		site.log.WaitFor(t, 10*time.Second, "stream reset", "forward=")
-	})
-	t.Run("service target", func(t *testing.T) {
-		// The app behind the service downloads into a TCP client that
-		// reads nothing; the client then resets its connection.
-		dir := t.TempDir()
-		appSock := filepath.Join(dir, "app.sock")
-		blocked, got := make(chan error, 1), make(chan error, 1)
-		serveUnix(t, appSock, func(c *net.UnixConn) {
-			err := fillUntilBlocked(c)
-			blocked <- err
-			if err != nil {
+// keepWriting writes to c until a write fails, keeping the relay's
+// unread queue full, and returns the error.
+func keepWriting(c net.Conn) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		chunk := make([]byte, 16<<10)
+		for {
+			if _, err := c.Write(chunk); err != nil {
+				done <- err
 				return
 			}
-			c.SetReadDeadline(time.Now().Add(30 * time.Second))
-			_, err = io.Copy(io.Discard, c)
-			got <- err
-		})
-		_, site := unixPair(t, dir, "unix:"+appSock, "127.0.0.1:0", "", "")
-		c := testnet.Dial(t, site.ForwardAddrs()[0].String())
-		c.Write([]byte("start"))
-		select {
-		case err := <-blocked:
+		}
+	}()
+	return done
+}
+
+// appSawReset checks what an app that reads and writes at once saw of a
+// cut made while its bytes waited unread at the relay: the kernel reports
+// ECONNRESET once, to whichever call comes first, and the other call then
+// sees end-of-stream (a read) or EPIPE (a write).
+func appSawReset(readErr, writeErr error) error {
+	if !errors.Is(readErr, syscall.ECONNRESET) && !errors.Is(writeErr, syscall.ECONNRESET) {
+		return fmt.Errorf("read ended with %v, write with %v; want ECONNRESET on one of them", readErr, writeErr)
+	}
+	return appSawCut(readErr, writeErr)
+}
+
+// appSawCut checks the least an app sees of any cut: its write fails, and
+// its read ends with ECONNRESET or, when the relay had read all it sent,
+// end-of-stream.
+func appSawCut(readErr, writeErr error) error {
+	if !errors.Is(writeErr, syscall.ECONNRESET) && !errors.Is(writeErr, syscall.EPIPE) {
+		return fmt.Errorf("write ended with %v, want ECONNRESET or EPIPE", writeErr)
+	}
+	if readErr != nil && !errors.Is(readErr, syscall.ECONNRESET) {
+		return fmt.Errorf("read ended with %v, want ECONNRESET or end-of-stream", readErr)
+	}
+	return nil
+}
+
+// TestUnixSocketCut: a transfer cut in the middle reaches an app on a Unix
+// socket as an error, on the forward's side and on the target's. A Unix
+// socket has no reset (relay.ResetConn says what the app sees): when this
+// agent cuts while the app's bytes wait unread (a second stop signal, with
+// the tunnel full), the app gets ECONNRESET. When the far end cuts, the
+// relay may read what was queued before the cut reaches it; the app's
+// writes still fail.
+func TestUnixSocketCut(t *testing.T) {
+	for _, byPeer := range []bool{false, true} {
+		who := map[bool]string{false: "by this agent", true: "by the far end"}[byPeer]
+		check := map[bool]func(error, error) error{false: appSawReset, true: appSawCut}[byPeer]
+		t.Run("forward "+who, func(t *testing.T) {
+			// The app uploads to a TCP target that reads nothing.
+			dir := t.TempDir()
+			cut := make(chan struct{})
+			ln := testnet.Listen(t)
+			testnet.Serve(t, ln, func(c *net.TCPConn) {
+				<-cut
+				c.SetLinger(0)
+				c.Close()
+			})
+			cutTarget := sync.OnceFunc(func() { close(cut) })
+			t.Cleanup(cutTarget)
+			_, site := unixPair(t, dir, ln.Addr().String(), "unix:fwd.sock", "", "")
+			c, err := net.Dial("unix", site.ForwardAddrs()[0].String())
 			if err != nil {
 				t.Fatal(err)
 			}
-		case <-time.After(60 * time.Second):
-			t.Fatal("the app behind the service never connected")
-		}
-		c.SetLinger(0)
-		c.Close()
-		select {
-		case err := <-got:
-			if !errors.Is(err, syscall.ECONNRESET) {
-				t.Fatalf("app behind the service read %v, want ECONNRESET", err)
+			defer c.Close()
+			if err := fillUntilBlocked(c); err != nil {
+				t.Fatal(err)
 			}
-		case <-time.After(60 * time.Second):
-			t.Fatal("the app behind the service never saw the cut")
-		}
-	})
+			// Writing on keeps bytes queued at the relay when the cut comes.
+			wrote := keepWriting(c)
+			if byPeer {
+				cutTarget()
+			} else {
+				site.Abort()
+			}
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			_, rerr := io.Copy(io.Discard, c)
+			if err := check(rerr, <-wrote); err != nil {
+				t.Fatalf("app on the forward's socket: %v", err)
+			}
+			site.log.WaitFor(t, 10*time.Second, "stream reset", "forward=")
+		})
+		t.Run("service target "+who, func(t *testing.T) {
+			// The app behind the service downloads into a TCP client that
+			// reads nothing.
+			dir := t.TempDir()
+			appSock := filepath.Join(dir, "app.sock")
+			blocked, got := make(chan error, 1), make(chan error, 1)
+			serveUnix(t, appSock, func(c *net.UnixConn) {
+				err := fillUntilBlocked(c)
+				blocked <- err
+				if err != nil {
+					return
+				}
+				wrote := keepWriting(c)
+				c.SetReadDeadline(time.Now().Add(30 * time.Second))
+				_, rerr := io.Copy(io.Discard, c)
+				got <- check(rerr, <-wrote)
+			})
+			hub, site := unixPair(t, dir, "unix:"+appSock, "127.0.0.1:0", "", "")
+			c := testnet.Dial(t, site.ForwardAddrs()[0].String())
+			c.Write([]byte("start"))
+			select {
+			case err := <-blocked:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(60 * time.Second):
+				t.Fatal("the app behind the service never connected")
+			}
+			if byPeer {
+				c.SetLinger(0)
+				c.Close()
+			} else {
+				hub.Abort()
+			}
+			select {
+			case err := <-got:
+				if err != nil {
+					t.Fatalf("app behind the service: %v", err)
+				}
+			case <-time.After(60 * time.Second):
+				t.Fatal("the app behind the service never saw the cut")
+			}
+		})
+	}
 }
 
 // TestListenUnixStale: a socket file nothing listens on (an agent was
