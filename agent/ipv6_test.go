@@ -82,7 +82,8 @@ func checkedEcho(t *testing.T, network, addr string, size int) {
 // TestIPv6 runs every listener and dial on the IPv6 loopback: the hub's
 // server on [::1]:0, a site that dials it by its bracketed address (the
 // server name to verify, ::1, comes from that address), forwards on
-// [::1]:0, service targets on [::1], and a reverse forward. The open
+// [::1]:0, service targets on [::1], a reverse forward, and the admin
+// endpoint. The open
 // request carries the app's IPv6 address to the hub, which puts it in the
 // target's PROXY header and its log.
 func TestIPv6(t *testing.T) {
@@ -136,6 +137,8 @@ name = "hub"
 servers = [%q]
 backoff_min = "50ms"
 backoff_max = "500ms"
+[admin]
+listen = "[::1]:0"
 [[forward]]
 listen = "[::1]:0"
 service = "echo"
@@ -148,6 +151,11 @@ via = "hub"
 	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub", "addr="+hubAddr)
 
 	fwds := site.ForwardAddrs()
+	t.Run("admin", func(t *testing.T) {
+		if code, body := get(t, "http://"+site.AdminAddr().String()+"/readyz"); code != 200 {
+			t.Fatalf("/readyz on %s: %d %q", site.AdminAddr(), code, body)
+		}
+	})
 	t.Run("forward", func(t *testing.T) { checkedEcho(t, "tcp", fwds[0].String(), 4<<20) })
 	t.Run("reverse forward", func(t *testing.T) { checkedEcho(t, "tcp", hub.ForwardAddrs()[0].String(), 4<<20) })
 	t.Run("PROXY header", func(t *testing.T) {
