@@ -75,7 +75,9 @@ func listenUnix(listen func(network, addr string) (net.Listener, error), path st
 	return &unixListener{Listener: ln, addr: &net.UnixAddr{Name: path, Net: "unix"}, file: fi}, nil
 }
 
-// Addr is the socket's path (not the private folder it was bound in).
+// Addr is the socket's path (not the private folder it was bound in, which
+// the kernel goes on reporting as the socket's name: in the app's
+// getpeername and the accepted connections' LocalAddr).
 func (l *unixListener) Addr() net.Addr { return l.addr }
 
 // Close stops listening and removes the socket file, unless another
