@@ -155,7 +155,7 @@ func (a *Agent) buildServices() error {
 		if len(allow) == 0 {
 			a.log.Warn("service has an empty allow list: every stream to it will be refused (default deny)", "service", sc.Name)
 		}
-		svc := &service{name: sc.Name, target: string(sc.Target), allow: allow, dialTimeout: sc.DialTimeout.D()}
+		svc := &service{name: sc.Name, target: sc.Target, allow: allow, dialTimeout: sc.DialTimeout.D()}
 		switch sc.ProxyProtocol {
 		case "v1":
 			svc.proxyProtocol = 1
@@ -241,7 +241,7 @@ func (a *Agent) buildServers() error {
 
 func (a *Agent) buildForwards() error {
 	for _, fc := range a.cfg.Forwards {
-		ln, err := a.opts.Listen("tcp", string(fc.Listen))
+		ln, err := a.listenForward(fc)
 		if err != nil {
 			return fmt.Errorf("%s: forward %s: %w", a.where(fc.Line), fc.Listen, err)
 		}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/postern-tunnel/postern/config"
 	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/relay"
 	"github.com/postern-tunnel/postern/trust"
@@ -22,7 +23,7 @@ import (
 // service is a configured target that peers may reach.
 type service struct {
 	name          string
-	target        string
+	target        config.Address // host:port, or unix:PATH
 	allow         identity.List
 	dialTimeout   time.Duration
 	proxyProtocol byte // 0 (off), 1 or 2: PROXY header version sent to the target
@@ -33,7 +34,7 @@ type service struct {
 func (s *service) dial(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), origin proxyOrigin) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.dialTimeout)
 	defer cancel()
-	c, err := dial(ctx, "tcp", s.target)
+	c, err := dial(ctx, s.target.Network(), s.target.NetAddr())
 	if err != nil {
 		return nil, err
 	}

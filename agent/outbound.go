@@ -100,7 +100,7 @@ func (f *forward) handle(c net.Conn) (carry func()) {
 	log = log.With("stream", st.ID())
 	rec := f.begin(c, st.Tunnel().Peer, st.Tunnel().RemoteAddr())
 	req, err := wire.AppendOpen(nil, wire.OpenRequest{
-		Service: f.service, Source: c.RemoteAddr().String(), Destination: c.LocalAddr().String(),
+		Service: f.service, Source: ipPort(c.RemoteAddr()), Destination: ipPort(c.LocalAddr()),
 	})
 	if err == nil {
 		_, err = st.Write(req)
@@ -186,7 +186,10 @@ func (f *forward) log(c net.Conn) *slog.Logger {
 	if f.service != "" {
 		l = l.With("service", f.service)
 	}
-	return l.With("client", c.RemoteAddr().String())
+	if src := ipPort(c.RemoteAddr()); src != "" {
+		l = l.With("client", src)
+	}
+	return l
 }
 
 func asRefused(err error) (*wire.RefusedError, bool) {

@@ -72,7 +72,10 @@ func tlsVersionName(v uint16) string {
 }
 
 // tcpAddr parses "ip:port"; anything else yields nil, and the PROXY
-// header then says the address is unknown (LOCAL / UNKNOWN).
+// header then says the address is unknown: v1 "PROXY UNKNOWN", v2 LOCAL
+// (with its TLVs). That is the header of an app on a Unix socket, whose
+// end of the connection has no address to send (AF_UNIX in v2 would need
+// a path, and the app's end of the socket has none).
 func tcpAddr(s string) net.Addr {
 	ap, err := netip.ParseAddrPort(s)
 	if err != nil {

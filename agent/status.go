@@ -87,7 +87,7 @@ func (a *Agent) Status() Status {
 			continue
 		}
 		e := a.endpoint("service " + svc.name)
-		s.Services = append(s.Services, ServiceStatus{Name: svc.name, Target: svc.target,
+		s.Services = append(s.Services, ServiceStatus{Name: svc.name, Target: svc.target.String(),
 			Open: e.open.Load(), Total: e.total.Load(), LastErr: e.lastErr.Load()})
 	}
 	for _, srv := range a.servers {

@@ -259,7 +259,7 @@ func (c *Client) dialTLS(ctx context.Context, addr string, mux bool) (*tls.Conn,
 	}
 	name := c.ServerName
 	if name == "" {
-		name, _, _ = net.SplitHostPort(addr)
+		name = ServerNameOf(addr)
 	}
 	var cfg *tls.Config
 	if c.TLSConfig != nil {

@@ -129,6 +129,9 @@ type Forward struct {
 	Service    string   `toml:"service"`
 	Via        string   `toml:"via"`         // a [[client]] name, or a peer identity for a reverse forward
 	TunnelWait Duration `toml:"tunnel_wait"` // how long a connection waits for a tunnel
+	// Mode is the permission of a Unix socket listen ("0660" by default),
+	// in octal.
+	Mode string `toml:"mode"`
 
 	Line int `toml:"-"`
 }
@@ -496,5 +499,11 @@ func (c *Config) resolvePaths(dir string) {
 	for i := range c.Clients {
 		resolve(&c.Clients[i].TLS)
 		abs(&c.Clients[i].ProxyPasswordFile)
+	}
+	for i := range c.Forwards {
+		resolveUnix(&c.Forwards[i].Listen, dir)
+	}
+	for i := range c.Services {
+		resolveUnix(&c.Services[i].Target, dir)
 	}
 }

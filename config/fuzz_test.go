@@ -1,6 +1,8 @@
 package config_test
 
 import (
+	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -35,6 +37,8 @@ func FuzzParse(f *testing.F) {
 		validClient + "[[service]]\nname = \"a\"\ntarget = \"h:1\"\nallow = [\"dns:a..b\"]\n",
 		validClient + "proxy = \"http://u:pw@p:3128\"\n",
 		validClient + "proxy = \"socks5://u@p:1080\"\nproxy_password_env = \"P\"\n",
+		validClient + "[[forward]]\nlisten = \"unix:a.sock\"\nmode = \"0600\"\nservice = \"a\"\nvia = \"hub\"\n",
+		validClient + "[[service]]\nname = \"a\"\ntarget = \"unix:/run/a.sock\"\n[[server]]\nlisten = \"[::1]:7443\"\n",
 	} {
 		f.Add([]byte(seed))
 	}
@@ -78,6 +82,7 @@ func FuzzParse(f *testing.F) {
 		if c.Tunnel.KeepaliveInterval <= 0 || c.Tunnel.KeepaliveTimeout <= 0 || c.Tunnel.OpenTimeout <= 0 || c.Tunnel.MaxStreams <= 0 {
 			t.Fatalf("accepted with an unset tunnel default: %+v", c.Tunnel)
 		}
+		checkAcceptedAddresses(t, c)
 		// A password is never accepted inline in a proxy URL.
 		for _, cl := range c.Clients {
 			if cl.Proxy == "" || cl.Proxy == "env" {
@@ -109,5 +114,48 @@ func checkAcceptedIdentity(t *testing.T, e string) {
 	kind, value, ok := strings.Cut(name, ":")
 	if !ok || value == "" || !strings.Contains(" dns ip uri cn ou sha256 spki ", " "+kind+" ") {
 		t.Fatalf("accepted %q, which has no known kind", e)
+	}
+}
+
+// checkAcceptedAddresses checks the addresses a config accepted: a Unix
+// socket only where the agent can use one (a forward's listen, a
+// service's target), as an absolute path a socket can bind; every other
+// address a host:port the net package takes.
+func checkAcceptedAddresses(t *testing.T, c *config.Config) {
+	t.Helper()
+	hostPort := func(a config.Address) {
+		if _, _, err := net.SplitHostPort(string(a)); err != nil {
+			t.Fatalf("accepted %q, which is not host:port: %v", a, err)
+		}
+	}
+	either := func(a config.Address) {
+		p, ok := a.Unix()
+		if !ok {
+			hostPort(a)
+			return
+		}
+		if !filepath.IsAbs(p) || len(p) > config.MaxUnixPath || strings.ContainsRune(p, 0) {
+			t.Fatalf("accepted socket path %q: not absolute, too long or with a NUL", p)
+		}
+	}
+	for _, s := range c.Servers {
+		hostPort(s.Listen)
+	}
+	for _, cl := range c.Clients {
+		for _, a := range cl.Servers {
+			hostPort(a)
+		}
+	}
+	if c.Admin.Listen != "" {
+		hostPort(c.Admin.Listen)
+	}
+	for _, f := range c.Forwards {
+		either(f.Listen)
+		if m := f.UnixMode(); m > 0o777 || m&0o600 != 0o600 {
+			t.Fatalf("accepted forward %s with mode %o", f.Listen, m)
+		}
+	}
+	for _, sv := range c.Services {
+		either(sv.Target)
 	}
 }

@@ -92,7 +92,9 @@ func parseSize(str string) (int64, error) {
 }
 
 // Address is a host:port. The host may be empty ("":7443 listens on all
-// addresses); the port must be a number.
+// addresses), an IPv6 literal in brackets ("[::1]:7443") or a name; the
+// port must be a number. A [[forward]]'s listen and a [[service]]'s target
+// may also be a Unix socket, "unix:PATH" (see UnixPrefix).
 type Address string
 
 // UnmarshalTOML implements toml.Unmarshaler.
@@ -101,7 +103,11 @@ func (a *Address) UnmarshalTOML(v any) error {
 	if !ok {
 		return fmt.Errorf("address must be a string \"host:port\" (got %v)", v)
 	}
-	if err := checkAddress(s); err != nil {
+	check := checkAddress
+	if strings.HasPrefix(s, UnixPrefix) {
+		check = checkUnix
+	}
+	if err := check(s); err != nil {
 		return err
 	}
 	*a = Address(s)

@@ -31,6 +31,9 @@ func (c *Config) Validate() error {
 	if len(c.Servers) == 0 && len(c.Clients) == 0 {
 		return c.errorf(0, "nothing to do: add a [[server]] to accept tunnels or a [[client]] to dial one")
 	}
+	if err := notUnix(c.Admin.Listen, "admin.listen"); err != nil {
+		return c.errorf(0, "%v", err)
+	}
 	if err := checkMinVersion(c.TLS.MinVersion); err != nil {
 		return c.errorf(0, "tls.min_version: %v", err)
 	}
@@ -110,6 +113,9 @@ func (c *Config) validateServer(s *Server) error {
 	if s.Listen == "" {
 		return c.errorf(s.Line, "[[server]]: listen is required, like listen = \"0.0.0.0:7443\"")
 	}
+	if err := notUnix(s.Listen, "listen"); err != nil {
+		return c.errorf(s.Line, "%s: %v", where, err)
+	}
 	if err := c.validateTLS(s.Line, where, s.TLS); err != nil {
 		return err
 	}
@@ -135,6 +141,11 @@ func (c *Config) validateClient(cl *Client) error {
 	where := fmt.Sprintf("client %q", cl.Name)
 	if len(cl.Servers) == 0 {
 		return c.errorf(cl.Line, "%s: servers is required, like servers = [\"hub.example.com:7443\"]", where)
+	}
+	for _, s := range cl.Servers {
+		if err := notUnix(s, "servers"); err != nil {
+			return c.keyErrorf(cl, "servers", "%s: %v", where, err)
+		}
 	}
 	if err := c.validateTLS(cl.Line, where, cl.TLS); err != nil {
 		return err
@@ -312,6 +323,12 @@ func (c *Config) validateForward(f *Forward, clients map[string]bool) error {
 		return c.errorf(f.Line, "[[forward]]: listen is required, like listen = \"127.0.0.1:15432\"")
 	}
 	where := fmt.Sprintf("forward %s", f.Listen)
+	if err := checkUnixLength(f.Listen); err != nil {
+		return c.errorf(f.Line, "%s: listen: %v", where, err)
+	}
+	if err := checkMode(f); err != nil {
+		return c.errorf(f.Line, "%s: %v", where, err)
+	}
 	if f.Service == "" {
 		return c.errorf(f.Line, "%s: service is required: the name of a [[service]] on the peer", where)
 	}
@@ -348,6 +365,9 @@ func (c *Config) validateService(s *Service) error {
 	}
 	if s.Target == "" {
 		return c.errorf(s.Line, "%s: target is required, like target = \"10.0.0.5:5432\"", where)
+	}
+	if err := checkUnixLength(s.Target); err != nil {
+		return c.errorf(s.Line, "%s: target: %v", where, err)
 	}
 	for _, a := range s.Allow {
 		if err := checkAllow(a); err != nil {

@@ -71,7 +71,7 @@ func (p *plainReader) read() (buf *[]byte, n int, err error) {
 	switch {
 	case err != nil:
 	case p.err != nil:
-		err = &net.OpError{Op: "read", Net: "tcp", Source: p.c.LocalAddr(), Addr: p.c.RemoteAddr(), Err: p.err}
+		err = &net.OpError{Op: "read", Net: p.c.LocalAddr().Network(), Source: p.c.LocalAddr(), Addr: p.c.RemoteAddr(), Err: p.err}
 	case n == 0:
 		err = io.EOF
 	}

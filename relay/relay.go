@@ -387,6 +387,12 @@ func closeWrite(c net.Conn) error {
 
 // ResetConn closes c with a TCP reset (linger 0), so the application sees
 // an error rather than a clean end of stream.
+//
+// A Unix socket has no reset; it is just closed. On Linux the application
+// then reads what was already delivered, and its next read or write fails
+// with ECONNRESET (once, whichever comes first) when it had sent bytes the
+// relay had not read yet (a cut in mid-upload); otherwise its reads end as
+// at a clean end-of-stream, and its next write fails with EPIPE.
 func ResetConn(c net.Conn) {
 	if tc, ok := c.(interface{ SetLinger(int) error }); ok {
 		tc.SetLinger(0)

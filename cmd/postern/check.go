@@ -402,7 +402,7 @@ func checkConnect(r *checkReport, c config.Client, services []string, creds *tru
 	for _, addr := range c.Servers {
 		name := c.ServerName
 		if name == "" {
-			name, _, _ = net.SplitHostPort(string(addr))
+			name = client.ServerNameOf(string(addr))
 		}
 		a := attempt{addr: string(addr), hop: proxy.Describe(string(addr))}
 		a.verdict, a.services, a.err = connectOnce(dial, a.addr, name, creds, pins, *c.Mux, c.DialTimeout.D(), opts, services)
