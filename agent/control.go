@@ -30,7 +30,7 @@ func ControlSocketPaths(configPath string) []string {
 	if err != nil {
 		abs = configPath
 	}
-	base := strings.TrimSuffix(filepath.Base(abs), filepath.Ext(abs)) + ".sock"
+	base := strings.TrimSuffix(filepath.Base(abs), filepath.Ext(abs)) + ".control.sock" // not NAME.sock: a forward may well be called that
 	var out []string
 	if dir := runtimeDir(); dir != "" {
 		out = append(out, filepath.Join(dir, base))

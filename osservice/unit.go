@@ -88,7 +88,7 @@ func renderUnit(c Config, template bool) string {
 	line("Group=%s", user)
 	line("UMask=0077")
 	line("# /run/postern holds the control socket (postern status, postern reload):")
-	line("# NAME.sock for the config file NAME.toml, mode 0660 (root and the agent's")
+	line("# NAME.control.sock for the config file NAME.toml, mode 0660 (root and the agent's")
 	line("# group). Kept while other instances run.")
 	line("RuntimeDirectory=postern")
 	line("RuntimeDirectoryMode=0750")

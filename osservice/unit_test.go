@@ -21,7 +21,7 @@ func packagedConfig() Config {
 }
 
 // The units the packages ship are what Unit renders, so the installed and
-// the packaged service cannot drift apart. go test ./service -update
+// the packaged service cannot drift apart. go test ./osservice -update
 // rewrites them.
 func TestPackagedUnits(t *testing.T) {
 	unit, err := Unit(packagedConfig())
@@ -41,10 +41,10 @@ func TestPackagedUnits(t *testing.T) {
 		}
 		got, err := os.ReadFile(path)
 		if err != nil {
-			t.Fatalf("%v (go test ./service -update writes it)", err)
+			t.Fatalf("%v (go test ./osservice -update writes it)", err)
 		}
 		if string(got) != want {
-			t.Errorf("%s differs from what Unit renders; run go test ./service -update and review the diff", path)
+			t.Errorf("%s differs from what Unit renders; run go test ./osservice -update and review the diff", path)
 		}
 	}
 }

@@ -170,6 +170,9 @@ func worker(ctx context.Context, l Load, w window, p *pace, r *Result) {
 		t0 := time.Now()
 		if p != nil {
 			due := p.next()
+			if due.After(w.to) {
+				return // past the run: the schedule has nothing more
+			}
 			ready := t0
 			if wait := due.Sub(ready); wait > 0 {
 				timer.Reset(wait)

@@ -501,7 +501,7 @@ func TestReloadCommand(t *testing.T) {
 		if err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o660 {
 			t.Errorf("control socket %s: %v, %v; want a socket with mode 0660", sock, fi.Mode(), err)
 		}
-		if places := agent.ControlSocketPaths(p.hubPath); !slices.Contains(places, sock) || places[len(places)-1] != filepath.Join(p.dir, "hub.sock") {
+		if places := agent.ControlSocketPaths(p.hubPath); !slices.Contains(places, sock) || places[len(places)-1] != filepath.Join(p.dir, "hub.control.sock") {
 			t.Errorf("control socket at %s, want one of %v, the last beside the config", sock, places)
 		}
 	}
@@ -535,7 +535,7 @@ func TestStatusNoAgent(t *testing.T) {
 	if code := cmdStatus([]string{"-c", path}, &out, &errOut); code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}
-	for _, want := range []string{"socket " + filepath.Join(dir, "postern.sock") + ": connect: no such file or directory", "no [admin] listen", "is the agent running with this config?"} {
+	for _, want := range []string{"socket " + filepath.Join(dir, "postern.control.sock") + ": connect: no such file or directory", "no [admin] listen", "is the agent running with this config?"} {
 		if !strings.Contains(errOut.String(), want) {
 			t.Errorf("message lacks %q: %s", want, errOut.String())
 		}
