@@ -11,10 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	"github.com/postern-tunnel/postern/config"
 	"github.com/postern-tunnel/postern/internal/testca"
 	"github.com/postern-tunnel/postern/internal/testnet"
 	"github.com/postern-tunnel/postern/trust"
+	"github.com/postern-tunnel/postern/tunnel"
 	"github.com/postern-tunnel/postern/wire"
 )
 
@@ -218,7 +219,7 @@ func TestMalformedOpenRequest(t *testing.T) {
 		{"status instead of open", []byte{1, 2, 0, 1, 0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st, err := sess.OpenStream()
+			st, err := sess.Open()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -237,9 +238,9 @@ func TestMalformedOpenRequest(t *testing.T) {
 	hub.log.WaitFor(t, 5*time.Second, "stream refused", `reason="bad open request"`, `peer="CN=\"site-a\"`)
 }
 
-// rawSession opens a yamux session to addr with the site's certificate,
+// rawSession opens a tunnel to addr with the site's certificate,
 // for speaking the stream protocol by hand.
-func rawSession(t *testing.T, p *pki, addr string) *yamux.Session {
+func rawSession(t *testing.T, p *pki, addr string) *tunnel.Tunnel {
 	t.Helper()
 	cert, err := tls.LoadX509KeyPair(p.site.Cert, p.site.Key)
 	if err != nil {
@@ -250,9 +251,9 @@ func rawSession(t *testing.T, p *pki, addr string) *yamux.Session {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := yamux.DefaultConfig()
-	cfg.LogOutput = io.Discard
-	sess, err := yamux.Client(conn, cfg)
+	var c config.Config
+	c.SetDefaults()
+	sess, err := tunnel.New(conn, true, tunnel.OptionsOf(c.Tunnel))
 	if err != nil {
 		t.Fatal(err)
 	}
