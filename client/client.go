@@ -255,7 +255,7 @@ func (c *Client) dialTLS(ctx context.Context, addr string, mux bool) (*tls.Conn,
 	defer cancel()
 	conn, err := c.Dial(dctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("connect: %w", unwrapOp(err))
+		return nil, fmt.Errorf("connect: %w", UnwrapOp(err))
 	}
 	name := c.ServerName
 	if name == "" {
@@ -441,9 +441,10 @@ func jitterUp(d time.Duration) time.Duration {
 	return d + rand.N(d/10+1)
 }
 
-// unwrapOp drops the "dial tcp ...: connect:" wrapping the caller's own
-// message already says. A *ProxyError already says it in its own words.
-func unwrapOp(err error) error {
+// UnwrapOp drops the "dial tcp ADDR: connect:" wrapping a failed dial
+// repeats and the caller's own message already says, leaving "connection
+// refused". A *ProxyError already says it in its own words.
+func UnwrapOp(err error) error {
 	if pe, ok := errors.AsType[*ProxyError](err); ok {
 		return pe
 	}

@@ -230,7 +230,7 @@ func withUserPlaceholder(u *url.URL) string {
 
 // unreachable names a failure to open the connection to the proxy.
 func unreachable(u *url.URL, err error) error {
-	return &ProxyError{Proxy: u.Host, Msg: "unreachable: " + unwrapOp(err).Error(), Err: err}
+	return &ProxyError{Proxy: u.Host, Msg: "unreachable: " + UnwrapOp(err).Error(), Err: err}
 }
 
 // dialConnect opens a tunnel to addr with HTTP CONNECT.
@@ -260,7 +260,7 @@ func (p *Proxy) dialConnect(ctx context.Context, base DialFunc, u *url.URL, addr
 		if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
 			return nil, &ProxyError{Proxy: u.Host, Msg: fmt.Sprintf("did not answer CONNECT %s within the dial timeout", addr), Err: err}
 		}
-		return nil, &ProxyError{Proxy: u.Host, Msg: fmt.Sprintf("CONNECT %s: %v", addr, unwrapOp(err)), Err: err}
+		return nil, &ProxyError{Proxy: u.Host, Msg: fmt.Sprintf("CONNECT %s: %v", addr, UnwrapOp(err)), Err: err}
 	}
 	conn.SetDeadline(time.Time{})
 	if len(rest) > 0 {
@@ -498,7 +498,7 @@ func (p *Proxy) dialSOCKS(ctx context.Context, base DialFunc, u *url.URL, addr s
 	if errors.As(err, &down) {
 		return nil, unreachable(u, down.err)
 	}
-	why := unwrapOp(err).Error()
+	why := UnwrapOp(err).Error()
 	switch {
 	case why == "username/password authentication failed":
 		why = "refused the user name and password: " + p.passwordHint(u)

@@ -212,7 +212,7 @@ func TestProxyUnreachable(t *testing.T) {
 			t.Errorf("%s: error:\n got  %v\n want %s", scheme, err, want)
 		}
 		// And through the client's own wrapping, the message survives.
-		if got := unwrapOp(err); got != err {
+		if got := UnwrapOp(err); got != err {
 			t.Errorf("unwrapOp dropped the proxy from %v: %v", err, got)
 		}
 	}

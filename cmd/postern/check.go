@@ -457,7 +457,7 @@ func connectOnce(dial client.DialFunc, addr, serverName string, creds *trust.Cre
 		return "", nil, pe
 	}
 	if err != nil {
-		return "", nil, fmt.Errorf("connect: %w", unwrapOpError(err))
+		return "", nil, fmt.Errorf("connect: %w", client.UnwrapOp(err))
 	}
 	defer conn.Close()
 	cfg := trust.ClientConfig(creds, serverName, pins...)
@@ -572,20 +572,6 @@ func checkProxyPassword(r *checkReport, c config.Client) {
 		return
 	}
 	r.ok("proxy_password_file %s: readable", c.ProxyPasswordFile)
-}
-
-// unwrapOpError drops the "dial tcp ADDR: connect: " a failed dial
-// repeats, leaving "connection refused".
-func unwrapOpError(err error) error {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Err != nil {
-		err = op.Err
-	}
-	var se *os.SyscallError
-	if errors.As(err, &se) {
-		return se.Err
-	}
-	return err
 }
 
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/postern-tunnel/postern/agent"
+	"github.com/postern-tunnel/postern/client"
 	"github.com/postern-tunnel/postern/internal/testca"
 )
 
@@ -61,7 +62,7 @@ cert = %q
 // not "connect: connect: connection refused".
 func TestUnwrapOpError(t *testing.T) {
 	err := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
-	if got := fmt.Errorf("connect: %w", unwrapOpError(err)).Error(); got != "connect: connection refused" {
+	if got := fmt.Errorf("connect: %w", client.UnwrapOp(err)).Error(); got != "connect: connection refused" {
 		t.Errorf("got %q", got)
 	}
 }
