@@ -64,7 +64,7 @@ func runDemo(ctx context.Context, f demoFlags, stdout, stderr io.Writer) error {
 	defer web.Close()
 
 	hubCfg := fmt.Sprintf(demoHub, legacy.Addr())
-	hub, err := startDemoAgent(dir, "hub.toml", hubCfg, log.With("agent", "hub"))
+	hub, err := startDemoAgent(dir, "hub.toml", hubCfg, log.With("demo", "hub"))
 	if err != nil {
 		return err
 	}
@@ -75,7 +75,7 @@ func runDemo(ctx context.Context, f demoFlags, stdout, stderr io.Writer) error {
 		ln.Close()
 	}
 	siteCfg := fmt.Sprintf(demoSite, hub.ServerAddrs()[0], forward)
-	site, err := startDemoAgent(dir, "site.toml", siteCfg, log.With("agent", "site"))
+	site, err := startDemoAgent(dir, "site.toml", siteCfg, log.With("demo", "site"))
 	if err != nil {
 		return err
 	}
