@@ -69,10 +69,9 @@ func (ts *targetSet) mark(t *target, err error, how string) {
 	if err == nil {
 		t.downSince, t.lastErr = time.Time{}, ""
 	} else {
-		if wasUp {
-			t.downSince = time.Now()
-		}
-		t.lastErr = err.Error()
+		// From the latest failure: without a health check, the time a
+		// target stays down counts from it.
+		t.downSince, t.lastErr = time.Now(), err.Error()
 	}
 	t.mu.Unlock()
 	switch {

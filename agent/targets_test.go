@@ -188,6 +188,14 @@ func TestTargetOrder(t *testing.T) {
 	if got := names(fo.order(now.Add(config.TargetDownFor + time.Second))); got != "abc" {
 		t.Errorf("failover once a's down time is over: %s, want abc", got)
 	}
+	// Tried again after its down time and failed again: down once more.
+	fo.list[0].mu.Lock()
+	fo.list[0].downSince = now.Add(-time.Hour)
+	fo.list[0].mu.Unlock()
+	fo.mark(fo.list[0], io.ErrUnexpectedEOF, "dial")
+	if got := names(fo.order(time.Now())); got != "bca" {
+		t.Errorf("failover with a down again: %s, want bca", got)
+	}
 
 	rr := set("round-robin", 0)
 	var seq []string
