@@ -102,7 +102,8 @@ func (m *metrics) countRefused(cause server.Cause) {
 }
 
 // adminHandler serves /healthz (the process answers), /readyz (every
-// tunnel this agent dials is up) and /metrics (Prometheus).
+// tunnel this agent dials is up, every service has a target up) and
+// /metrics (Prometheus).
 func (a *Agent) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -121,8 +122,9 @@ func (a *Agent) adminHandler() http.Handler {
 	return mux
 }
 
-// notReady lists what keeps the agent from being ready: draining, or a
-// [[client]] (with a tunnel) that has none up.
+// notReady lists what keeps the agent from being ready: draining, a
+// [[client]] (with a tunnel) that has none up, or a [[service]] with no
+// target up (see targets.go).
 func (a *Agent) notReady() []string {
 	var missing []string
 	if a.draining.Load() {
@@ -133,7 +135,7 @@ func (a *Agent) notReady() []string {
 			missing = append(missing, fmt.Sprintf("no tunnel %q up", name))
 		}
 	}
-	return missing
+	return append(missing, a.servicesUnreachable()...)
 }
 
 // serveAdmin runs the admin endpoint until ctx is done.

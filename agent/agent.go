@@ -155,7 +155,7 @@ func (a *Agent) buildServices() error {
 		if len(allow) == 0 {
 			a.log.Warn("service has an empty allow list: every stream to it will be refused (default deny)", "service", sc.Name)
 		}
-		svc := &service{name: sc.Name, target: sc.Target, allow: allow, dialTimeout: sc.DialTimeout.D()}
+		svc := &service{name: sc.Name, targets: newTargetSet(sc, a.log), allow: allow, dialTimeout: sc.DialTimeout.D()}
 		switch sc.ProxyProtocol {
 		case "v1":
 			svc.proxyProtocol = 1
@@ -289,6 +289,7 @@ func (a *Agent) ServerAddrs() []net.Addr {
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.startCertificateWatch(ctx)()
 	defer a.startACME(ctx)()
+	defer a.startHealthChecks(ctx)()
 	for _, s := range a.servers {
 		a.log.Info("tunnel server listening", "listen", s.ln.Addr().String())
 	}

@@ -23,24 +23,23 @@ import (
 // service is a configured target that peers may reach.
 type service struct {
 	name          string
-	target        config.Address // host:port, or unix:PATH
+	targets       *targetSet // host:port, or unix:PATH, each
 	allow         identity.List
 	dialTimeout   time.Duration
 	proxyProtocol byte // 0 (off), 1 or 2: PROXY header version sent to the target
 }
 
-// dial connects to the service's target and, when configured, sends the
-// PROXY protocol header describing the connection's origin.
-func (s *service) dial(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), origin proxyOrigin) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.dialTimeout)
-	defer cancel()
-	c, err := dial(ctx, s.target.Network(), s.target.NetAddr())
+// dial connects to one of the service's targets (see targets.go) and,
+// when configured, sends the PROXY protocol header describing the
+// connection's origin. It returns the target it connected to.
+func (s *service) dial(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), origin proxyOrigin) (net.Conn, config.Address, error) {
+	c, addr, err := s.targets.dial(ctx, dial, s.dialTimeout)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	relay.ArmReset(c) // a crash resets the target, never a clean end
 	if s.proxyProtocol == 0 {
-		return c, nil
+		return c, addr, nil
 	}
 	h, err := origin.header(s.proxyProtocol)
 	if err == nil {
@@ -49,10 +48,10 @@ func (s *service) dial(ctx context.Context, dial func(context.Context, string, s
 	}
 	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("send PROXY header: %w", err)
+		return nil, "", fmt.Errorf("send PROXY header to %s: %w", addr, err)
 	}
 	c.SetWriteDeadline(time.Time{})
-	return c, nil
+	return c, addr, nil
 }
 
 // serveTunnel accepts the peer's streams until the tunnel ends, and ends
@@ -138,14 +137,14 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream) (carry func())
 		log.Warn("stream refused", "reason", notAllowed(svc.allow), "allow", allowAttr(svc.allow.Strings()), "issuer", verifiedIssuer(t.Chains))
 		return nil
 	}
-	log = log.With("target", svc.target)
-	target, err := svc.dial(a.relayCtx, a.opts.Dial, proxyOrigin{source: req.Source, dest: req.Destination,
+	target, used, err := svc.dial(a.relayCtx, a.opts.Dial, proxyOrigin{source: req.Source, dest: req.Destination,
 		peer: t.Peer, allowed: allowed, tlsVersion: t.ConnectionState().Version})
 	if err != nil {
 		a.refuse(st, rec, wire.StatusTargetUnreachable, fmt.Sprintf("service %q: target unreachable", req.Service))
-		log.Warn("stream refused", "reason", "target unreachable", "err", err)
+		log.Warn("stream refused", "reason", "target unreachable", "target", svc.targets.attr(), "err", err)
 		return nil
 	}
+	log = log.With("target", used)
 	if _, err := st.Write(wire.AppendStatus(nil, wire.Status{Code: wire.StatusOK})); err != nil {
 		target.Close()
 		st.Reset()
@@ -233,15 +232,15 @@ func (a *Agent) serveRaw(c *tls.Conn, svc *service, creds *trust.Credentials) {
 		return
 	}
 	defer a.raws.add(&rawConn{c: c, side: trust.SideServer, creds: creds, where: "raw TLS from " + c.RemoteAddr().String() + " to service " + svc.name})()
-	log = log.With("target", svc.target)
-	target, err := svc.dial(a.relayCtx, a.opts.Dial, proxyOrigin{source: c.RemoteAddr().String(), dest: c.LocalAddr().String(),
+	target, used, err := svc.dial(a.relayCtx, a.opts.Dial, proxyOrigin{source: c.RemoteAddr().String(), dest: c.LocalAddr().String(),
 		peer: peer, allowed: allowed, tlsVersion: cs.Version})
 	if err != nil {
-		log.Warn("raw TLS connection refused", "reason", "target unreachable", "err", err)
+		log.Warn("raw TLS connection refused", "reason", "target unreachable", "target", svc.targets.attr(), "err", err)
 		rec.refused("target unreachable")
 		resetTLS(c)
 		return
 	}
+	log = log.With("target", used)
 	stats, err := relay.Raw(a.relayCtx, target, c)
 	a.logRelayEnd(log, rec, "raw TLS connection", stats, err)
 }

@@ -57,11 +57,12 @@ type ForwardStatus struct {
 
 // ServiceStatus is one [[service]].
 type ServiceStatus struct {
-	Name    string     `json:"name"`
-	Target  string     `json:"target"`
-	Open    int64      `json:"open"`
-	Total   int64      `json:"total"`
-	LastErr *LastError `json:"last_error,omitempty"`
+	Name    string         `json:"name"`
+	Target  string         `json:"target"` // the target the latest stream used (else the first)
+	Targets []TargetStatus `json:"targets"`
+	Open    int64          `json:"open"`
+	Total   int64          `json:"total"`
+	LastErr *LastError     `json:"last_error,omitempty"`
 }
 
 // Status reports the agent's tunnels, forwards, services and recent
@@ -87,7 +88,7 @@ func (a *Agent) Status() Status {
 			continue
 		}
 		e := a.endpoint("service " + svc.name)
-		s.Services = append(s.Services, ServiceStatus{Name: svc.name, Target: svc.target.String(),
+		s.Services = append(s.Services, ServiceStatus{Name: svc.name, Target: svc.targets.shown().String(), Targets: svc.targets.status(time.Now()),
 			Open: e.open.Load(), Total: e.total.Load(), LastErr: e.lastErr.Load()})
 	}
 	for _, srv := range a.servers {

@@ -145,6 +145,16 @@ type Service struct {
 	// ProxyProtocol sends the original client address to the target first:
 	// "" (off), "v1" or "v2".
 	ProxyProtocol string `toml:"proxy_protocol"`
+	// Targets lists several targets in place of target: tried in
+	// TargetStrategy's order, skipping those marked down.
+	Targets []Address `toml:"targets"`
+	// TargetStrategy is "failover" (default: the first reachable target in
+	// order) or "round-robin" (each stream starts at the next target).
+	TargetStrategy string `toml:"target_strategy"`
+	// HealthInterval, when set, connects to each target this often (a TCP
+	// or Unix connect, closed at once) and marks it up or down; when left
+	// out, only a failed dial marks a target down, for TargetDownFor.
+	HealthInterval Duration `toml:"health_interval"`
 
 	Line int `toml:"-"`
 }
@@ -159,6 +169,13 @@ type Log struct {
 	Level  string `toml:"level"`  // debug|info|warn|error
 	Format string `toml:"format"` // text|json
 }
+
+// Targets of a [[service]]: the default strategy, and how long a failed
+// dial marks a target down when the service has no health_interval.
+const (
+	DefaultTargetStrategy = "failover"
+	TargetDownFor         = 30 * time.Second
+)
 
 // Defaults, in one place. The README's config reference lists the same.
 const (
@@ -409,6 +426,9 @@ func (c *Config) SetDefaults() {
 	}
 	for i := range c.Services {
 		setDur(&c.Services[i].DialTimeout, DefaultDialTimeout)
+		if c.Services[i].TargetStrategy == "" {
+			c.Services[i].TargetStrategy = DefaultTargetStrategy
+		}
 	}
 	if c.ACME != nil {
 		c.ACME.setDefaults()
@@ -505,5 +525,19 @@ func (c *Config) resolvePaths(dir string) {
 	}
 	for i := range c.Services {
 		resolveUnix(&c.Services[i].Target, dir)
+		for j := range c.Services[i].Targets {
+			resolveUnix(&c.Services[i].Targets[j], dir)
+		}
 	}
+}
+
+// TargetList is the service's targets: targets, or its one target.
+func (s *Service) TargetList() []Address {
+	if len(s.Targets) > 0 {
+		return s.Targets
+	}
+	if s.Target == "" {
+		return nil
+	}
+	return []Address{s.Target}
 }

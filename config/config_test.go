@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -305,7 +306,15 @@ func TestErrors(t *testing.T) {
 		{"service without name", validClient + "[[service]]\ntarget = \"h:1\"\n",
 			`config FILE:8: [[service]]: name is required`},
 		{"service without target", validClient + "[[service]]\nname = \"erp\"\n",
-			`config FILE:8: service "erp": target is required, like target = "10.0.0.5:5432"`},
+			`config FILE:8: service "erp": target is required, like target = "10.0.0.5:5432" (or targets = ["10.0.0.5:5432", "10.0.0.6:5432"] for several)`},
+		{"service with target and targets", validClient + "[[service]]\nname = \"erp\"\ntarget = \"h:1\"\ntargets = [\"h:2\"]\n",
+			`config FILE:8: service "erp": set target or targets, not both: move "h:1" into targets`},
+		{"service with a target listed twice", validClient + "[[service]]\nname = \"erp\"\ntargets = [\"h:1\", \"h:2\", \"h:1\"]\n",
+			`config FILE:8: service "erp": targets: "h:1" is listed twice`},
+		{"service with a bad address in targets", validClient + "[[service]]\nname = \"erp\"\ntargets = [\"h:1\", \"db\"]\n",
+			`config FILE:10:11: service.targets: "db": missing port in address`},
+		{"service with an unknown target_strategy", validClient + "[[service]]\nname = \"erp\"\ntargets = [\"h:1\", \"h:2\"]\ntarget_strategy = \"random\"\n",
+			`config FILE:8: service "erp": target_strategy: "random" is not one of failover, round-robin`},
 
 		{"service name the protocol cannot carry", validClient + "[[service]]\nname = \"erp db\"\ntarget = \"h:1\"\n",
 			`config FILE:8: service "erp db": name: ' ' is not allowed: use only A-Z a-z 0-9 . _ -`},
@@ -371,5 +380,40 @@ func TestErrors(t *testing.T) {
 				t.Errorf("error %T does not carry the file name as *config.Error", err)
 			}
 		})
+	}
+}
+
+// TestServiceTargets: targets lists several addresses (host:port or a Unix
+// socket, made absolute against the config's folder), the strategy
+// defaults to failover, and a lone target is a list of one.
+func TestServiceTargets(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "postern.toml")
+	text := validClient + `[[service]]
+name = "db"
+targets = ["10.0.0.5:5432", "unix:db.sock"]
+health_interval = "2s"
+[[service]]
+name = "one"
+target = "10.0.0.7:80"
+target_strategy = "round-robin"
+`
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, one := c.Services[0], c.Services[1]
+	want := []config.Address{"10.0.0.5:5432", config.Address("unix:" + filepath.Join(dir, "db.sock"))}
+	if got := db.TargetList(); !slices.Equal(got, want) {
+		t.Errorf("db targets: %q, want %q", got, want)
+	}
+	if db.TargetStrategy != "failover" || db.HealthInterval.D() != 2*time.Second {
+		t.Errorf("db: strategy %q, health_interval %v", db.TargetStrategy, db.HealthInterval)
+	}
+	if got := one.TargetList(); !slices.Equal(got, []config.Address{"10.0.0.7:80"}) || one.TargetStrategy != "round-robin" || one.HealthInterval != 0 {
+		t.Errorf("one: targets %q, strategy %q, health_interval %v", got, one.TargetStrategy, one.HealthInterval)
 	}
 }

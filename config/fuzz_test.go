@@ -33,6 +33,8 @@ func FuzzParse(f *testing.F) {
 		validClient + "[[forward]]\nlisten = \"::1:7445\"\nservice = \"a\"\nvia = \"hub\"\n",
 		validClient + "[[service]]\nname = \"a\"\ntarget = \"h:1\"\nallow = [\"CN=site-a\"]\n",
 		"[[client]]\nname = \"hub\"\nserver = [\"h:1\"]\n",
+		validClient + "[[service]]\nname = \"a\"\ntargets = [\"h:1\", \"unix:b.sock\"]\ntarget_strategy = \"round-robin\"\nhealth_interval = \"5s\"\n",
+		validClient + "[[service]]\nname = \"a\"\ntarget = \"h:1\"\ntargets = [\"h:1\", \"h\"]\ntarget_strategy = \"random\"\n",
 		"[tls]\nexpiry_warning = \"30d\"\n",
 		validClient + "[[service]]\nname = \"a\"\ntarget = \"h:1\"\nallow = [\"dns:a..b\"]\n",
 		validClient + "proxy = \"http://u:pw@p:3128\"\n",
@@ -156,6 +158,16 @@ func checkAcceptedAddresses(t *testing.T, c *config.Config) {
 		}
 	}
 	for _, sv := range c.Services {
-		either(sv.Target)
+		// One target or several, never both, never none, each usable.
+		targets := sv.TargetList()
+		if len(targets) == 0 || (sv.Target != "" && len(sv.Targets) > 0) {
+			t.Fatalf("accepted service %q with target %q and targets %q", sv.Name, sv.Target, sv.Targets)
+		}
+		for _, a := range targets {
+			either(a)
+		}
+		if sv.TargetStrategy != "failover" && sv.TargetStrategy != "round-robin" {
+			t.Fatalf("accepted service %q with target_strategy %q", sv.Name, sv.TargetStrategy)
+		}
 	}
 }

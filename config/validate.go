@@ -363,11 +363,31 @@ func (c *Config) validateService(s *Service) error {
 	if err := wire.CheckServiceName(s.Name); err != nil {
 		return c.errorf(s.Line, "%s: name: %v", where, err)
 	}
-	if s.Target == "" {
-		return c.errorf(s.Line, "%s: target is required, like target = \"10.0.0.5:5432\"", where)
+	switch {
+	case s.Target == "" && len(s.Targets) == 0:
+		return c.errorf(s.Line, "%s: target is required, like target = \"10.0.0.5:5432\" (or targets = [\"10.0.0.5:5432\", \"10.0.0.6:5432\"] for several)", where)
+	case s.Target != "" && len(s.Targets) > 0:
+		return c.errorf(s.Line, "%s: set target or targets, not both: move %q into targets", where, s.Target)
 	}
-	if err := checkUnixLength(s.Target); err != nil {
-		return c.errorf(s.Line, "%s: target: %v", where, err)
+	for _, t := range s.TargetList() {
+		if t == "" {
+			return c.errorf(s.Line, "%s: targets: an empty address", where)
+		}
+		if err := checkUnixLength(t); err != nil {
+			return c.errorf(s.Line, "%s: target: %v", where, err)
+		}
+	}
+	seen := map[Address]bool{}
+	for _, t := range s.Targets {
+		if seen[t] {
+			return c.errorf(s.Line, "%s: targets: %q is listed twice", where, t)
+		}
+		seen[t] = true
+	}
+	switch s.TargetStrategy {
+	case "failover", "round-robin":
+	default:
+		return c.errorf(s.Line, "%s: target_strategy: %q is not one of failover, round-robin", where, s.TargetStrategy)
 	}
 	for _, a := range s.Allow {
 		if err := checkAllow(a); err != nil {

@@ -151,7 +151,11 @@ func checkServices(r *checkReport, cfg *config.Config) {
 		case len(allow) == 0:
 			r.warn("service %q (line %d): empty allow list: every stream to it is refused", s.Name, s.Line)
 		default:
-			r.ok("service %q → %s: allow %s", s.Name, s.Target, strings.Join(allow.Strings(), ", "))
+			targets := make([]string, 0, len(s.TargetList()))
+			for _, t := range s.TargetList() {
+				targets = append(targets, string(t))
+			}
+			r.ok("service %q → %s: allow %s", s.Name, strings.Join(targets, ", "), strings.Join(allow.Strings(), ", "))
 		}
 	}
 }

@@ -224,7 +224,7 @@ func printStatus(w io.Writer, st agent.Status, now time.Time) {
 		fmt.Fprintln(tw, "NAME\tTARGET\tOPEN\tTOTAL\tLAST ERROR")
 	}
 	for _, s := range st.Services {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", s.Name, s.Target, s.Open, s.Total, lastErr(now, s.LastErr))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", s.Name, targetCell(s), s.Open, s.Total, lastErr(now, s.LastErr))
 	}
 	fmt.Fprintf(tw, "\nREFUSED HANDSHAKES (%d)\n", len(st.Refusals))
 	if len(st.Refusals) > 0 {
@@ -276,4 +276,23 @@ func bytesString(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// targetCell is a service's TARGET column: the target its latest stream
+// used, with how many of several targets are up, or "(down)" for a lone
+// target marked down.
+func targetCell(s agent.ServiceStatus) string {
+	up := 0
+	for _, t := range s.Targets {
+		if t.Up {
+			up++
+		}
+	}
+	switch {
+	case len(s.Targets) > 1:
+		return fmt.Sprintf("%s (%d of %d up)", s.Target, up, len(s.Targets))
+	case len(s.Targets) == 1 && up == 0:
+		return s.Target + " (down)"
+	}
+	return s.Target
 }

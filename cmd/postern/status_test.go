@@ -247,7 +247,8 @@ func TestStatusMetricsAccessLog(t *testing.T) {
 	for _, s := range hub.Services {
 		svc[s.Name] = s
 	}
-	if s := svc["echo"]; s.Target != p.echo.Addr().String() || s.Total != 1 || s.Open != 0 || s.LastErr != nil {
+	if s := svc["echo"]; s.Target != p.echo.Addr().String() || s.Total != 1 || s.Open != 0 || s.LastErr != nil ||
+		len(s.Targets) != 1 || s.Targets[0].Addr != s.Target || !s.Targets[0].Up {
 		t.Errorf("hub's echo service: %+v", s)
 	}
 	if s := svc["cut"]; s.Total != 1 || s.LastErr == nil || !strings.Contains(s.LastErr.Err, "reset") {
@@ -538,6 +539,24 @@ func TestStatusNoAgent(t *testing.T) {
 	for _, want := range []string{"socket " + filepath.Join(dir, "postern.control.sock") + ": connect: no such file or directory", "no [admin] listen", "is the agent running with this config?"} {
 		if !strings.Contains(errOut.String(), want) {
 			t.Errorf("message lacks %q: %s", want, errOut.String())
+		}
+	}
+}
+
+// TestTargetCell: the TARGET column shows the target used and, with
+// several, how many are up; a lone target marked down says so.
+func TestTargetCell(t *testing.T) {
+	for _, tc := range []struct {
+		s    agent.ServiceStatus
+		want string
+	}{
+		{agent.ServiceStatus{Target: "a:1", Targets: []agent.TargetStatus{{Addr: "a:1", Up: true}}}, "a:1"},
+		{agent.ServiceStatus{Target: "a:1", Targets: []agent.TargetStatus{{Addr: "a:1"}}}, "a:1 (down)"},
+		{agent.ServiceStatus{Target: "b:1", Targets: []agent.TargetStatus{{Addr: "a:1"}, {Addr: "b:1", Up: true}}}, "b:1 (1 of 2 up)"},
+		{agent.ServiceStatus{Target: "a:1"}, "a:1"}, // an older agent's status
+	} {
+		if got := targetCell(tc.s); got != tc.want {
+			t.Errorf("targetCell(%+v) = %q, want %q", tc.s, got, tc.want)
 		}
 	}
 }
