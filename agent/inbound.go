@@ -26,7 +26,8 @@ type service struct {
 	target        config.Address // host:port, or unix:PATH
 	allow         identity.List
 	dialTimeout   time.Duration
-	proxyProtocol byte // 0 (off), 1 or 2: PROXY header version sent to the target
+	proxyProtocol byte    // 0 (off), 1 or 2: PROXY header version sent to the target
+	limits        *limits // nil: none
 }
 
 // dial connects to the service's target and, when configured, sends the
@@ -138,10 +139,17 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream) (carry func())
 		log.Warn("stream refused", "reason", notAllowed(svc.allow), "allow", allowAttr(svc.allow.Strings()), "issuer", verifiedIssuer(t.Chains))
 		return nil
 	}
+	release, pace, overLimit := svc.admit(a, t)
+	if overLimit != "" {
+		a.refuse(st, rec, wire.StatusOverloaded, overLimit)
+		log.Warn("stream refused", "reason", overLimit)
+		return nil
+	}
 	log = log.With("target", svc.target)
 	target, err := svc.dial(a.relayCtx, a.opts.Dial, proxyOrigin{source: req.Source, dest: req.Destination,
 		peer: t.Peer, allowed: allowed, tlsVersion: t.ConnectionState().Version})
 	if err != nil {
+		release()
 		a.refuse(st, rec, wire.StatusTargetUnreachable, fmt.Sprintf("service %q: target unreachable", req.Service))
 		log.Warn("stream refused", "reason", "target unreachable", "err", err)
 		return nil
@@ -149,6 +157,7 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream) (carry func())
 	if _, err := st.Write(wire.AppendStatus(nil, wire.Status{Code: wire.StatusOK})); err != nil {
 		target.Close()
 		st.Reset()
+		release()
 		rec.finish("reset", 0, 0, err.Error())
 		return nil
 	}
@@ -156,7 +165,8 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream) (carry func())
 	st.Admit()
 	log.Debug("stream connected to its target")
 	return func() {
-		stats, err := relay.Stream(a.relayCtx, target, st, nil)
+		stats, err := relay.Stream(a.relayCtx, target, a.paced(st, pace), nil)
+		release()
 		a.logRelayEnd(log, rec, "stream", stats, err)
 	}
 }

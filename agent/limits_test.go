@@ -1,0 +1,250 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/postern-tunnel/postern/internal/testca"
+	"github.com/postern-tunnel/postern/internal/testnet"
+)
+
+// limitSites runs a hub offering services (each allowing site-a and
+// site-b) and two sites with distinct identities, each forwarding every
+// name in forwards; it waits for both tunnels.
+func limitSites(t *testing.T, services string, forwards ...string) (hub, a, b *running) {
+	t.Helper()
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	hub = start(t, dir, "hub", hubTOML(p, services))
+	pb := *p
+	pb.site = p.ca.Issue(t, testca.Options{CN: "site-b", DNS: []string{"site-b.test"}}).Write(t, dir, "siteb", p.ca)
+	addr := hub.ServerAddrs()[0].String()
+	a = start(t, dir, "site", siteTOML(p, addr, forwards...))
+	b = start(t, dir, "siteb", siteTOML(&pb, addr, forwards...))
+	a.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
+	b.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
+	return hub, a, b
+}
+
+func limitedService(name, target, limits string) string {
+	return serviceTOML(name, target, "dns:site-a.test", "dns:site-b.test") + limits
+}
+
+// hold opens a connection through a forward to a twoPartService and
+// reads its first part: the stream was admitted and stays open. It
+// returns nil when the stream was refused (the connection was reset
+// before the first part).
+func hold(t *testing.T, addr net.Addr) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr.String(), 5*time.Second)
+	if errors.Is(err, syscall.ECONNRESET) {
+		return nil // reset before the dial saw its connection up
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	buf := make([]byte, len("part one;"))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		c.Close()
+		if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, io.EOF) {
+			t.Fatalf("refused stream: %v, want a reset", err)
+		}
+		return nil
+	}
+	c.SetReadDeadline(time.Time{})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestLimitStreams: over max_streams_per_peer, max_streams,
+// streams_per_second_per_peer and streams_per_second a stream is refused
+// as overloaded, with a log line naming the limit and the peer; a peer
+// under its own limits is not refused.
+func TestLimitStreams(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	held := twoPartService(t, release)
+	services := limitedService("perpeer", held, "max_streams_per_peer = 2\n") +
+		limitedService("total", held, "max_streams = 2\n") +
+		limitedService("rateperpeer", held, "streams_per_second_per_peer = 0.02\nstreams_burst = 2\n") +
+		limitedService("rate", held, "streams_per_second = 0.02\nstreams_burst = 2\n")
+	hub, a, b := limitSites(t, services, "perpeer", "total", "rateperpeer", "rate")
+	fa, fb := a.ForwardAddrs(), b.ForwardAddrs()
+
+	// Per peer: site-a's third stream is refused, site-b's first is not.
+	for i := range 2 {
+		if hold(t, fa[0]) == nil {
+			t.Fatalf("perpeer: site-a's stream %d refused under max_streams_per_peer = 2", i+1)
+		}
+	}
+	if hold(t, fa[0]) != nil {
+		t.Fatal("perpeer: site-a's third stream admitted over max_streams_per_peer = 2")
+	}
+	hub.log.WaitFor(t, 5*time.Second, "stream refused", "service=perpeer", `reason="max_streams_per_peer (2) reached for dns:site-a.test"`)
+	if hold(t, fb[0]) == nil {
+		t.Fatal("perpeer: site-b refused while only site-a is at its limit")
+	}
+	a.log.WaitFor(t, 5*time.Second, "stream refused by peer", "code=overloaded")
+
+	// Service-wide: two streams of site-a fill it for site-b too.
+	for range 2 {
+		if hold(t, fa[1]) == nil {
+			t.Fatal("total: stream refused under max_streams = 2")
+		}
+	}
+	if hold(t, fb[1]) != nil {
+		t.Fatal("total: site-b's stream admitted over max_streams = 2")
+	}
+	hub.log.WaitFor(t, 5*time.Second, "stream refused", "service=total", `reason="max_streams (2) reached for service total"`)
+
+	// New streams per second, per peer: a burst of 2, then one per 50s.
+	for range 2 {
+		if hold(t, fa[2]) == nil {
+			t.Fatal("rateperpeer: stream refused within the burst")
+		}
+	}
+	if hold(t, fa[2]) != nil {
+		t.Fatal("rateperpeer: site-a's third stream admitted over streams_per_second_per_peer")
+	}
+	hub.log.WaitFor(t, 5*time.Second, "stream refused", "service=rateperpeer", `reason="streams_per_second_per_peer (0.02) exceeded by dns:site-a.test"`)
+	if hold(t, fb[2]) == nil {
+		t.Fatal("rateperpeer: site-b refused while only site-a is over its rate")
+	}
+
+	// New streams per second, service-wide.
+	if hold(t, fa[3]) == nil || hold(t, fb[3]) == nil {
+		t.Fatal("rate: stream refused within the burst")
+	}
+	if hold(t, fb[3]) != nil {
+		t.Fatal("rate: third stream admitted over streams_per_second")
+	}
+	hub.log.WaitFor(t, 5*time.Second, "stream refused", "service=rate", `reason="streams_per_second (0.02) exceeded for service rate"`)
+}
+
+// TestLimitStreamsReleased: a stream that ends frees its place under
+// max_streams_per_peer.
+func TestLimitStreamsReleased(t *testing.T) {
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, testnet.Echo)
+	hub, a, _ := limitSites(t, limitedService("echo", ln.Addr().String(), "max_streams_per_peer = 1\n"), "echo")
+	fwd := a.ForwardAddrs()[0]
+	for i := range 3 {
+		if got, err := echoOnce(t, fwd, "one at a time"); err != nil || got != "one at a time" {
+			t.Fatalf("stream %d, after the previous ended: %q, %v", i+1, got, err)
+		}
+		hub.log.WaitFor(t, 5*time.Second, "stream closed", "service=echo") // its place is given back before this line
+		if n := countLines(hub.log.String(), "stream closed", "service=echo"); n < i+1 {
+			t.Fatalf("%d streams closed, want %d", n, i+1)
+		}
+	}
+	if n := countLines(hub.log.String(), "stream refused"); n != 0 {
+		t.Errorf("%d streams refused, want none: each ended before the next", n)
+	}
+}
+
+// sizedService sends size bytes to each connection (download), or, when
+// the client sends first, counts what it sent and answers with the count
+// (upload): "d" or "u" chooses.
+func sizedService(t *testing.T, size int) string {
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, func(c *net.TCPConn) {
+		var mode [1]byte
+		if _, err := io.ReadFull(c, mode[:]); err != nil {
+			return
+		}
+		if mode[0] == 'd' {
+			c.Write(bytes.Repeat([]byte("d"), size))
+			c.CloseWrite()
+			io.Copy(io.Discard, c)
+			return
+		}
+		n, _ := io.Copy(io.Discard, c)
+		fmt.Fprint(c, n)
+		c.CloseWrite()
+	})
+	return ln.Addr().String()
+}
+
+// transfer moves size bytes through a forward (download or upload) and
+// returns how long it took, from the first byte sent to the last byte
+// (or the count) received.
+func transfer(addr net.Addr, download bool, size int) (time.Duration, error) {
+	c, err := net.DialTimeout("tcp", addr.String(), 5*time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	begin := time.Now()
+	if download {
+		c.Write([]byte("d"))
+		n, err := io.Copy(io.Discard, c)
+		if err == nil && n != int64(size) {
+			err = fmt.Errorf("downloaded %d bytes, want %d", n, size)
+		}
+		return time.Since(begin), err
+	}
+	if _, err := c.Write(append([]byte("u"), bytes.Repeat([]byte("u"), size)...)); err != nil {
+		return 0, err
+	}
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err == nil && string(got) != strconv.Itoa(size) {
+		err = fmt.Errorf("uploaded %s bytes, want %d", got, size)
+	}
+	return time.Since(begin), err
+}
+
+// both runs a transfer through each of two forwards at once.
+func both(t *testing.T, fa, fb net.Addr, download bool, size int) (da, db time.Duration) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var ea, eb error
+	wg.Go(func() { da, ea = transfer(fa, download, size) })
+	wg.Go(func() { db, eb = transfer(fb, download, size) })
+	wg.Wait()
+	if ea != nil || eb != nil {
+		t.Fatalf("transfers: site-a %v, site-b %v", ea, eb)
+	}
+	return da, db
+}
+
+// TestLimitBandwidth: over bandwidth_per_peer a peer's streams are paced,
+// each way, and another peer keeps its own rate; over bandwidth the
+// service's streams share it. A transfer of 2 MiB at 1 MiB/s cannot end
+// in less than ~1.9 s (the pacer lets 52 KiB through at once): it is held
+// to ≥ 1.8 s, the rate limit with 10% slack.
+func TestLimitBandwidth(t *testing.T) {
+	const size = 2 << 20
+	const paced = 1800 * time.Millisecond
+	_, a, b := limitSites(t, limitedService("perpeer", sizedService(t, size), "bandwidth_per_peer = \"1MiB\"\n")+
+		limitedService("total", sizedService(t, size/2), "bandwidth = \"1MiB\"\n"), "perpeer", "total")
+	fa, fb := a.ForwardAddrs(), b.ForwardAddrs()
+
+	for _, download := range []bool{true, false} {
+		da, db := both(t, fa[0], fb[0], download, size)
+		t.Logf("bandwidth_per_peer 1MiB/s, download %v: site-a %v, site-b %v (2 MiB each, at once)", download, da, db)
+		if da < paced || db < paced {
+			t.Errorf("download %v: 2 MiB at 1 MiB/s per peer took %v and %v, want ≥ %v each", download, da, db, paced)
+		}
+		// Sharing one limit, the two would need ≥ 3.9 s together.
+		if da > 3500*time.Millisecond && db > 3500*time.Millisecond {
+			t.Errorf("download %v: %v and %v: the peers' rates are not their own", download, da, db)
+		}
+	}
+
+	da, db := both(t, fa[1], fb[1], true, size/2)
+	t.Logf("bandwidth 1MiB/s for the service: site-a %v, site-b %v (1 MiB each, at once)", da, db)
+	if max(da, db) < paced {
+		t.Errorf("2 MiB in all at 1 MiB/s for the service took %v, want ≥ %v", max(da, db), paced)
+	}
+}
