@@ -242,6 +242,15 @@ func (a *Agent) serveRaw(c *tls.Conn, svc *service, creds *trust.Credentials) {
 		resetTLS(c)
 		return
 	}
+	release, overLimit := svc.admitRaw(a, cs.VerifiedChains)
+	if overLimit != "" {
+		log.Warn("raw TLS connection refused", "reason", overLimit)
+		a.metrics.countStream("service", 0, 0, nil, true)
+		rec.refused(overLimit)
+		resetTLS(c)
+		return
+	}
+	defer release()
 	defer a.raws.add(&rawConn{c: c, side: trust.SideServer, creds: creds, where: "raw TLS from " + c.RemoteAddr().String() + " to service " + svc.name})()
 	log = log.With("target", svc.target)
 	target, err := svc.dial(a.relayCtx, a.opts.Dial, proxyOrigin{source: c.RemoteAddr().String(), dest: c.LocalAddr().String(),

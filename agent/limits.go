@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"math"
 	"net"
@@ -161,16 +162,16 @@ func (l *limits) forgetIdle() {
 
 func formatRate(r float64) string { return strconv.FormatFloat(r, 'f', -1, 64) }
 
-// limitKey is the identity a peer's limits are kept under: the label its
-// streams have in the access log and metrics (a [[client]] name, or the
-// allow entry it matched), unless that label stands for many peers (a
-// wildcard, or "other"): then the peer's own name, from its certificate.
-func (a *Agent) limitKey(t *tunnel.Tunnel) string {
-	label := a.tunnelLabel(t)
-	if label != otherLabel && !strings.Contains(label, "*") {
+// limitKey is the identity a peer's limits are kept under: label, the
+// name its streams have in the access log and metrics (a [[client]] name,
+// or the allow entry it matched), unless that label stands for many peers
+// (a wildcard, or "other"): then the peer's own name, from its
+// certificate leaf.
+func limitKey(label string, leaf *x509.Certificate) string {
+	if leaf == nil || (label != otherLabel && !strings.Contains(label, "*")) {
 		return label
 	}
-	ids := identity.NameIdentities(t.Peer)
+	ids := identity.NameIdentities(leaf)
 	for _, id := range ids {
 		if strings.HasPrefix(id, identity.KindDNS+":") {
 			return id
@@ -179,7 +180,7 @@ func (a *Agent) limitKey(t *tunnel.Tunnel) string {
 	if len(ids) > 0 {
 		return ids[0]
 	}
-	return identity.KindSPKI + ":" + identity.SPKIHash(t.Peer)
+	return identity.KindSPKI + ":" + identity.SPKIHash(leaf)
 }
 
 // pacers are the bandwidth limiters a stream's bytes pass, each way: the
@@ -244,7 +245,17 @@ func (s *service) admit(a *Agent, t *tunnel.Tunnel) (release func(), pace *pacer
 	if s.limits == nil {
 		return func() {}, nil, ""
 	}
-	return s.limits.admit(a.limitKey(t))
+	return s.limits.admit(limitKey(a.tunnelLabel(t), t.Peer))
+}
+
+// admitRaw is admit for a raw TLS connection (mux = false), whose verified
+// chains are chains: its stream limits apply, not its bandwidth.
+func (s *service) admitRaw(a *Agent, chains [][]*x509.Certificate) (release func(), refused string) {
+	if s.limits == nil || len(chains) == 0 {
+		return func() {}, ""
+	}
+	release, _, refused = s.limits.admit(limitKey(a.peerLabel("", chains), chains[0][0]))
+	return release, refused
 }
 
 // paced is st, paced by p when a bandwidth limit applies.
