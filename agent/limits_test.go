@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/postern-tunnel/postern/config"
 	"github.com/postern-tunnel/postern/internal/testca"
 	"github.com/postern-tunnel/postern/internal/testnet"
 )
@@ -314,5 +315,34 @@ func TestLimitKey(t *testing.T) {
 		if got := limitKey(tt.label, tt.leaf); got != tt.want {
 			t.Errorf("limitKey(%q) = %q, want %q", tt.label, got, tt.want)
 		}
+	}
+}
+
+// TestLimitsAdmit: a stream refused by one limit takes nothing from the
+// others, and a released stream frees its place once only.
+func TestLimitsAdmit(t *testing.T) {
+	l := newLimits(config.Service{Name: "s", MaxStreamsPerPeer: 2, StreamsPerSecondPerPeer: 0.001, StreamsPerSecond: 0.001, StreamsBurst: 2})
+	rel1, _, why := l.admit("a")
+	rel2, _, why2 := l.admit("a")
+	if why != "" || why2 != "" {
+		t.Fatalf("within the limits: %q, %q", why, why2)
+	}
+	if _, _, why := l.admit("b"); why != "streams_per_second (0.001) exceeded for service s" {
+		t.Fatalf("over the service's rate: %q", why)
+	}
+	if got := l.peers["b"].starts.Tokens(); got < 1.99 {
+		t.Errorf("b's own rate lost a stream to a refusal by the service's: %v tokens, want 2", got)
+	}
+	if _, _, why := l.admit("a"); why != "max_streams_per_peer (2) reached for a" {
+		t.Fatalf("over max_streams_per_peer: %q", why)
+	}
+	rel1()
+	rel1()
+	if l.peers["a"].open != 1 || l.open != 1 {
+		t.Errorf("after one release (twice): %d open for a, %d in all; want 1, 1", l.peers["a"].open, l.open)
+	}
+	rel2()
+	if newLimits(config.Service{Name: "off", DialTimeout: config.Duration(time.Second)}) != nil {
+		t.Error("a service without limits has limits")
 	}
 }
