@@ -155,7 +155,7 @@ func (a *Agent) buildServices() error {
 		if len(allow) == 0 {
 			a.log.Warn("service has an empty allow list: every stream to it will be refused (default deny)", "service", sc.Name)
 		}
-		svc := &service{name: sc.Name, targets: newTargetSet(sc, a.log), allow: allow, dialTimeout: sc.DialTimeout.D()}
+		svc := &service{name: sc.Name, targets: newTargetSet(sc, a.log), allow: allow, dialTimeout: sc.DialTimeout.D(), limits: newLimits(sc)}
 		switch sc.ProxyProtocol {
 		case "v1":
 			svc.proxyProtocol = 1
@@ -258,7 +258,7 @@ func (a *Agent) buildForwards() error {
 				ln.Close()
 				return fmt.Errorf("%s: forward %s: via %q: %w", a.where(fc.Line), fc.Listen, fc.Via, err)
 			}
-			f.source = &peerSource{agent: a, pattern: pattern}
+			f.source = &peerSource{agent: a, pattern: pattern, absence: absence{wait: f.wait, since: time.Now()}}
 		}
 		a.forwards = append(a.forwards, f)
 	}
@@ -412,6 +412,7 @@ func (a *Agent) acceptedTunnel(t *tunnel.Tunnel) {
 	a.serveTunnel(t)
 	a.mu.Lock()
 	delete(a.tunnels, t)
+	a.peerLeft(t)
 	a.tunnelsChanged.Notify()
 	a.mu.Unlock()
 	log.Info("tunnel closed")

@@ -26,7 +26,8 @@ type service struct {
 	targets       *targetSet // host:port, or unix:PATH, each
 	allow         identity.List
 	dialTimeout   time.Duration
-	proxyProtocol byte // 0 (off), 1 or 2: PROXY header version sent to the target
+	proxyProtocol byte    // 0 (off), 1 or 2: PROXY header version sent to the target
+	limits        *limits // nil: none
 }
 
 // dial connects to one of the service's targets (see targets.go) and,
@@ -137,9 +138,16 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream) (carry func())
 		log.Warn("stream refused", "reason", notAllowed(svc.allow), "allow", allowAttr(svc.allow.Strings()), "issuer", verifiedIssuer(t.Chains))
 		return nil
 	}
+	release, pace, overLimit := svc.admit(a, t)
+	if overLimit != "" {
+		a.refuse(st, rec, wire.StatusOverloaded, overLimit)
+		log.Warn("stream refused", "reason", overLimit)
+		return nil
+	}
 	target, used, err := svc.dial(a.relayCtx, a.opts.Dial, proxyOrigin{source: req.Source, dest: req.Destination,
 		peer: t.Peer, allowed: allowed, tlsVersion: t.ConnectionState().Version})
 	if err != nil {
+		release()
 		a.refuse(st, rec, wire.StatusTargetUnreachable, fmt.Sprintf("service %q: target unreachable", req.Service))
 		log.Warn("stream refused", "reason", "target unreachable", "target", svc.targets.attr(), "err", err)
 		return nil
@@ -148,6 +156,7 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream) (carry func())
 	if _, err := st.Write(wire.AppendStatus(nil, wire.Status{Code: wire.StatusOK})); err != nil {
 		target.Close()
 		st.Reset()
+		release()
 		rec.finish("reset", 0, 0, err.Error())
 		return nil
 	}
@@ -155,7 +164,8 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream) (carry func())
 	st.Admit()
 	log.Debug("stream connected to its target")
 	return func() {
-		stats, err := relay.Stream(a.relayCtx, target, st, nil)
+		stats, err := relay.Stream(a.relayCtx, target, a.paced(st, pace), nil)
+		release()
 		a.logRelayEnd(log, rec, "stream", stats, err)
 	}
 }
@@ -231,6 +241,15 @@ func (a *Agent) serveRaw(c *tls.Conn, svc *service, creds *trust.Credentials) {
 		resetTLS(c)
 		return
 	}
+	release, overLimit := svc.admitRaw(a, cs.VerifiedChains)
+	if overLimit != "" {
+		log.Warn("raw TLS connection refused", "reason", overLimit)
+		a.metrics.countStream("service", 0, 0, nil, true)
+		rec.refused(overLimit)
+		resetTLS(c)
+		return
+	}
+	defer release()
 	defer a.raws.add(&rawConn{c: c, side: trust.SideServer, creds: creds, where: "raw TLS from " + c.RemoteAddr().String() + " to service " + svc.name})()
 	target, used, err := svc.dial(a.relayCtx, a.opts.Dial, proxyOrigin{source: c.RemoteAddr().String(), dest: c.LocalAddr().String(),
 		peer: peer, allowed: allowed, tlsVersion: cs.Version})

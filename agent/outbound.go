@@ -203,6 +203,7 @@ func asRefused(err error) (*wire.RefusedError, bool) {
 type peerSource struct {
 	agent   *Agent
 	pattern identity.Pattern
+	absence // guarded by agent.mu
 }
 
 // Tunnel returns the least loaded connected tunnel of a matching peer,
@@ -215,9 +216,13 @@ func (p *peerSource) Tunnel(ctx context.Context) (*tunnel.Tunnel, error) {
 			return p.pattern.MatchVerified(t.Chains)
 		})
 		ch := a.tunnelsChanged.Wait()
+		gone := p.longGone()
 		a.mu.Unlock()
 		if best != nil {
 			return best, nil
+		}
+		if gone != nil {
+			return nil, gone
 		}
 		select {
 		case <-ch:

@@ -71,6 +71,7 @@ func TestReverseForward(t *testing.T) {
 
 	site := start(t, dir, "site", reverseSiteTOML(p, hub.ServerAddrs()[0].String(), ln.Addr().String(), "dns:hub.test"))
 	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
+	waitPeer(t, hub, "dns:site-a.test") // a peer gone for long is not waited for
 	if got, err := echoOnce(t, fwd, "through the reverse tunnel"); err != nil || got != "through the reverse tunnel" {
 		t.Fatalf("reverse round trip: %q, %v", got, err)
 	}
@@ -83,6 +84,7 @@ func TestReverseForward(t *testing.T) {
 	}
 	site2 := start(t, dir, "site2", reverseSiteTOML(p, hub.ServerAddrs()[0].String(), ln.Addr().String(), "dns:hub.test"))
 	site2.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
+	waitPeer(t, hub, "dns:site-a.test") // a peer gone for long is not waited for
 	if got, err := echoOnce(t, fwd, "back again"); err != nil || got != "back again" {
 		t.Fatalf("after the peer reconnected: %q, %v", got, err)
 	}

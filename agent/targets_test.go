@@ -30,7 +30,7 @@ func targetsTOML(name string, targets []string, extra string) string {
 
 // transfer sends size random bytes through addr to an echoing service
 // and checks that the same bytes come back, by SHA-256.
-func transfer(t *testing.T, addr net.Addr, size int64) {
+func targetTransfer(t *testing.T, addr net.Addr, size int64) {
 	t.Helper()
 	c := testnet.Dial(t, addr.String())
 	c.SetDeadline(time.Now().Add(30 * time.Second))
@@ -60,14 +60,14 @@ func TestTargetsFailover(t *testing.T) {
 	up := ln.Addr().String()
 	hub, site := startPair(t, targetsTOML("db", []string{down, up}, ""), "db")
 
-	transfer(t, site.ForwardAddrs()[0], 4<<20)
+	targetTransfer(t, site.ForwardAddrs()[0], 4<<20)
 	hub.log.WaitFor(t, 10*time.Second, "service target down", "service=db", "target="+down, "by=dial")
 	hub.log.WaitFor(t, 10*time.Second, "service target failed over", "service=db", "target="+up, "failed="+down)
 	hub.log.WaitFor(t, 10*time.Second, "stream closed", "service=db", "target="+up, "outcome=clean")
 
 	// The down target is skipped now: the next stream goes straight to
 	// the second, with no new failover line.
-	transfer(t, site.ForwardAddrs()[0], 1<<20)
+	targetTransfer(t, site.ForwardAddrs()[0], 1<<20)
 	hub.log.WaitFor(t, 10*time.Second, "stream closed", "service=db", "target="+up, "sent=1048576")
 	if n := countLines(hub.log.String(), "service target failed over"); n != 1 {
 		t.Errorf("%d failover lines, want 1 (a target marked down is skipped)", n)

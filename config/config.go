@@ -156,6 +156,20 @@ type Service struct {
 	// out, only a failed dial marks a target down, for TargetDownFor.
 	HealthInterval Duration `toml:"health_interval"`
 
+	// Limits; 0 (the default) is no limit. "Per peer" is per identity:
+	// the [[client]] name of a tunnel this agent dialed, else the allow
+	// entry the peer matched, or its certificate's name when that entry
+	// matches many peers (a wildcard). The others hold for the service as
+	// a whole. Over a stream limit a stream is refused (overloaded); over
+	// a bandwidth it is paced, in each direction.
+	MaxStreamsPerPeer       int     `toml:"max_streams_per_peer"`        // streams open at once
+	MaxStreams              int     `toml:"max_streams"`                 // streams open at once, all peers
+	StreamsPerSecondPerPeer float64 `toml:"streams_per_second_per_peer"` // new streams per second
+	StreamsPerSecond        float64 `toml:"streams_per_second"`          // new streams per second, all peers
+	StreamsBurst            int     `toml:"streams_burst"`               // new streams at once above the rate; default: one second's worth
+	BandwidthPerPeer        Size    `toml:"bandwidth_per_peer"`          // bytes per second, each way
+	Bandwidth               Size    `toml:"bandwidth"`                   // bytes per second, each way, all peers
+
 	Line int `toml:"-"`
 }
 

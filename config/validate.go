@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"strings"
 
@@ -398,6 +399,30 @@ func (c *Config) validateService(s *Service) error {
 	case "", "v1", "v2":
 	default:
 		return c.errorf(s.Line, "%s: proxy_protocol: %q is not one of v1, v2 (or leave it out)", where, s.ProxyProtocol)
+	}
+	return c.validateLimits(s, where)
+}
+
+// validateLimits checks a service's limits: none negative (0 is off).
+func (c *Config) validateLimits(s *Service, where string) error {
+	for _, l := range []struct {
+		key string
+		v   float64
+	}{
+		{"max_streams_per_peer", float64(s.MaxStreamsPerPeer)},
+		{"max_streams", float64(s.MaxStreams)},
+		{"streams_per_second_per_peer", s.StreamsPerSecondPerPeer},
+		{"streams_per_second", s.StreamsPerSecond},
+		{"streams_burst", float64(s.StreamsBurst)},
+		{"bandwidth_per_peer", float64(s.BandwidthPerPeer)},
+		{"bandwidth", float64(s.Bandwidth)},
+	} {
+		if l.v < 0 || math.IsNaN(l.v) || math.IsInf(l.v, 0) {
+			return c.errorf(s.Line, "%s: %s: %v must be a positive number (leave it out for no limit)", where, l.key, l.v)
+		}
+	}
+	if s.StreamsBurst > 0 && s.StreamsPerSecond == 0 && s.StreamsPerSecondPerPeer == 0 {
+		return c.errorf(s.Line, "%s: streams_burst is set but neither streams_per_second nor streams_per_second_per_peer is: set a rate too, or leave streams_burst out", where)
 	}
 	return nil
 }
