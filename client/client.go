@@ -384,7 +384,11 @@ func (c *Client) publish(slot int, t *tunnel.Tunnel) {
 	c.all[t] = struct{}{}
 	c.lastErr = nil
 	c.changed.Notify()
+	whole := c.poolWhole()
 	c.mu.Unlock()
+	if whole {
+		c.Log.Info("tunnels up to every hub", "tunnel", c.Name, "hubs", len(c.slots))
+	}
 	go func() {
 		if c.Handle != nil {
 			c.Handle(t)

@@ -112,3 +112,17 @@ func shortKey(key string) string {
 	}
 	return key
 }
+
+// poolWhole reports, with All, whether every slot has a live tunnel. The
+// caller holds c.mu.
+func (c *Client) poolWhole() bool {
+	if c.Strategy != All {
+		return false
+	}
+	for _, t := range c.slots {
+		if t == nil || t.Closed() {
+			return false
+		}
+	}
+	return true
+}
