@@ -105,8 +105,8 @@ type Client struct {
 	// their public keys) to hold one tunnel each to; 0 = one per server.
 	// Behind a load balancer servers has one address and hubs says how
 	// many hubs stand behind it.
-	Hubs int `toml:"hubs"`
-	Mux         *bool     `toml:"mux"`         // false: one plain TLS connection per forwarded connection
+	Hubs int   `toml:"hubs"`
+	Mux  *bool `toml:"mux"` // false: one plain TLS connection per forwarded connection
 
 	MaxTunnelLifetime Duration `toml:"max_tunnel_lifetime"` // re-establish tunnels this often (make-before-break)
 
