@@ -197,7 +197,7 @@ func (a *Agent) buildClients() error {
 			Name: cc.Name, Servers: servers, ServerName: cc.ServerName,
 			Creds: creds, TLSConfig: tlsConfig, Dial: proxy.Dial(a.opts.Dial), Proxy: proxy, DialTimeout: cc.DialTimeout.D(),
 			BackoffMin: cc.BackoffMin.D(), BackoffMax: cc.BackoffMax.D(),
-			Parallel: cc.Tunnels, Strategy: cc.Strategy, MaxLifetime: cc.MaxTunnelLifetime.D(),
+			Parallel: cc.Tunnels, Strategy: cc.Strategy, Hubs: cc.Hubs, MaxLifetime: cc.MaxTunnelLifetime.D(),
 			Options: a.tun, Log: a.log,
 			Handle: a.serveTunnel,
 		}

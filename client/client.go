@@ -1,5 +1,6 @@
 // Package client dials and keeps up the tunnels of one [[client]]: servers in
-// failover (or round-robin) order, N parallel tunnels, reconnect with
+// failover (or round-robin) order, N parallel tunnels or one to each hub of
+// a pool (strategy "all", see hubs.go), reconnect with
 // exponential backoff and jitter, return to the preferred server, and
 // make-before-break renewal after max_tunnel_lifetime.
 package client
@@ -32,6 +33,7 @@ type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 const (
 	Ordered    = "ordered"     // the first reachable server; return to it when it is back
 	RoundRobin = "round-robin" // spread tunnels over the servers; rotate on reconnect
+	All        = "all"         // one tunnel to each of Hubs distinct hubs (see hubs.go)
 )
 
 // Client keeps Parallel tunnels up while Run runs. Set the exported fields
@@ -51,8 +53,12 @@ type Client struct {
 	DialTimeout time.Duration // TCP connect plus TLS handshake plus first ping
 	BackoffMin  time.Duration
 	BackoffMax  time.Duration
-	Parallel    int           // parallel tunnels (config: tunnels)
-	Strategy    string        // Ordered or RoundRobin
+	Parallel    int    // parallel tunnels (config: tunnels)
+	Strategy    string // Ordered, RoundRobin or All
+	// Hubs is, with All, how many distinct hubs to hold a tunnel to (one
+	// each, in place of Parallel); 0 means one per server. Behind a load
+	// balancer, servers is one address and Hubs the number of hubs behind it.
+	Hubs        int
 	MaxLifetime time.Duration // renew each tunnel this often; 0 = never
 	Options     tunnel.Options
 	Log         *slog.Logger
@@ -62,6 +68,7 @@ type Client struct {
 
 	mu      sync.Mutex
 	slots   []*tunnel.Tunnel // tunnel taking new streams, per slot
+	held    []string         // with All: the hub key each slot holds (hubKey), "" = none
 	all     map[*tunnel.Tunnel]struct{}
 	lastErr error
 	changed tunnel.Changes // whenever slots change
@@ -73,12 +80,14 @@ var ErrNoTunnel = errors.New("no tunnel up")
 
 // Run keeps the tunnels up until ctx is done, then closes them.
 func (c *Client) Run(ctx context.Context) error {
+	n := c.slotCount()
 	c.mu.Lock()
-	c.slots = make([]*tunnel.Tunnel, c.Parallel)
+	c.slots = make([]*tunnel.Tunnel, n)
+	c.held = make([]string, n)
 	c.all = map[*tunnel.Tunnel]struct{}{}
 	c.mu.Unlock()
 	var wg sync.WaitGroup
-	for i := range c.Parallel {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -96,14 +105,14 @@ func (c *Client) runSlot(ctx context.Context, slot int) {
 		c.mu.Lock()
 		retry := c.retry.Wait()
 		c.mu.Unlock()
-		t, idx, err := c.connect(ctx, c.order(slot, attempt), -1)
+		t, idx, err := c.connect(ctx, slot, c.order(slot, attempt), -1)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			c.setErr(err)
 			wait := jitter(backoff)
-			c.Log.Warn("tunnel not connected; retrying", "tunnel", c.Name, "err", err, "retry_in", wait.Round(time.Millisecond).String())
+			c.logRetry(slot, err, wait)
 			select {
 			case <-time.After(wait):
 				backoff = min(2*backoff, c.BackoffMax)
@@ -164,11 +173,11 @@ func (c *Client) watch(ctx context.Context, slot int, t *tunnel.Tunnel, idx int)
 			return nil, -1, ""
 		case <-prefer:
 			// Only servers before the current one are worth a try.
-			if n, i, err := c.connect(ctx, c.order(slot, 0), idx); err == nil {
+			if n, i, err := c.connect(ctx, slot, c.order(slot, 0), idx); err == nil {
 				return n, i, "a server listed earlier is reachable again; new streams move to it"
 			}
 		case <-renew:
-			n, i, err := c.connect(ctx, c.order(slot, 0), -1)
+			n, i, err := c.connect(ctx, slot, c.order(slot, 0), -1)
 			if err != nil {
 				c.Log.Warn("tunnel not renewed after max_tunnel_lifetime; keeping the current tunnel for now", "tunnel", c.Name, "err", err)
 				renewTimer.Reset(c.BackoffMax)
@@ -181,16 +190,25 @@ func (c *Client) watch(ctx context.Context, slot int, t *tunnel.Tunnel, idx int)
 
 // connect tries the servers in order and returns the first tunnel that
 // completes its handshake and answers a ping, with its index in Servers.
-// With before >= 0 only servers with a smaller index are tried.
-func (c *Client) connect(ctx context.Context, order []int, before int) (*tunnel.Tunnel, int, error) {
+// With before >= 0 only servers with a smaller index are tried. With All,
+// a tunnel to a hub that another slot already holds is closed and counts
+// as a failure (errHubHeld).
+func (c *Client) connect(ctx context.Context, slot int, order []int, before int) (*tunnel.Tunnel, int, error) {
 	var msgs []string
+	held := 0
 	for _, i := range order {
 		if before >= 0 && i >= before {
 			continue
 		}
 		t, err := c.dial(ctx, c.Servers[i])
 		if err == nil {
+			err = c.claim(slot, t)
+		}
+		if err == nil {
 			return t, i, nil
+		}
+		if errors.Is(err, errHubHeld) {
+			held++
 		}
 		msgs = append(msgs, fmt.Sprintf("%s: %v", c.Servers[i], err))
 		if ctx.Err() != nil {
@@ -200,7 +218,11 @@ func (c *Client) connect(ctx context.Context, order []int, before int) (*tunnel.
 	if len(msgs) == 0 {
 		return nil, -1, errors.New("no server to try")
 	}
-	return nil, -1, errors.New(strings.Join(msgs, "; "))
+	err := errors.New(strings.Join(msgs, "; "))
+	if held == len(msgs) {
+		err = fmt.Errorf("%w: %v", errHubHeld, err)
+	}
+	return nil, -1, err
 }
 
 // order is the sequence of server indexes slot tries on its attempt-th
@@ -209,7 +231,7 @@ func (c *Client) order(slot, attempt int) []int {
 	n := len(c.Servers)
 	out := make([]int, n)
 	start := 0
-	if c.Strategy == RoundRobin {
+	if c.Strategy == RoundRobin || c.Strategy == All {
 		start = (slot + attempt) % n
 	}
 	for i := range out {
@@ -362,7 +384,11 @@ func (c *Client) publish(slot int, t *tunnel.Tunnel) {
 	c.all[t] = struct{}{}
 	c.lastErr = nil
 	c.changed.Notify()
+	whole := c.poolWhole()
 	c.mu.Unlock()
+	if whole {
+		c.Log.Info("tunnels up to every hub", "tunnel", c.Name, "hubs", len(c.slots))
+	}
 	go func() {
 		if c.Handle != nil {
 			c.Handle(t)
@@ -380,6 +406,7 @@ func (c *Client) unpublish(slot int, t *tunnel.Tunnel, err error) {
 	c.mu.Lock()
 	if c.slots[slot] == t {
 		c.slots[slot] = nil
+		c.held[slot] = ""
 	}
 	if t.Closed() {
 		delete(c.all, t)

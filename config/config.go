@@ -100,8 +100,14 @@ type Client struct {
 	BackoffMax  Duration  `toml:"backoff_max"` // reconnect delay cap
 	Peer        []string  `toml:"peer"`        // identities the server must match, besides the chain
 	Tunnels     int       `toml:"tunnels"`     // parallel tunnels kept open
-	Strategy    string    `toml:"strategy"`    // "ordered" (failover, default) or "round-robin"
+	Strategy    string    `toml:"strategy"`    // "ordered" (failover, default), "round-robin" or "all"
 	Mux         *bool     `toml:"mux"`         // false: one plain TLS connection per forwarded connection
+
+	// Hubs is, with strategy = "all", how many distinct hubs (told apart by
+	// their public keys) to hold one tunnel each to; 0 = one per server.
+	// Behind a load balancer servers has one address and hubs says how
+	// many hubs stand behind it.
+	Hubs int `toml:"hubs"`
 
 	MaxTunnelLifetime Duration `toml:"max_tunnel_lifetime"` // re-establish tunnels this often (make-before-break)
 

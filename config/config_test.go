@@ -362,6 +362,16 @@ func TestErrors(t *testing.T) {
 			`config FILE:5: client "hub": min_version: "1.1" is not supported: use "1.3" (default) or "1.2"`},
 		{"backoff", validClient + "backoff_min = \"1m\"\nbackoff_max = \"10s\"\n",
 			`config FILE:5: client "hub": backoff_min 1m0s is larger than backoff_max 10s`},
+		{"strategy unknown", validClient + "strategy = \"random\"\n",
+			`config FILE:5: client "hub": strategy: "random" is not one of ordered, round-robin, all`},
+		{"hubs without all", validClient + "hubs = 3\n",
+			`config FILE:8:1: client "hub": hubs is only for strategy = "all" (a tunnel to every hub of a pool)`},
+		{"hubs out of range", validClient + "strategy = \"all\"\nhubs = 65\n",
+			`config FILE:9:1: client "hub": hubs = 65: use 1 to 64, or leave it out for one hub per server`},
+		{"tunnels with all", validClient + "strategy = \"all\"\ntunnels = 2\n",
+			`config FILE:9:1: client "hub": tunnels = 2: strategy = "all" keeps one tunnel to each hub; set hubs to the number of hubs instead`},
+		{"all without mux", validClient + "strategy = \"all\"\nmux = false\n",
+			`config FILE:8:1: client "hub": strategy = "all" needs tunnels; mux = false dials one connection per forwarded connection`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

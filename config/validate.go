@@ -154,8 +154,11 @@ func (c *Config) validateClient(cl *Client) error {
 	if cl.Tunnels < 1 || cl.Tunnels > 64 {
 		return c.errorf(cl.Line, "%s: tunnels = %d: use 1 to 64", where, cl.Tunnels)
 	}
-	if cl.Strategy != "ordered" && cl.Strategy != "round-robin" {
-		return c.errorf(cl.Line, "%s: strategy: %q is not one of ordered, round-robin", where, cl.Strategy)
+	if cl.Strategy != "ordered" && cl.Strategy != "round-robin" && cl.Strategy != "all" {
+		return c.errorf(cl.Line, "%s: strategy: %q is not one of ordered, round-robin, all", where, cl.Strategy)
+	}
+	if err := c.validateHubs(cl, where); err != nil {
+		return err
 	}
 	for _, p := range cl.Peer {
 		if err := checkAllow(p); err != nil {
@@ -614,4 +617,26 @@ func keyPosition(data []byte, k toml.Key) (line, col int) {
 		}
 	})
 	return line, col
+}
+
+// validateHubs checks hubs and what strategy = "all" rules out: with it
+// each hub gets exactly one tunnel, so tunnels > 1 is refused rather than
+// silently read as tunnels per hub, and mux = false has no tunnels to keep.
+func (c *Config) validateHubs(cl *Client, where string) error {
+	if cl.Strategy != "all" {
+		if cl.Hubs != 0 {
+			return c.keyErrorf(cl, "hubs", "%s: hubs is only for strategy = \"all\" (a tunnel to every hub of a pool)", where)
+		}
+		return nil
+	}
+	if cl.Hubs < 0 || cl.Hubs > 64 {
+		return c.keyErrorf(cl, "hubs", "%s: hubs = %d: use 1 to 64, or leave it out for one hub per server", where, cl.Hubs)
+	}
+	if cl.Tunnels > 1 {
+		return c.keyErrorf(cl, "tunnels", "%s: tunnels = %d: strategy = \"all\" keeps one tunnel to each hub; set hubs to the number of hubs instead", where, cl.Tunnels)
+	}
+	if cl.Mux != nil && !*cl.Mux {
+		return c.keyErrorf(cl, "strategy", "%s: strategy = \"all\" needs tunnels; mux = false dials one connection per forwarded connection", where)
+	}
+	return nil
 }
