@@ -235,7 +235,11 @@ func (a *Agent) servicesUnreachable() []string {
 	var out []string
 	for _, sc := range a.cfg.Services { // config order
 		svc := a.services[sc.Name]
-		if svc == nil {
+		// A lone target without a health check does not make the agent
+		// unready: one partner's backend failing one dial must not take a
+		// hub behind a load balancer out of rotation. Redundant or
+		// health-checked services count.
+		if svc == nil || len(svc.targets.list) < 2 && sc.HealthInterval == 0 {
 			continue
 		}
 		if why := svc.targets.unreachable(now); why != "" {
