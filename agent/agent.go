@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,6 +71,13 @@ type Agent struct {
 	obs     observe      // per-partner metrics and stream totals (access.go)
 	started time.Time    // for status
 	control net.Listener // the local control socket (control.go), or nil
+
+	// Live reconfiguration (reconfig.go): runCtx is Run's context (under
+	// mu), extra waits for forwards and health checks a reload started,
+	// live are the inbound streams a reload may cut.
+	runCtx context.Context
+	extra  sync.WaitGroup
+	live   liveStreams
 }
 
 type listenedServer struct {
@@ -148,23 +156,31 @@ func (a *Agent) where(line int) string {
 
 func (a *Agent) buildServices() error {
 	for _, sc := range a.cfg.Services {
-		allow, err := identity.ParseList(sc.Allow)
+		svc, err := a.buildService(sc)
 		if err != nil {
-			return fmt.Errorf("%s: service %q: %w", a.where(sc.Line), sc.Name, err)
-		}
-		if len(allow) == 0 {
-			a.log.Warn("service has an empty allow list: every stream to it will be refused (default deny)", "service", sc.Name)
-		}
-		svc := &service{name: sc.Name, targets: newTargetSet(sc, a.log), allow: allow, dialTimeout: sc.DialTimeout.D(), limits: newLimits(sc)}
-		switch sc.ProxyProtocol {
-		case "v1":
-			svc.proxyProtocol = 1
-		case "v2":
-			svc.proxyProtocol = 2
+			return err
 		}
 		a.services[sc.Name] = svc
 	}
 	return nil
+}
+
+func (a *Agent) buildService(sc config.Service) (*service, error) {
+	allow, err := identity.ParseList(sc.Allow)
+	if err != nil {
+		return nil, fmt.Errorf("%s: service %q: %w", a.where(sc.Line), sc.Name, err)
+	}
+	if len(allow) == 0 {
+		a.log.Warn("service has an empty allow list: every stream to it will be refused (default deny)", "service", sc.Name)
+	}
+	svc := &service{name: sc.Name, targets: newTargetSet(sc, a.log), allow: allow, dialTimeout: sc.DialTimeout.D(), limits: newLimits(sc)}
+	switch sc.ProxyProtocol {
+	case "v1":
+		svc.proxyProtocol = 1
+	case "v2":
+		svc.proxyProtocol = 2
+	}
+	return svc, nil
 }
 
 func loadCreds(where string, t config.TLS) (*trust.Credentials, error) {
@@ -227,12 +243,20 @@ func (a *Agent) buildServers() error {
 			Handle: a.acceptedTunnel, Refused: a.metrics.countRefused,
 		}
 		if !*sc.Mux {
-			svc := a.services[sc.Service]
-			if svc == nil {
+			if a.services[sc.Service] == nil {
 				ln.Close()
 				return fmt.Errorf("%s: service %q: no [[service]] has that name", where, sc.Service)
 			}
-			srv.Raw = func(c *tls.Conn) { a.serveRaw(c, svc, srv.Creds) }
+			name := sc.Service
+			srv.Raw = func(c *tls.Conn) {
+				// Looked up per connection: a reload may replace the service.
+				svc := a.service(name)
+				if svc == nil {
+					resetTLS(c)
+					return
+				}
+				a.serveRaw(c, svc, srv.Creds)
+			}
 		}
 		a.servers = append(a.servers, &listenedServer{srv: srv, ln: ln})
 	}
@@ -241,32 +265,42 @@ func (a *Agent) buildServers() error {
 
 func (a *Agent) buildForwards() error {
 	for _, fc := range a.cfg.Forwards {
-		ln, err := a.listenForward(fc)
+		f, err := a.buildForward(fc)
 		if err != nil {
-			return fmt.Errorf("%s: forward %s: %w", a.where(fc.Line), fc.Listen, err)
-		}
-		f := &forward{agent: a, ln: ln, service: fc.Service, via: fc.Via, wait: fc.TunnelWait.D()}
-		switch c := a.clients[fc.Via]; {
-		case c != nil && a.rawClients[fc.Via]:
-			f.raw = c
-		case c != nil:
-			f.source = c
-		default:
-			// A reverse forward: via names a peer identity.
-			pattern, err := identity.Parse(fc.Via)
-			if err != nil {
-				ln.Close()
-				return fmt.Errorf("%s: forward %s: via %q: %w", a.where(fc.Line), fc.Listen, fc.Via, err)
-			}
-			f.source = &peerSource{agent: a, pattern: pattern, absence: absence{wait: f.wait, since: time.Now()}}
+			return err
 		}
 		a.forwards = append(a.forwards, f)
 	}
 	return nil
 }
 
+func (a *Agent) buildForward(fc config.Forward) (*forward, error) {
+	ln, err := a.listenForward(fc)
+	if err != nil {
+		return nil, fmt.Errorf("%s: forward %s: %w", a.where(fc.Line), fc.Listen, err)
+	}
+	f := &forward{agent: a, ln: ln, service: fc.Service, via: fc.Via, wait: fc.TunnelWait.D()}
+	switch c := a.clients[fc.Via]; {
+	case c != nil && a.rawClients[fc.Via]:
+		f.raw = c
+	case c != nil:
+		f.source = c
+	default:
+		// A reverse forward: via names a peer identity.
+		pattern, err := identity.Parse(fc.Via)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("%s: forward %s: via %q: %w", a.where(fc.Line), fc.Listen, fc.Via, err)
+		}
+		f.source = &peerSource{agent: a, pattern: pattern, absence: absence{wait: f.wait, since: time.Now()}}
+	}
+	return f, nil
+}
+
 // ForwardAddrs are the bound addresses of the forwards, in config order.
 func (a *Agent) ForwardAddrs() []net.Addr {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	out := make([]net.Addr, len(a.forwards))
 	for i, f := range a.forwards {
 		out[i] = f.ln.Addr()
@@ -293,7 +327,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, s := range a.servers {
 		a.log.Info("tunnel server listening", "listen", s.ln.Addr().String())
 	}
-	for _, f := range a.forwards {
+	a.mu.Lock()
+	a.runCtx = ctx
+	forwards := slices.Clone(a.forwards)
+	a.mu.Unlock()
+	for _, f := range forwards {
 		a.log.Info("forward listening", "forward", f.ln.Addr().String(), "via", f.via, "service", f.service)
 	}
 	var wg sync.WaitGroup
@@ -314,7 +352,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			s.srv.Serve(ctx, s.ln)
 		}()
 	}
-	for _, f := range a.forwards {
+	for _, f := range forwards {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -322,7 +360,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}()
 	}
 	a.log.Info("agent running", "agent", a.name(), "servers", len(a.servers), "clients", len(a.clients),
-		"forwards", len(a.forwards), "services", len(a.services))
+		"forwards", len(forwards), "services", len(a.services))
 	adminCtx, stopAdmin := context.WithCancel(context.Background())
 	if a.admin != nil {
 		a.log.Info("admin endpoint listening (/healthz, /readyz, /metrics, /status, /reload)", "listen", a.admin.Addr().String())
@@ -344,6 +382,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.drain()
 	stopAdmin() // /readyz says "shutting down" while the agent drains
 	wg.Wait()
+	a.extra.Wait()
 	return nil
 }
 
@@ -373,9 +412,11 @@ func (a *Agent) closeListeners() {
 	for _, s := range a.servers {
 		s.ln.Close()
 	}
+	a.mu.Lock()
 	for _, f := range a.forwards {
 		f.ln.Close()
 	}
+	a.mu.Unlock()
 	if a.acme != nil {
 		a.acme.ln.Close()
 	}

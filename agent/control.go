@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/postern-tunnel/postern/config"
 )
 
 // The control socket: `postern status` and `postern reload` reach the
@@ -104,6 +106,15 @@ func (a *Agent) ControlAddr() string {
 	return a.control.Addr().String()
 }
 
+// ConfigResponse is the answer to GET /config: the agent, its config file,
+// and the config it runs now (as the last reload applied it), which
+// postern check --diff compares with the file.
+type ConfigResponse struct {
+	Agent   string         `json:"agent"`
+	Config  string         `json:"config"`
+	Running *config.Config `json:"running,omitempty"`
+}
+
 // ReloadResponse is the answer to POST /reload.
 type ReloadResponse struct {
 	Agent  string `json:"agent"`
@@ -120,7 +131,7 @@ func (a *Agent) controlRoutes(mux *http.ServeMux, tcp bool) {
 		writeJSON(w, http.StatusOK, a.Status())
 	})
 	mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"agent": a.name(), "config": ConfigPathOf(a.cfg.Path)})
+		writeJSON(w, http.StatusOK, ConfigResponse{Agent: a.name(), Config: ConfigPathOf(a.cfg.Path), Running: a.snapshot()})
 	})
 	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
 		if tcp && !fromLoopback(r) {

@@ -28,6 +28,7 @@ type service struct {
 	dialTimeout   time.Duration
 	proxyProtocol byte    // 0 (off), 1 or 2: PROXY header version sent to the target
 	limits        *limits // nil: none
+	stopHealth    func()  // ends its health checks, or nil (reconfig.go)
 }
 
 // dial connects to one of the service's targets (see targets.go) and,
@@ -112,7 +113,7 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream) (carry func())
 	} else {
 		log = log.With("service", req.Service)
 	}
-	svc := a.services[req.Service]
+	svc := a.service(req.Service)
 	// Every stream the tunnel holds counts, this one included, until both
 	// ends closed it: refused streams whose opener never closes them too.
 	open := t.Streams()
@@ -163,7 +164,16 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream) (carry func())
 	// Answered OK: only now may the stream's window grow past 256 KiB.
 	st.Admit()
 	log.Debug("stream connected to its target")
+	untrack, ok := a.track(svc, t.Chains, func() { st.Reset(); target.Close() })
+	if !ok {
+		target.Close()
+		st.Reset()
+		release()
+		rec.finish("reset", 0, 0, "identity no longer allowed after reload")
+		return nil
+	}
 	return func() {
+		defer untrack()
 		stats, err := relay.Stream(a.relayCtx, target, a.paced(st, pace), nil)
 		release()
 		a.logRelayEnd(log, rec, "stream", stats, err)
@@ -260,6 +270,14 @@ func (a *Agent) serveRaw(c *tls.Conn, svc *service, creds *trust.Credentials) {
 		return
 	}
 	log = log.With("target", used)
+	untrack, ok := a.track(svc, cs.VerifiedChains, func() { resetTLS(c); target.Close() })
+	if !ok {
+		target.Close()
+		resetTLS(c)
+		rec.refused("identity no longer allowed after reload")
+		return
+	}
+	defer untrack()
 	stats, err := relay.Raw(a.relayCtx, target, c)
 	a.logRelayEnd(log, rec, "raw TLS connection", stats, err)
 }

@@ -75,7 +75,9 @@ func clientTLSConfig(creds *trust.Credentials, peer []string) (func(serverName s
 	}, nil
 }
 
-// Reload reads every certificate, key, CA bundle and CRL file again (what
+// Reload reads the config file again and applies what changed in its
+// services and forwards (reconfig.go; a file that does not load changes
+// nothing), then reads every certificate, key, CA bundle and CRL file again (what
 // SIGHUP does), swaps in what changed for new handshakes, and closes the
 // live tunnels whose peer no longer verifies. Files that fail to load keep
 // their endpoint on its previous material; the error names each one.
@@ -90,11 +92,17 @@ func (a *Agent) ReloadReport() (string, error) {
 	w := &a.certs
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	report, err := a.reloadConfig()
+	if errors.Is(err, errNotApplied) {
+		return strings.Join(report, "\n"), err
+	}
+	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
 	w.setup(a)
 	now := time.Now()
 	a.log.Info("reload: reading certificate files again")
-	var errs []error
-	var report []string
 	changed := false
 	for _, e := range w.endpoints {
 		c, err := w.reload(a, e, true)
@@ -224,7 +232,7 @@ func (w *certWatch) poll(a *Agent, now time.Time) {
 // an explicit reload logs every failure at once.
 func (w *certWatch) reload(a *Agent, e *certEndpoint, explicit bool) (bool, error) {
 	old := e.creds.Load()
-	changed, err := false, caScopeError(a.cfg)
+	changed, err := false, caScopeError(a.snapshot())
 	if err == nil {
 		changed, err = e.creds.Reload()
 	}

@@ -76,14 +76,17 @@ func (a *Agent) Status() Status {
 	slices.SortFunc(s.Tunnels, func(x, y TunnelStatus) int {
 		return strings.Compare(x.Client+" "+x.Peer+" "+x.Addr, y.Client+" "+y.Peer+" "+y.Addr)
 	})
-	for _, f := range a.forwards {
+	a.mu.Lock()
+	forwards := slices.Clone(a.forwards)
+	a.mu.Unlock()
+	for _, f := range forwards {
 		addr := f.ln.Addr().String()
 		e := a.endpoint("forward " + addr)
 		s.Forwards = append(s.Forwards, ForwardStatus{Listen: addr, Service: f.service, Via: f.via,
 			Open: e.open.Load(), Total: e.total.Load(), LastErr: e.lastErr.Load()})
 	}
-	for _, sc := range a.cfg.Services {
-		svc := a.services[sc.Name]
+	for _, sc := range a.snapshot().Services {
+		svc := a.service(sc.Name)
 		if svc == nil {
 			continue
 		}

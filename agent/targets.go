@@ -206,35 +206,42 @@ func (ts *targetSet) check(ctx context.Context, dial func(context.Context, strin
 // health_interval, at once and then every interval, until ctx ends; wait
 // waits for the checks to stop.
 func (a *Agent) startHealthChecks(ctx context.Context) (wait func()) {
-	var wg sync.WaitGroup
+	a.certs.mu.Lock() // a reload starts and stops checks too
+	defer a.certs.mu.Unlock()
+	a.mu.Lock()
+	svcs := make([]*service, 0, len(a.services))
 	for _, svc := range a.services {
-		ts := svc.targets
-		if ts.health <= 0 {
-			continue
-		}
-		timeout := min(svc.dialTimeout, ts.health)
-		wg.Go(func() {
-			tick := time.NewTicker(ts.health)
-			defer tick.Stop()
-			for {
-				ts.check(ctx, a.opts.Dial, timeout)
-				select {
-				case <-ctx.Done():
-					return
-				case <-tick.C:
-				}
-			}
-		})
+		svcs = append(svcs, svc)
 	}
-	return wg.Wait
+	a.mu.Unlock()
+	for _, svc := range svcs {
+		a.startHealth(ctx, svc)
+	}
+	return a.extra.Wait
+}
+
+// run checks the targets at once and then every health interval until
+// ctx ends.
+func (ts *targetSet) run(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), timeout time.Duration) {
+	tick := time.NewTicker(ts.health)
+	defer tick.Stop()
+	for {
+		ts.check(ctx, dial, timeout)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // servicesUnreachable lists, for /readyz, the services with no target up.
 func (a *Agent) servicesUnreachable() []string {
 	now := time.Now()
 	var out []string
-	for _, sc := range a.cfg.Services { // config order
-		svc := a.services[sc.Name]
+	cfg := a.snapshot()
+	for _, sc := range cfg.Services { // config order
+		svc := a.service(sc.Name)
 		// A lone target without a health check does not make the agent
 		// unready: one partner's backend failing one dial must not take a
 		// hub behind a load balancer out of rotation. Redundant or

@@ -34,6 +34,7 @@ import (
 type checkFlags struct {
 	config  string
 	connect bool
+	diff    bool
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) int {
@@ -42,11 +43,12 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	fs.StringVar(&f.config, "c", "", "config `FILE` (TOML; default "+config.DefaultPath()+")")
 	fs.BoolVar(&f.connect, "connect", false, "also open each [[client]] tunnel and report the result")
+	fs.BoolVar(&f.diff, "diff", false, "also print what postern reload would change in the running agent")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: postern check [-c FILE] [--connect]")
+		fmt.Fprintln(stderr, "usage: postern check [-c FILE] [--connect] [--diff]")
 		return 2
 	}
 	defaulted := f.config == ""
@@ -83,6 +85,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 				creds[c.Name] = trust.NewCredentials(m)
 			}
 		}
+	}
+	if f.diff {
+		checkDiff(r, f.config, cfg, stdout)
 	}
 	if f.connect {
 		for _, c := range cfg.Clients {
