@@ -144,6 +144,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (_ *Agent, err erro
 	if err := a.buildForwards(); err != nil {
 		return nil, err
 	}
+	a.observe() // metric labels: from the config at start, before a reload may change it
 	return a, nil
 }
 
