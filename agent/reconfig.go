@@ -151,19 +151,26 @@ func DiffConfig(old, new *config.Config) ConfigChanges {
 // forward is thus removed and added again.
 func matchForwards(old, new []config.Forward) (kept []bool, added []config.Forward) {
 	kept = make([]bool, len(old))
+	free := map[string][]int{} // old forwards not yet matched, by their keys
+	for i, o := range old {
+		k := forwardKey(o)
+		free[k] = append(free[k], i)
+	}
 	for _, n := range new {
-		found := false
-		for i, o := range old {
-			if !kept[i] && sameIgnoringLine(o, n) {
-				kept[i], found = true, true
-				break
-			}
+		k := forwardKey(n)
+		if idx := free[k]; len(idx) > 0 {
+			kept[idx[0]], free[k] = true, idx[1:]
+			continue
 		}
-		if !found {
-			added = append(added, n)
-		}
+		added = append(added, n)
 	}
 	return kept, added
+}
+
+// forwardKey is every key of f but its line.
+func forwardKey(f config.Forward) string {
+	f.Line = 0
+	return fmt.Sprintf("%#v", f)
 }
 
 // serviceChanges lists the keys of a service that differ.

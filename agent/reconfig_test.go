@@ -290,3 +290,56 @@ func TestReloadConfigLive(t *testing.T) {
 		t.Errorf("%d reset lines for the bulk service", n)
 	}
 }
+
+// TestReloadTime100: how long a reload takes that changes 100 services
+// (hub) and replaces 100 forwards (site), logged for the docs.
+func TestReloadTime100(t *testing.T) {
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	target := answering(t, "x")
+	services := func(allow string) string {
+		var b strings.Builder
+		for i := range 100 {
+			b.WriteString(serviceTOML(fmt.Sprintf("svc%03d", i), target, allow))
+		}
+		return b.String()
+	}
+	hub := start(t, dir, "hub", hubTOML(p, services("*")))
+	names := func(prefix string) []string {
+		var out []string
+		for i := range 100 {
+			out = append(out, fmt.Sprintf("%s%03d", prefix, i))
+		}
+		return out
+	}
+	site := start(t, dir, "site", siteTOML(p, hub.ServerAddrs()[0].String(), names("svc")...))
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
+
+	rewrite(t, hub, hubTOML(p, services("dns:site-a.test")))
+	began := time.Now()
+	rep, err := hub.ReloadReport()
+	hubTook := time.Since(began)
+	if err != nil || strings.Count(rep, "changed allow") != 100 {
+		t.Fatalf("hub reload: %v\n%s", err, rep)
+	}
+	rewrite(t, site, siteTOML(p, hub.ServerAddrs()[0].String(), names("new")...))
+	began = time.Now()
+	rep, err = site.ReloadReport()
+	siteTook := time.Since(began)
+	if err != nil || strings.Count(rep, ": removed") != 100 || strings.Count(rep, ": added") != 100 {
+		t.Fatalf("site reload: %v\n%s", err, rep)
+	}
+	if n := len(site.ForwardAddrs()); n != 100 {
+		t.Fatalf("%d forwards after the reload, want 100", n)
+	}
+	// A new forward carries streams: the hub has no such service and says so.
+	// (The refusal resets the connection, at times before the dial returns.)
+	if c, err := net.DialTimeout("tcp", forwardTo(t, site, "new099"), 5*time.Second); err == nil {
+		defer c.Close()
+	}
+	hub.log.WaitFor(t, 10*time.Second, "stream refused", "service=new099", "no such service here")
+	t.Logf("reload time: 100 services changed: %v; 100 forwards closed and 100 opened: %v", hubTook, siteTook)
+	if hubTook > 5*time.Second || siteTook > 5*time.Second {
+		t.Errorf("reload too slow: %v, %v", hubTook, siteTook)
+	}
+}
