@@ -2,8 +2,8 @@ package main
 
 import (
 	"io"
-	"strings"
 	"net/http"
+	"strings"
 
 	"github.com/postern-tunnel/postern/agent"
 	"github.com/postern-tunnel/postern/config"
