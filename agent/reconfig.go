@@ -275,12 +275,16 @@ func (a *Agent) reloadConfig() ([]string, error) {
 		return nil, fmt.Errorf("%w: %w", errNotApplied, err)
 	}
 	nc, err := config.Parse(a.cfg.Path, data)
-	if err == nil {
-		err = errors.Join(CheckIdentities(nc)...)
-	}
 	if err != nil {
 		a.log.Error("config reload refused; nothing changed", "config", a.cfg.Path, "err", err)
 		return []string{"config " + a.cfg.Path + ": not applied, nothing changed: " + err.Error()}, fmt.Errorf("%w: %w", errNotApplied, err)
+	}
+	if err := errors.Join(CheckIdentities(nc)...); err != nil {
+		// Often the CA files changed, not the config: the certificate
+		// reload that follows (with the running config) checks the same
+		// and keeps the material it had, saying so per endpoint.
+		a.log.Error("config reload refused; services and forwards unchanged", "config", a.cfg.Path, "err", err)
+		return []string{"config " + a.cfg.Path + ": services and forwards not changed: " + err.Error()}, err
 	}
 	old := a.snapshot()
 	d := DiffConfig(old, nc)

@@ -8,7 +8,8 @@ import (
 	"github.com/postern-tunnel/postern/agent"
 )
 
-// reloadOnHangup makes SIGHUP (systemctl reload) reload a's certificates,
+// reloadOnHangup makes SIGHUP (systemctl reload) reload a's config file
+// (services and forwards, see agent/reconfig.go) and its certificates,
 // keys, CA bundles and CRLs until stop is called. Reload logs what changed
 // and what failed. On Windows no SIGHUP arrives; the agent's polling of the
 // files (reload_interval) does the same there.
