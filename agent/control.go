@@ -131,7 +131,11 @@ func (a *Agent) controlRoutes(mux *http.ServeMux, tcp bool) {
 		writeJSON(w, http.StatusOK, a.Status())
 	})
 	mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, ConfigResponse{Agent: a.name(), Config: ConfigPathOf(a.cfg.Path), Running: a.snapshot()})
+		res := ConfigResponse{Agent: a.name(), Config: ConfigPathOf(a.cfg.Path)}
+		if !tcp || fromLoopback(r) { // the running config is for this machine's operators, as reload is
+			res.Running = a.snapshot()
+		}
+		writeJSON(w, http.StatusOK, res)
 	})
 	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, r *http.Request) {
 		if tcp && !fromLoopback(r) {
