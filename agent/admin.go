@@ -65,7 +65,8 @@ func (a *Agent) newMetrics() *metrics {
 			Name: "postern_tunnels_dialed", Help: "Tunnels this agent dialed and up now.",
 		}, func() float64 {
 			n := 0
-			for _, c := range a.clients {
+			clients, _ := a.clientMaps()
+			for _, c := range clients {
 				n += len(c.Tunnels())
 			}
 			return float64(n)
@@ -130,8 +131,9 @@ func (a *Agent) notReady() []string {
 	if a.draining.Load() {
 		missing = append(missing, "shutting down")
 	}
-	for name, c := range a.clients {
-		if !a.rawClients[name] && len(c.Tunnels()) == 0 {
+	clients, raw := a.clientMaps()
+	for name, c := range clients {
+		if !raw[name] && len(c.Tunnels()) == 0 {
 			missing = append(missing, fmt.Sprintf("no tunnel %q up", name))
 		}
 	}

@@ -75,9 +75,10 @@ type Agent struct {
 	// Live reconfiguration (reconfig.go): runCtx is Run's context (under
 	// mu), extra waits for forwards and health checks a reload started,
 	// live are the inbound streams a reload may cut.
-	runCtx context.Context
-	extra  sync.WaitGroup
-	live   liveStreams
+	runCtx     context.Context
+	extra      sync.WaitGroup
+	live       liveStreams
+	clientStop map[string]context.CancelFunc // per [[client]], under mu
 }
 
 type listenedServer struct {
@@ -194,29 +195,9 @@ func loadCreds(where string, t config.TLS) (*trust.Credentials, error) {
 
 func (a *Agent) buildClients() error {
 	for _, cc := range a.cfg.Clients {
-		creds, err := loadCreds(fmt.Sprintf("%s: client %q", a.where(cc.Line), cc.Name), cc.TLS)
+		c, err := a.buildClient(cc)
 		if err != nil {
 			return err
-		}
-		tlsConfig, err := clientTLSConfig(creds, cc.Peer)
-		if err != nil {
-			return fmt.Errorf("%s: client %q: %w", a.where(cc.Line), cc.Name, err)
-		}
-		servers := make([]string, len(cc.Servers))
-		for i, s := range cc.Servers {
-			servers[i] = string(s)
-		}
-		proxy, err := client.NewProxy(cc, nil) // nil: no proxy, Dial returns a.opts.Dial
-		if err != nil {
-			return fmt.Errorf("%s: client %q: %w", a.where(cc.Line), cc.Name, err)
-		}
-		c := &client.Client{
-			Name: cc.Name, Servers: servers, ServerName: cc.ServerName,
-			Creds: creds, TLSConfig: tlsConfig, Dial: proxy.Dial(a.opts.Dial), Proxy: proxy, DialTimeout: cc.DialTimeout.D(),
-			BackoffMin: cc.BackoffMin.D(), BackoffMax: cc.BackoffMax.D(),
-			Parallel: cc.Tunnels, Strategy: cc.Strategy, Hubs: cc.Hubs, MaxLifetime: cc.MaxTunnelLifetime.D(),
-			Options: a.tun, Log: a.log,
-			Handle: a.serveTunnel,
 		}
 		a.clients[cc.Name] = c
 		if !*cc.Mux {
@@ -224,6 +205,33 @@ func (a *Agent) buildClients() error {
 		}
 	}
 	return nil
+}
+
+func (a *Agent) buildClient(cc config.Client) (*client.Client, error) {
+	creds, err := loadCreds(fmt.Sprintf("%s: client %q", a.where(cc.Line), cc.Name), cc.TLS)
+	if err != nil {
+		return nil, err
+	}
+	tlsConfig, err := clientTLSConfig(creds, cc.Peer)
+	if err != nil {
+		return nil, fmt.Errorf("%s: client %q: %w", a.where(cc.Line), cc.Name, err)
+	}
+	servers := make([]string, len(cc.Servers))
+	for i, s := range cc.Servers {
+		servers[i] = string(s)
+	}
+	proxy, err := client.NewProxy(cc, nil) // nil: no proxy, Dial returns a.opts.Dial
+	if err != nil {
+		return nil, fmt.Errorf("%s: client %q: %w", a.where(cc.Line), cc.Name, err)
+	}
+	return &client.Client{
+		Name: cc.Name, Servers: servers, ServerName: cc.ServerName,
+		Creds: creds, TLSConfig: tlsConfig, Dial: proxy.Dial(a.opts.Dial), Proxy: proxy, DialTimeout: cc.DialTimeout.D(),
+		BackoffMin: cc.BackoffMin.D(), BackoffMax: cc.BackoffMax.D(),
+		Parallel: cc.Tunnels, Strategy: cc.Strategy, Hubs: cc.Hubs, MaxLifetime: cc.MaxTunnelLifetime.D(),
+		Options: a.tun, Log: a.log,
+		Handle: a.serveTunnel,
+	}, nil
 }
 
 func (a *Agent) buildServers() error {
@@ -331,19 +339,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.runCtx = ctx
 	forwards := slices.Clone(a.forwards)
+	clients, rawClients := a.clients, a.rawClients
 	a.mu.Unlock()
 	for _, f := range forwards {
 		a.log.Info("forward listening", "forward", f.ln.Addr().String(), "via", f.via, "service", f.service)
 	}
 	var wg sync.WaitGroup
-	for name, c := range a.clients {
-		if a.rawClients[name] {
+	for name, c := range clients {
+		if rawClients[name] {
 			continue // no tunnel to keep: it dials per forwarded connection
 		}
 		wg.Add(1)
+		ctx := a.clientContext(name)
 		go func() {
 			defer wg.Done()
-			c.Run(a.tunnelCtx)
+			c.Run(ctx)
 		}()
 	}
 	for _, s := range a.servers {
@@ -360,7 +370,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			f.serve(ctx)
 		}()
 	}
-	a.log.Info("agent running", "agent", a.name(), "servers", len(a.servers), "clients", len(a.clients),
+	a.log.Info("agent running", "agent", a.name(), "servers", len(a.servers), "clients", len(clients),
 		"forwards", len(forwards), "services", len(a.services))
 	adminCtx, stopAdmin := context.WithCancel(context.Background())
 	if a.admin != nil {

@@ -11,15 +11,16 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/postern-tunnel/postern/client"
 	"github.com/postern-tunnel/postern/config"
 	"github.com/postern-tunnel/postern/identity"
 )
 
 // Live reconfiguration: a reload (SIGHUP, postern reload, POST /reload)
 // reads the whole config file again and applies what changed. Services
-// (target, targets, allow, limits, proxy_protocol, ...) and forwards are
-// applied at once; a live stream whose peer the new allow list no longer
-// names is cut. [[server]], [[client]], [tls], [tunnel], [log], [admin],
+// (target, targets, allow, limits, proxy_protocol, ...), clients
+// (reconfig_clients.go) and forwards are applied at once; a live stream
+// whose peer the new allow list no longer names is cut. [[server]], [tls], [tunnel], [log], [admin],
 // [acme], name and shutdown_timeout are not changed by a reload: the
 // result says "restart needed for: ..." instead. A file that does not load
 // or validate changes nothing.
@@ -141,6 +142,26 @@ func DiffConfig(old, new *config.Config) ConfigChanges {
 	for _, f := range added {
 		d.Applied = append(d.Applied, fmt.Sprintf("forward %s: added (service %q via %q)", f.Listen, f.Service, f.Via))
 	}
+	oldc := map[string]config.Client{}
+	for _, c := range old.Clients {
+		oldc[c.Name] = c
+	}
+	newc := map[string]bool{}
+	for _, c := range new.Clients {
+		newc[c.Name] = true
+		o, ok := oldc[c.Name]
+		switch {
+		case !ok:
+			d.Applied = append(d.Applied, fmt.Sprintf("client %q: added", c.Name))
+		case !sameIgnoringLine(o, c):
+			d.Applied = append(d.Applied, fmt.Sprintf("client %q: changed (a new one dials; the old one drains, its forwards reopen)", c.Name))
+		}
+	}
+	for _, c := range old.Clients {
+		if !newc[c.Name] {
+			d.Applied = append(d.Applied, fmt.Sprintf("client %q: removed (its tunnels close when their streams end)", c.Name))
+		}
+	}
 	d.Restart = restartNeeded(old, new)
 	return d
 }
@@ -250,7 +271,6 @@ func restartNeeded(old, new *config.Config) []string {
 	add("[tls]", old.TLS, new.TLS)
 	add("[tunnel]", old.Tunnel, new.Tunnel)
 	add("[[server]]", old.Servers, new.Servers)
-	add("[[client]]", old.Clients, new.Clients)
 	add("[admin]", old.Admin, new.Admin)
 	add("[acme]", old.ACME, new.ACME)
 	add("[log]", old.Log, new.Log)
@@ -289,10 +309,15 @@ func (a *Agent) reloadConfig() ([]string, error) {
 	old := a.snapshot()
 	d := DiffConfig(old, nc)
 	var report []string
-	if err := a.applyServices(old, nc); err != nil {
+	plan, err := a.planClients(old, nc)
+	if err == nil {
+		err = a.applyServices(old, nc)
+	}
+	if err != nil {
 		return []string{"config " + a.cfg.Path + ": not applied, nothing changed: " + err.Error()}, fmt.Errorf("%w: %w", errNotApplied, err)
 	}
-	skipped := a.applyForwards(old, nc)
+	gone := a.commitClients(plan, nc)
+	skipped := a.applyForwards(nc, gone)
 	report = append(report, d.Applied...)
 	report = append(report, skipped...)
 	if len(d.Restart) > 0 {
@@ -414,11 +439,18 @@ func sameLimits(o, n config.Service) bool {
 // applyForwards closes the listeners of removed or changed forwards (their
 // streams in progress drain as usual) and opens those of added or changed
 // ones. It returns report lines for forwards it could not apply.
-func (a *Agent) applyForwards(old, nc *config.Config) []string {
+func (a *Agent) applyForwards(nc *config.Config, gone map[*client.Client]bool) []string {
 	var report []string
 	// Close first: a changed forward reopens the same address.
 	a.mu.Lock()
-	kept, added := matchForwards(a.cfg.Forwards, nc.Forwards)
+	// The forwards of a removed or changed client reopen on its successor.
+	current := slices.Clone(a.cfg.Forwards)
+	for i, f := range a.forwards {
+		if (f.raw != nil && gone[f.raw]) || (f.source != nil && isGone(f.source, gone)) {
+			current[i].Mode = "\x00via a client a reload replaced" // matches no new forward
+		}
+	}
+	kept, added := matchForwards(current, nc.Forwards)
 	var keep []*forward
 	var keepCfg []config.Forward
 	for i, f := range a.forwards {
@@ -433,10 +465,6 @@ func (a *Agent) applyForwards(old, nc *config.Config) []string {
 	a.forwards, a.cfg.Forwards = keep, keepCfg
 	a.mu.Unlock()
 	for _, fc := range added {
-		if slices.ContainsFunc(nc.Clients, func(c config.Client) bool { return c.Name == fc.Via }) && a.clients[fc.Via] == nil {
-			report = append(report, fmt.Sprintf("forward %s: not opened: its [[client]] %q is new (restart needed)", fc.Listen, fc.Via))
-			continue
-		}
 		f, err := a.buildForward(fc)
 		if err != nil {
 			report = append(report, fmt.Sprintf("forward %s: not opened: %v", fc.Listen, err))
@@ -462,6 +490,11 @@ func (a *Agent) applyForwards(old, nc *config.Config) []string {
 		a.mu.Unlock()
 	}
 	return report
+}
+
+func isGone(src tunnelSource, gone map[*client.Client]bool) bool {
+	c, ok := src.(*client.Client)
+	return ok && gone[c]
 }
 
 // startHealth runs svc's health checks until ctx ends or the service is

@@ -343,3 +343,78 @@ func TestReloadTime100(t *testing.T) {
 		t.Errorf("reload too slow: %v, %v", hubTook, siteTook)
 	}
 }
+
+// TestReloadClients: a [[client]] added by a reload dials and carries its
+// forward's streams; removed, its live stream runs to a clean end and
+// then its tunnel closes; the transfer on the other client is untouched.
+func TestReloadClients(t *testing.T) {
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	bulk := testnet.Listen(t)
+	testnet.Serve(t, bulk, testnet.Echo)
+	other := answering(t, "other")
+	hub := start(t, dir, "hub", hubTOML(p, serviceTOML("bulk", bulk.Addr().String(), "*")+serviceTOML("other", other, "*")))
+	hubAddr := hub.ServerAddrs()[0].String()
+	base := siteTOML(p, hubAddr, "bulk")
+	site := start(t, dir, "site", base)
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
+	stop := make(chan struct{})
+	transfer := longTransfer(t, forwardTo(t, site, "bulk"), stop)
+
+	second := fmt.Sprintf("[[client]]\nname = \"hub2\"\nservers = [%q]\nserver_name = \"hub.test\"\nbackoff_min = \"50ms\"\n"+
+		"[[forward]]\nlisten = \"127.0.0.1:0\"\nservice = \"other\"\nvia = \"hub2\"\ntunnel_wait = \"5s\"\n", hubAddr)
+	rewrite(t, site, base+second)
+	rep, err := site.ReloadReport()
+	if err != nil || !strings.Contains(rep, `client "hub2": added`) || !strings.Contains(rep, `forward 127.0.0.1:0: added (service "other" via "hub2")`) {
+		t.Fatalf("reload adding a client: %v\n%s", err, rep)
+	}
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub2")
+	live := openAnswer(t, forwardTo(t, site, "other"), "other")
+	otherAddr := forwardTo(t, site, "other")
+	tunnels := func() int { return len(hub.Status().Tunnels) }
+	if n := tunnels(); n != 2 {
+		t.Fatalf("hub has %d tunnels, want 2", n)
+	}
+
+	rewrite(t, site, base)
+	rep, err = site.ReloadReport()
+	if err != nil || !strings.Contains(rep, `client "hub2": removed`) || !strings.Contains(rep, `forward 127.0.0.1:0: removed (service "other" via "hub2")`) {
+		t.Fatalf("reload removing a client: %v\n%s", err, rep)
+	}
+	if c, err := net.DialTimeout("tcp", otherAddr, 2*time.Second); err == nil {
+		c.Close()
+		t.Errorf("forward via the removed client still accepts")
+	}
+	if err := echoBack(live, "the removed client's stream goes on"); err != nil {
+		t.Fatalf("live stream via the removed client: %v", err)
+	}
+	live.(*net.TCPConn).CloseWrite()
+	live.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := testnet.Drain(live); err != io.EOF {
+		t.Errorf("live stream via the removed client ended with %v, want a clean end", err)
+	}
+	site.log.WaitFor(t, 10*time.Second, "removed client drained; closing its tunnels", "tunnel=hub2")
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for tunnels() != 1 {
+		select {
+		case <-deadline:
+			t.Fatalf("hub has %d tunnels 10s after the client drained, want 1", tunnels())
+		case <-tick.C:
+		}
+	}
+	if clients, _ := site.clientMaps(); clients["hub2"] != nil || clients["hub"] == nil {
+		t.Errorf("clients after the reload: %v", clients)
+	}
+
+	close(stop)
+	select {
+	case err := <-transfer:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("long transfer did not finish")
+	}
+}

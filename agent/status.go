@@ -109,7 +109,8 @@ func (a *Agent) liveTunnels() []*tunnel.Tunnel {
 		out = append(out, t)
 	}
 	a.mu.Unlock()
-	for _, c := range a.clients {
+	clients, _ := a.clientMaps()
+	for _, c := range clients {
 		out = append(out, c.Tunnels()...)
 	}
 	return out
@@ -203,7 +204,8 @@ func (a *Agent) allCreds() []*trust.Credentials {
 	for _, s := range a.servers {
 		out = append(out, s.srv.Creds)
 	}
-	for _, c := range a.clients {
+	clients, _ := a.clientMaps()
+	for _, c := range clients {
 		out = append(out, c.Creds)
 	}
 	return out
