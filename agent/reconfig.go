@@ -20,7 +20,7 @@ import (
 // reads the whole config file again and applies what changed. Services
 // (target, targets, allow, limits, proxy_protocol, ...), clients
 // (reconfig_clients.go) and forwards are applied at once; a live stream
-// whose peer the new allow list no longer names is cut. [[server]], [tls], [tunnel], [log], [admin],
+// whose peer the new allow list no longer names is cut. [[server]] (with what it inherits from [tls]), [tunnel], [log], [admin],
 // [acme], name and shutdown_timeout are not changed by a reload: the
 // result says "restart needed for: ..." instead. A file that does not load
 // or validate changes nothing.
@@ -268,7 +268,8 @@ func restartNeeded(old, new *config.Config) []string {
 	}
 	add("name", old.Name, new.Name)
 	add("shutdown_timeout", old.ShutdownTimeout, new.ShutdownTimeout)
-	add("[tls]", old.TLS, new.TLS)
+	// [tls] is not listed itself: servers and clients inherit it, so its
+	// changes show as theirs.
 	add("[tunnel]", old.Tunnel, new.Tunnel)
 	add("[[server]]", old.Servers, new.Servers)
 	add("[admin]", old.Admin, new.Admin)
