@@ -372,6 +372,9 @@ func (a *Agent) applyServices(old, nc *config.Config) error {
 		}
 	}
 	if len(touched) == 0 {
+		a.mu.Lock()
+		a.cfg.Services = nc.Services // the same services, perhaps on other lines
+		a.mu.Unlock()
 		return nil
 	}
 	a.mu.Lock()
@@ -406,11 +409,10 @@ func (a *Agent) applyServices(old, nc *config.Config) error {
 		s.stopHealth()
 	}
 	if runCtx != nil {
-		for name, n := range built {
+		for _, n := range built {
 			if n.stopHealth == nil {
 				a.startHealth(runCtx, n)
 			}
-			_ = name
 		}
 	}
 	a.cutDisallowed(touched)
