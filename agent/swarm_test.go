@@ -65,7 +65,7 @@ type swarm struct {
 // startSwarm runs the child that dials n tunnels to addr with certificates
 // from ca, and waits (up to within) for its report. The child holds its
 // tunnels until the test ends.
-func startSwarm(t testing.TB, addr string, ca *testca.CA, n int, within time.Duration) *swarm {
+func startSwarm(t testing.TB, addr string, ca *testca.CA, n int, within, keepalive time.Duration) *swarm {
 	t.Helper()
 	dir := t.TempDir()
 	keyDER, err := x509.MarshalPKCS8PrivateKey(ca.Key)
@@ -80,7 +80,8 @@ func startSwarm(t testing.TB, addr string, ca *testca.CA, n int, within time.Dur
 	}
 	cmd := exec.Command(exe, "-test.run=^TestSwarmChild$", "-test.count=1")
 	cmd.Env = append(os.Environ(), "POSTERN_SWARM_ADDR="+addr, "POSTERN_SWARM_DIR="+dir,
-		"POSTERN_SWARM_N="+strconv.Itoa(n), "POSTERN_SWARM_WITHIN="+within.String())
+		"POSTERN_SWARM_N="+strconv.Itoa(n), "POSTERN_SWARM_WITHIN="+within.String(),
+		"POSTERN_SWARM_KEEPALIVE="+keepalive.String())
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -167,7 +168,11 @@ func TestSwarmChild(t *testing.T) {
 		l := ca.Issue(t, testca.Options{CN: fmt.Sprintf("site-%d", i)})
 		certs[i] = tls.Certificate{Certificate: [][]byte{l.Cert.Raw}, PrivateKey: l.Key, Leaf: l.Cert}
 	}
-	opts := tunnel.Options{StreamWindow: 256 << 10, KeepaliveInterval: 10 * time.Second,
+	keepalive, err := time.ParseDuration(os.Getenv("POSTERN_SWARM_KEEPALIVE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := tunnel.Options{StreamWindow: 256 << 10, KeepaliveInterval: keepalive,
 		KeepaliveTimeout: 10 * time.Second, MaxStreams: 256, WriteTimeout: 10 * time.Second}
 
 	var (
@@ -257,12 +262,14 @@ func hubTunnels(r *running) int {
 
 // startSwarmHub is a hub with one service open to every partner, logging
 // errors only (a log line per tunnel would be measured too).
-func startSwarmHub(t testing.TB) (*running, *pki) {
+func startSwarmHub(t testing.TB, keepalive time.Duration) (*running, *pki) {
 	dir := t.TempDir()
 	p := newPKI(t, dir)
 	ln := testnet.Listen(t)
 	testnet.Serve(t, ln, testnet.Echo)
-	hub := start(t, dir, "hub", hubTOML(p, serviceTOML("echo", ln.Addr().String(), "*")+"[log]\nlevel = \"error\"\n"))
+	toml := hubTOML(p, serviceTOML("echo", ln.Addr().String(), "*")+"[log]\nlevel = \"error\"\n")
+	toml = strings.Replace(toml, "[tunnel]\n", fmt.Sprintf("[tunnel]\nkeepalive_interval = %q\n", keepalive), 1)
+	hub := start(t, dir, "hub", toml)
 	return hub, p
 }
 
@@ -287,9 +294,9 @@ func TestSwarmReconnect(t *testing.T) {
 		t.Skip("-short: a swarm of 2,000 tunnels takes about 10s of both cores")
 	}
 	const n = 2000
-	hub, p := startSwarmHub(t)
+	hub, p := startSwarmHub(t, 10*time.Second)
 	before, g0 := memInUse(), runtime.NumGoroutine()
-	s := startSwarm(t, hub.ServerAddrs()[0].String(), p.ca, n, 45*time.Second)
+	s := startSwarm(t, hub.ServerAddrs()[0].String(), p.ca, n, 45*time.Second, 10*time.Second)
 	if s.result.up != n {
 		t.Fatalf("%d of %d partner tunnels came up within 45s (%d retries)", s.result.up, n, s.result.retries)
 	}
@@ -325,22 +332,39 @@ func TestSwarmReconnect(t *testing.T) {
 // one core for all tunnels, and CPU microseconds per tunnel per second).
 // Run one size at a time, e.g.
 //
-//	go test -run '^$' -bench 'Swarm/n=10000' -benchtime 1x ./agent/
+//	go test -run '^$' -bench 'Swarm/n=10000/keepalive=10s' -benchtime 1x ./agent/
+//
+// keepalive is the keepalive_interval of the hub and of every partner
+// (the default is 10s).
 func BenchmarkSwarm(b *testing.B) {
-	for _, n := range []int{1000, 2000, 5000, 10000} {
-		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+	for _, c := range []struct {
+		n         int
+		keepalive time.Duration
+	}{{1000, 10 * time.Second}, {2000, 10 * time.Second}, {5000, 10 * time.Second},
+		{10000, 10 * time.Second}, {10000, 30 * time.Second}} {
+		n := c.n
+		b.Run(fmt.Sprintf("n=%d/keepalive=%s", n, c.keepalive), func(b *testing.B) {
 			for b.Loop() {
-				hub, p := startSwarmHub(b)
+				hub, p := startSwarmHub(b, c.keepalive)
 				before, g0 := memInUse(), runtime.NumGoroutine()
-				s := startSwarm(b, hub.ServerAddrs()[0].String(), p.ca, n, 5*time.Minute)
+				s := startSwarm(b, hub.ServerAddrs()[0].String(), p.ca, n, 5*time.Minute, c.keepalive)
 				if s.result.up != n {
 					b.Fatalf("%d of %d partner tunnels came up (%d retries)", s.result.up, n, s.result.retries)
 				}
 				waitHubTunnels(b, hub, n)
 				mem := memInUse() - before
+				if path := os.Getenv("POSTERN_SWARM_CPUPROFILE"); path != "" {
+					// Where the idle hub spends its CPU.
+					f, err := os.Create(path)
+					if err != nil {
+						b.Fatal(err)
+					}
+					pprof.StartCPUProfile(f)
+				}
 				cpu0, wall0 := cpuTime(), time.Now()
 				time.Sleep(20 * time.Second) // the period measured, not a wait for a condition
 				cpu, wall := cpuTime()-cpu0, time.Since(wall0)
+				pprof.StopCPUProfile()
 				b.ReportMetric(float64(n)/s.result.took.Seconds(), "handshakes/s")
 				b.ReportMetric(float64(s.result.retries), "retries")
 				b.ReportMetric(float64(mem)/float64(n)/1024, "KiB/tunnel")
