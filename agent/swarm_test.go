@@ -296,9 +296,9 @@ func TestSwarmReconnect(t *testing.T) {
 	const n = 2000
 	hub, p := startSwarmHub(t, 10*time.Second)
 	before, g0 := memInUse(), runtime.NumGoroutine()
-	s := startSwarm(t, hub.ServerAddrs()[0].String(), p.ca, n, 45*time.Second, 10*time.Second)
+	s := startSwarm(t, hub.ServerAddrs()[0].String(), p.ca, n, 90*time.Second, 10*time.Second)
 	if s.result.up != n {
-		t.Fatalf("%d of %d partner tunnels came up within 45s (%d retries)", s.result.up, n, s.result.retries)
+		t.Fatalf("%d of %d partner tunnels came up within 90s (%d retries)", s.result.up, n, s.result.retries)
 	}
 	waitHubTunnels(t, hub, n)
 	per := int64(memInUse()-before) / n
