@@ -193,7 +193,7 @@ func TestSwarmChild(t *testing.T) {
 				Certificates: []tls.Certificate{certs[i]}}
 			backoff := 100 * time.Millisecond
 			for attempt := 0; ; attempt++ {
-				tun, err := swarmDial(addr, src, cfg, opts, deadline)
+				tun, err := swarmDial(addr, src, cfg, opts)
 				if err == nil {
 					mu.Lock()
 					held = append(held, tun)
@@ -226,7 +226,7 @@ func TestSwarmChild(t *testing.T) {
 
 // swarmDial makes one partner tunnel: TCP from src, TLS, the multiplexer,
 // one ping answered.
-func swarmDial(addr string, src *net.TCPAddr, cfg *tls.Config, opts tunnel.Options, deadline time.Time) (*tunnel.Tunnel, error) {
+func swarmDial(addr string, src *net.TCPAddr, cfg *tls.Config, opts tunnel.Options) (*tunnel.Tunnel, error) {
 	d := net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}
 	nc, err := d.Dial("tcp", addr)
 	if err != nil {
