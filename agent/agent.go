@@ -6,7 +6,6 @@ package agent
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -64,6 +63,7 @@ type Agent struct {
 
 	mu             sync.Mutex
 	tunnels        map[*tunnel.Tunnel]struct{} // accepted tunnels, closed at the end
+	peerTunnels    map[string]int              // accepted tunnels per peer identity (identity.Describe), for max_tunnels_per_peer
 	tunnelsChanged tunnel.Changes              // wakes reverse forwards waiting for a peer
 
 	certs certWatch // certificate reload, revocation and expiry upkeep (reload.go)
@@ -107,6 +107,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (_ *Agent, err erro
 		tun:        tunnel.OptionsOf(cfg.Tunnel),
 		started:    time.Now(),
 	}
+	a.peerTunnels = map[string]int{}
 	a.relayCtx, a.abortRelays = context.WithCancelCause(context.Background())
 	a.tunnelCtx, a.closeTunnels = context.WithCancel(context.Background())
 	defer func() {
@@ -443,27 +444,36 @@ func (a *Agent) name() string {
 
 // acceptedTunnel owns a tunnel a server accepted until it ends.
 func (a *Agent) acceptedTunnel(t *tunnel.Tunnel) {
+	who := identity.Describe(t.Peer)
 	a.mu.Lock()
 	if a.tunnelCtx.Err() != nil {
 		a.mu.Unlock()
 		t.Close()
 		return
 	}
-	if n := a.tunnelsOf(t.Peer); n >= a.cfg.Tunnel.MaxTunnelsPerPeer && t.Peer != nil {
+	if n := a.peerTunnels[who]; n >= a.cfg.Tunnel.MaxTunnelsPerPeer && t.Peer != nil {
 		a.mu.Unlock()
-		a.log.Warn("tunnel refused: too many tunnels from this peer", "peer", identity.Describe(t.Peer),
+		a.log.Warn("tunnel refused: too many tunnels from this peer", "peer", who,
 			"peer_addr", t.RemoteAddr().String(), "tunnels", n, "max_tunnels_per_peer", a.cfg.Tunnel.MaxTunnelsPerPeer)
 		t.CloseFor("too many tunnels from this peer (max_tunnels_per_peer)")
 		return
 	}
 	a.tunnels[t] = struct{}{}
+	if t.Peer != nil {
+		a.peerTunnels[who]++
+	}
 	a.tunnelsChanged.Notify()
 	a.mu.Unlock()
-	log := a.log.With("peer_addr", t.RemoteAddr().String(), "peer", identity.Describe(t.Peer))
+	log := a.log.With("peer_addr", t.RemoteAddr().String(), "peer", who)
 	log.Info("tunnel accepted")
 	a.serveTunnel(t)
 	a.mu.Lock()
 	delete(a.tunnels, t)
+	if t.Peer != nil {
+		if a.peerTunnels[who]--; a.peerTunnels[who] <= 0 {
+			delete(a.peerTunnels, who)
+		}
+	}
 	a.peerLeft(t)
 	a.tunnelsChanged.Notify()
 	a.mu.Unlock()
@@ -473,22 +483,6 @@ func (a *Agent) acceptedTunnel(t *tunnel.Tunnel) {
 // errShutdownDeadline cuts the streams still open when shutdown_timeout
 // has passed.
 var errShutdownDeadline = errors.New("agent stopping: transfer cut at the shutdown deadline (shutdown_timeout)")
-
-// tunnelsOf counts the accepted tunnels of the peer whose certificate
-// has the same names as peer (max_tunnels_per_peer). Call with a.mu held.
-func (a *Agent) tunnelsOf(peer *x509.Certificate) int {
-	if peer == nil {
-		return 0
-	}
-	who := identity.Describe(peer)
-	n := 0
-	for t := range a.tunnels {
-		if t.Peer != nil && identity.Describe(t.Peer) == who {
-			n++
-		}
-	}
-	return n
-}
 
 // errDraining is the reason given to peers while the agent stops.
 var errDraining = errors.New("agent is shutting down")
