@@ -31,27 +31,7 @@ func serveUnix(t *testing.T, path string, handle func(c *net.UnixConn)) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				handle(c.(*net.UnixConn))
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
+	testnet.ServeConns(t, ln, handle)
 }
 
 // answerAfterEOF reads the whole request to end-of-stream and only then

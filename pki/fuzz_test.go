@@ -19,6 +19,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/postern-tunnel/postern/internal/fuzzedit"
 )
 
 // The requests the CSR fuzzer starts from. Their keys are Ed25519, whose
@@ -71,32 +73,6 @@ func fuzzRequests(t testing.TB) [][]byte {
 	add(&x509.CertificateRequest{Subject: pkix.Name{CommonName: "tab\there"}}, "e")
 	add(&x509.CertificateRequest{URIs: []*url.URL{mustURL("partner-b")}}, "f")
 	add(&x509.CertificateRequest{}, "g")
-	return out
-}
-
-// applyEdits changes a copy of b by 4-byte edits: kind, offset (2 bytes),
-// value; kind 0 sets a byte, 1 flips bits, 2 truncates, 3 inserts.
-func applyEdits(b, patch []byte) []byte {
-	out := append([]byte(nil), b...)
-	for n := 0; len(patch) >= 4 && n < 16; n, patch = n+1, patch[4:] {
-		off := int(patch[1])<<8 | int(patch[2])
-		v := patch[3]
-		switch patch[0] % 4 {
-		case 0:
-			if len(out) > 0 {
-				out[off%len(out)] = v
-			}
-		case 1:
-			if len(out) > 0 {
-				out[off%len(out)] ^= v
-			}
-		case 2:
-			out = out[:off%(len(out)+1)]
-		case 3:
-			i := off % (len(out) + 1)
-			out = append(out[:i], append([]byte{v}, out[i:]...)...)
-		}
-	}
 	return out
 }
 
@@ -153,7 +129,7 @@ func FuzzSignRequest(f *testing.F) {
 		}
 		file := patch
 		if int(base) < len(reqs) {
-			file = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: applyEdits(reqs[base], patch)})
+			file = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: fuzzedit.Apply(reqs[base], patch)})
 		}
 		csr, err := ParseRequestPEM(file)
 		if err != nil {

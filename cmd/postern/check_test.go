@@ -2,10 +2,8 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -14,7 +12,6 @@ import (
 	"time"
 
 	"github.com/postern-tunnel/postern/agent"
-	"github.com/postern-tunnel/postern/config"
 	"github.com/postern-tunnel/postern/internal/testca"
 )
 
@@ -185,25 +182,6 @@ func startHub(t *testing.T, dir string, f testca.Files) string {
 // process, logging to w, until the test ends.
 func startAgent(t *testing.T, dir, text string, w io.Writer) *agent.Agent {
 	t.Helper()
-	path := filepath.Join(dir, "hub.toml")
-	testca.WriteFile(t, path, []byte(text))
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := agent.New(cfg, slog.New(slog.NewTextHandler(w, nil)), agent.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		a.Run(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	a, _ := runNamed(t, dir, "hub", text, w)
 	return a
 }

@@ -29,6 +29,12 @@ func Listen(t testing.TB) net.Listener {
 // ends it closes ln and waits for the accept loop and every handle to
 // return, so no goroutine outlives the test.
 func Serve(t testing.TB, ln net.Listener, handle func(c *net.TCPConn)) {
+	ServeConns(t, ln, handle)
+}
+
+// ServeConns is Serve for any kind of connection ln accepts (a Unix
+// socket's *net.UnixConn, say).
+func ServeConns[C net.Conn](t testing.TB, ln net.Listener, handle func(c C)) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -42,7 +48,7 @@ func Serve(t testing.TB, ln net.Listener, handle func(c *net.TCPConn)) {
 			go func() {
 				defer wg.Done()
 				defer c.Close()
-				handle(c.(*net.TCPConn))
+				handle(c.(C))
 			}()
 		}
 	}()
