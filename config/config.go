@@ -38,7 +38,9 @@ type Config struct {
 	Forwards []Forward `toml:"forward"` // plaintext listeners
 	Services []Service `toml:"service"` // what peers may reach
 	Admin    Admin     `toml:"admin"`
-	ACME     *ACME     `toml:"acme"` // the [[server]] certificate from an ACME CA, or nil
+	ACME     *ACME     `toml:"acme"`   // the [[server]] certificate from an ACME CA, or nil
+	CA       *CA       `toml:"ca"`     // this agent signs for its peers (enrollment, renewal), or nil
+	Enroll   *Enroll   `toml:"enroll"` // enroll on first start with a token file, or nil
 	Log      Log       `toml:"log"`
 
 	// Path is the file the config was loaded from ("" when built in code).
@@ -59,6 +61,7 @@ type TLS struct {
 	MinVersion     string   `toml:"min_version"`     // "1.3" (default) or "1.2"
 	ExpiryWarning  Duration `toml:"expiry_warning"`  // warn when a certificate expires within this
 	ReloadInterval Duration `toml:"reload_interval"` // how often cert, key, ca and crl files are checked for changes
+	RenewBefore    Duration `toml:"renew_before"`    // renew a certificate a peer's [ca] signed this long before expiry; 0 = a third of its lifetime
 }
 
 // Tunnel tunes the multiplexed session and the per-stream protocol.
@@ -453,6 +456,9 @@ func (c *Config) SetDefaults() {
 	if c.ACME != nil {
 		c.ACME.setDefaults()
 	}
+	if c.CA != nil {
+		c.CA.setDefaults()
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = DefaultLogLevel
 	}
@@ -502,6 +508,9 @@ func (t TLS) inherit(def TLS) TLS {
 	if t.ReloadInterval == 0 {
 		t.ReloadInterval = def.ReloadInterval
 	}
+	if t.RenewBefore == 0 {
+		t.RenewBefore = def.RenewBefore
+	}
 	return t
 }
 
@@ -532,6 +541,12 @@ func (c *Config) resolvePaths(dir string) {
 	resolve(&c.TLS)
 	if c.ACME != nil {
 		c.ACME.resolvePaths(dir)
+	}
+	if c.CA != nil {
+		c.CA.resolvePaths(dir)
+	}
+	if c.Enroll != nil {
+		c.Enroll.resolvePaths(dir)
 	}
 	for i := range c.Servers {
 		resolve(&c.Servers[i].TLS)
