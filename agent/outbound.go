@@ -176,6 +176,9 @@ func (f *forward) handleRaw(c net.Conn) {
 	defer a.raws.add(&rawConn{c: peer, side: trust.SideClient, creds: f.raw.Creds, where: "forward " + f.ln.Addr().String() + " to " + peer.RemoteAddr().String()})()
 	rec := f.begin(c, peerLeaf(peer), peer.RemoteAddr())
 	stats, err := relay.Raw(a.relayCtx, c, peer)
+	if reason, ok := f.raw.RefusalReason(a.relayCtx, err, peer.RemoteAddr().String()); ok {
+		err = fmt.Errorf("%s (%w)", reason, err) // TLS 1.3: the refusal came on the first read
+	}
 	a.logRelayEnd(log, rec, "raw TLS connection", stats, err)
 }
 

@@ -259,7 +259,7 @@ func (c *Client) dial(ctx context.Context, addr string) (*tunnel.Tunnel, error) 
 		if errors.Is(err, tunnel.ErrNoAnswer) {
 			return nil, fmt.Errorf("the server completed the TLS handshake but did not answer the first ping within dial_timeout (%s): an overloaded or stuck agent, or not a Postern agent", c.DialTimeout)
 		}
-		return nil, errors.New(c.Creds.Explain(err, trust.SideClient, time.Now()))
+		return nil, c.refusalError(ctx, err, addr, true)
 	}
 	attrs := []any{"tunnel", c.Name, "addr", addr, "peer", identity.Describe(t.Peer), "tls", tls.VersionName(tc.ConnectionState().Version)}
 	if via := c.Proxy.Describe(addr); via != "" {
@@ -279,6 +279,28 @@ func (c *Client) dialTLS(ctx context.Context, addr string, mux bool) (*tls.Conn,
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", UnwrapOp(err))
 	}
+	cfg := c.tlsConfig(addr, mux)
+	if mux {
+		conn = tunnel.WrapConn(conn)
+	} else {
+		conn = relay.WatchEOF(conn) // so relay.Raw can tell close_notify from a cut
+	}
+	tc := tls.Client(conn, cfg)
+	if err := tc.HandshakeContext(dctx); err != nil {
+		conn.Close()
+		return nil, c.refusalError(ctx, err, addr, mux)
+	}
+	if mux {
+		if err := trust.CheckALPN(tc.ConnectionState()); err != nil {
+			tc.Close()
+			return nil, err
+		}
+	}
+	return tc, nil
+}
+
+// tlsConfig is the TLS configuration for a dial to addr.
+func (c *Client) tlsConfig(addr string, mux bool) *tls.Config {
 	name := c.ServerName
 	if name == "" {
 		name = ServerNameOf(addr)
@@ -293,23 +315,7 @@ func (c *Client) dialTLS(ctx context.Context, addr string, mux bool) (*tls.Conn,
 		cfg = cfg.Clone()
 		cfg.NextProtos = nil
 	}
-	if mux {
-		conn = tunnel.WrapConn(conn)
-	} else {
-		conn = relay.WatchEOF(conn) // so relay.Raw can tell close_notify from a cut
-	}
-	tc := tls.Client(conn, cfg)
-	if err := tc.HandshakeContext(dctx); err != nil {
-		conn.Close()
-		return nil, errors.New(c.Creds.Explain(err, trust.SideClient, time.Now()))
-	}
-	if mux {
-		if err := trust.CheckALPN(tc.ConnectionState()); err != nil {
-			tc.Close()
-			return nil, err
-		}
-	}
-	return tc, nil
+	return cfg
 }
 
 // DialRaw opens one verified TLS connection to the first reachable

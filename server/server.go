@@ -13,9 +13,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/relay"
 	"github.com/postern-tunnel/postern/trust"
 	"github.com/postern-tunnel/postern/tunnel"
+	"github.com/postern-tunnel/postern/wire"
 )
 
 // Server accepts tunnels on a listener. Set every exported field (the
@@ -23,6 +25,9 @@ import (
 // once.
 type Server struct {
 	Creds            *trust.Credentials
+	// Peer, if set, are the identities a client certificate must match
+	// (besides its chain): a [[server]]'s peer.
+	Peer identity.List
 	HandshakeTimeout time.Duration // whole TLS handshake
 	// HelloTimeout is the time for the client's first TLS record (its
 	// ClientHello); 0 leaves only HandshakeTimeout.
@@ -56,14 +61,14 @@ type Server struct {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.failures = newRefusalLog(s.Log, time.Minute, defaultRefusalSources)
 	s.gate = newGate(s.MaxHandshakes, s.MaxHandshakesPerAddress)
-	cfg := trust.ServerConfig(s.Creds)
+	cfg := trust.ServerConfig(s.Creds, s.Peer...)
 	if s.Raw != nil {
 		// Raw mutual-TLS peers (stunnel, applications) speak no Postern ALPN.
 		perHello := cfg.GetConfigForClient
 		cfg.NextProtos = nil
 		cfg.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
 			c, err := perHello(h)
-			if c != nil {
+			if c != nil && !trust.AsksRefusal(h) {
 				c.NextProtos = nil
 			}
 			return c, err
@@ -140,6 +145,7 @@ func (s *Server) handshake(ctx context.Context, p *pending, cfg *tls.Config) {
 	defer s.gate.release(p) // release is idempotent; the calls below free the slot as soon as the handshake ends
 	hctx, cancel := context.WithTimeout(ctx, s.HandshakeTimeout)
 	defer cancel()
+	hctx, verdict := trust.WithVerdict(hctx)
 	start := time.Now()
 	deadline := start.Add(s.HandshakeTimeout)
 	helloDeadline := deadline
@@ -172,6 +178,10 @@ func (s *Server) handshake(ctx context.Context, p *pending, cfg *tls.Config) {
 		return
 	}
 	s.gate.release(p)
+	if tc.ConnectionState().NegotiatedProtocol == wire.RefusalALPN {
+		s.answerRefusal(tc, verdict)
+		return
+	}
 	if s.Raw != nil {
 		hc.SetDeadline(time.Time{})
 		go s.Raw(tc)

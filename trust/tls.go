@@ -282,19 +282,24 @@ func baseConfig(m *Material) *tls.Config {
 // ServerConfig is the TLS configuration for accepting tunnels: a client
 // certificate is required, verified against the current CA bundle, and
 // checked against the current CRLs and (if enabled) OCSP on every
-// handshake, resumed ones included.
-func ServerConfig(creds *Credentials) *tls.Config {
+// handshake, resumed ones included. When peers are given, the client must
+// match one of them. A client that asks why it was refused (AsksRefusal)
+// gets the configuration of a refusal-reason connection (refusal.go).
+func ServerConfig(creds *Credentials, peers ...identity.Pattern) *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		CipherSuites: cipherSuites,
 		NextProtos:   []string{wire.ALPN},
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
 			m := creds.Load()
+			if AsksRefusal(h) {
+				return creds.refusalConfig(m, h, peers), nil
+			}
 			cfg := baseConfig(m)
 			cfg.ClientAuth = tls.RequireAndVerifyClientCert
 			cfg.ClientCAs = m.Roots
 			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-				return creds.verifyConnection(m, cs, SideServer, nil)
+				return creds.verifyConnection(m, cs, SideServer, peers)
 			}
 			return cfg, nil
 		},

@@ -475,7 +475,7 @@ func connectOnce(dial client.DialFunc, addr, serverName string, creds *trust.Cre
 	}
 	tc := tls.Client(conn, cfg)
 	explain := func(err error) error {
-		return errors.New(creds.Explain(err, trust.SideClient, time.Now()))
+		return errors.New(client.ExplainRefusal(ctx, err, creds, dial, addr, cfg))
 	}
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return "", nil, explain(err)
