@@ -246,8 +246,13 @@ func (a *Agent) buildServers() error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", where, err)
 		}
+		peers, err := identity.ParseList(sc.Peer)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("%s: peer: %w", where, err)
+		}
 		srv := &server.Server{
-			Creds: creds, HandshakeTimeout: sc.HandshakeTimeout.D(), HelloTimeout: sc.HelloTimeout.D(),
+			Creds: creds, Peer: peers, HandshakeTimeout: sc.HandshakeTimeout.D(), HelloTimeout: sc.HelloTimeout.D(),
 			MaxHandshakes: sc.MaxHandshakes, MaxHandshakesPerAddress: sc.MaxHandshakesPerAddress,
 			Options: a.tun, Log: a.log,
 			Handle: a.acceptedTunnel, Refused: a.metrics.countRefused,

@@ -24,7 +24,7 @@ import (
 //   - a service's allow: every [[server]] and [[client]] bundle, since
 //     streams reach services over tunnels of both kinds;
 //   - a reverse forward's via: the [[server]] bundles (accepted tunnels);
-//   - a client's peer pins: that client's bundle.
+//   - a client's peer pins: that client's bundle; a server's peer: that server's.
 //
 // Both `postern run` (New) and `postern check` call it. A bundle that does
 // not load is skipped: loading it reports that error.
@@ -63,6 +63,11 @@ func CheckIdentities(cfg *config.Config) []error {
 		if !isClientName(cfg, f.Via) {
 			check([]string{f.Via}, &servers, func(string) string { return fmt.Sprintf("%s: forward %s: via", where(f.Line), f.Listen) })
 		}
+	}
+	for _, s := range cfg.Servers {
+		var own bundleSet
+		own.add(s.CA)
+		check(s.Peer, &own, func(string) string { return fmt.Sprintf("%s: server %s: peer", where(s.Line), s.Listen) })
 	}
 	for _, c := range cfg.Clients {
 		var own bundleSet

@@ -88,6 +88,10 @@ type Server struct {
 	MaxHandshakes    int      `toml:"max_handshakes"` // TLS handshakes in progress at once
 	// TLS handshakes in progress from one IPv4 address or IPv6 /64
 	MaxHandshakesPerAddress int `toml:"max_handshakes_per_address"`
+	// Peer, if set, are the identities a client certificate must match,
+	// besides its chain, to open a tunnel at all (the handshake refuses
+	// others; a refused Postern client learns why).
+	Peer []string `toml:"peer"`
 
 	Line int `toml:"-"` // line of the [[server]] header, for messages
 }

@@ -287,6 +287,8 @@ func TestErrors(t *testing.T) {
 			`config FILE:8: [[server]]: listen is required, like listen = "0.0.0.0:7443"`},
 		{"negative max_handshakes_per_address", validClient + "[[server]]\nlisten = \":7443\"\nmax_handshakes_per_address = -1\n",
 			`config FILE:8: server :7443: max_handshakes_per_address must be positive`},
+		{"server peer of an unknown kind", validClient + "[[server]]\nlisten = \":7443\"\npeer = [\"email:ops@example.com\"]\n",
+			`config FILE:8: server :7443: peer "email:ops@example.com": unknown kind: start with one of dns: ip: uri: cn: ou: sha256: spki:, or write "*" for any verified peer`},
 		{"server without ca", "[tls]\ncert = \"a.crt\"\nkey = \"a.key\"\n[[server]]\nlisten = \":7443\"\n",
 			`config FILE:4: server :7443: no ca: Postern always verifies the peer, so it needs the CA bundle that signs peer certificates`},
 		{"server without cert", "[[server]]\nlisten = \":7443\"\nca = \"ca.crt\"\n",

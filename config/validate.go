@@ -126,6 +126,11 @@ func (c *Config) validateServer(s *Server) error {
 	if s.MaxHandshakesPerAddress < 0 {
 		return c.errorf(s.Line, "%s: max_handshakes_per_address must be positive", where)
 	}
+	for _, p := range s.Peer {
+		if err := checkAllow(p); err != nil {
+			return c.errorf(s.Line, "%s: peer %q: %v", where, p, err)
+		}
+	}
 	if !*s.Mux && s.Service == "" {
 		return c.errorf(s.Line, "%s: mux = false needs service = \"NAME\": the [[service]] every plain TLS connection reaches", where)
 	}

@@ -24,10 +24,10 @@ import (
 // values come from the config, where their defaults live), then call Serve
 // once.
 type Server struct {
-	Creds            *trust.Credentials
+	Creds *trust.Credentials
 	// Peer, if set, are the identities a client certificate must match
 	// (besides its chain): a [[server]]'s peer.
-	Peer identity.List
+	Peer             identity.List
 	HandshakeTimeout time.Duration // whole TLS handshake
 	// HelloTimeout is the time for the client's first TLS record (its
 	// ClientHello); 0 leaves only HandshakeTimeout.
