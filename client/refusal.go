@@ -68,7 +68,17 @@ func ExplainRefusal(ctx context.Context, err error, creds *trust.Credentials, di
 // refusalError explains a refused handshake or first read of a connection
 // to addr, asking the server why when it refused our certificate.
 func (c *Client) refusalError(ctx context.Context, err error, addr string, mux bool) error {
+	ctx, cancel := c.refusalContext(ctx)
+	defer cancel()
 	return errors.New(ExplainRefusal(ctx, err, c.Creds, c.Dial, addr, c.tlsConfig(addr, mux)))
+}
+
+// refusalContext bounds a refusal-reason connection by dial_timeout.
+func (c *Client) refusalContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if c.DialTimeout > 0 {
+		return context.WithTimeout(ctx, c.DialTimeout)
+	}
+	return context.WithCancel(ctx)
 }
 
 // RefusalReason asks addr why it refused our certificate, for a raw
@@ -77,6 +87,8 @@ func (c *Client) RefusalReason(ctx context.Context, err error, addr string) (str
 	if !trust.RefusedCertificate(err) {
 		return "", false
 	}
+	ctx, cancel := c.refusalContext(ctx)
+	defer cancel()
 	r, aerr := AskRefusal(ctx, c.Dial, addr, c.tlsConfig(addr, false))
 	if aerr != nil || r.Code == wire.RefusalNone {
 		return "", false

@@ -9,10 +9,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -39,6 +43,12 @@ type refusalHub struct {
 }
 
 func startRefusalHub(t *testing.T, ca *testca.CA, crl []byte, peer ...string) *refusalHub {
+	t.Helper()
+	return startHubWith(t, ca, crl, peer, false)
+}
+
+// startHubWith starts a hub; raw makes it a mux = false server.
+func startHubWith(t *testing.T, ca *testca.CA, crl []byte, peer []string, raw bool) *refusalHub {
 	t.Helper()
 	dir := t.TempDir()
 	files := ca.Issue(t, testca.Options{CN: "hub", DNS: []string{"hub.test"}}).Write(t, dir, "hub", ca)
@@ -68,6 +78,12 @@ func startRefusalHub(t *testing.T, ca *testca.CA, crl []byte, peer ...string) *r
 			tun.Close()
 		},
 		Refused: func(c server.Cause) { h.refused <- c },
+	}
+	if raw {
+		srv.Raw = func(c *tls.Conn) {
+			h.tunnels.Add(1)
+			c.Close()
+		}
 	}
 	ln := testnet.Listen(t)
 	h.addr = ln.Addr().String()
@@ -329,5 +345,150 @@ func TestAskRefusalOldServer(t *testing.T) {
 	alert := &net.OpError{Op: "remote error", Err: tls.AlertError(42)} // bad certificate
 	if got := ExplainRefusal(context.Background(), alert, c.Creds, d.DialContext, h.addr, c.tlsConfig(h.addr, true)); got != c.Creds.Explain(alert, trust.SideClient, time.Now()) {
 		t.Errorf("ExplainRefusal changed the message: %q", got)
+	}
+}
+
+// opensslPath finds openssl. CI installs it (.ci/run), so there a missing
+// openssl fails the test instead of skipping it.
+func opensslPath(t *testing.T) string {
+	if p, err := exec.LookPath("openssl"); err == nil {
+		return p
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("openssl is not installed; .ci/run must install it (apt-get install openssl)")
+	}
+	t.Skip("skipping: openssl is not installed (apt-get install openssl)")
+	return ""
+}
+
+// TestRefusalOtherClients: TLS clients that are not Postern (a plain Go
+// client with or without the postern/1 ALPN, openssl s_client) get the
+// alert they got before, and no refusal message.
+func TestRefusalOtherClients(t *testing.T) {
+	ca := testca.New(t, "Partners CA")
+	h := startRefusalHub(t, ca, nil)
+	leaf := ca.Issue(t, testca.Options{CN: "site-a", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Minute)})
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	for _, version := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
+		for _, alpn := range [][]string{nil, {wire.ALPN}} {
+			t.Run(fmt.Sprintf("%s/alpn=%v", tls.VersionName(version), alpn), func(t *testing.T) {
+				conn, err := net.Dial("tcp", h.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close()
+				conn.SetDeadline(time.Now().Add(5 * time.Second))
+				tc := tls.Client(conn, &tls.Config{
+					Certificates: []tls.Certificate{{Certificate: [][]byte{leaf.Cert.Raw}, PrivateKey: leaf.Key}},
+					RootCAs:      roots, ServerName: "hub.test", NextProtos: alpn, MinVersion: version, MaxVersion: version,
+				})
+				err = tc.Handshake()
+				var n int
+				if err == nil { // TLS 1.3: the alert comes on the first read
+					n, err = tc.Read(make([]byte, 64))
+				}
+				if desc, ok := remoteAlertOf(err); n != 0 || !ok || desc != "expired certificate" {
+					t.Errorf("got %d bytes, %v; want the alert expired certificate", n, err)
+				}
+			})
+		}
+	}
+
+	t.Run("openssl s_client", func(t *testing.T) {
+		bin := opensslPath(t)
+		files := leaf.Write(t, t.TempDir(), "site", ca)
+		for _, v := range []string{"-tls1_3", "-tls1_2"} {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			cmd := exec.CommandContext(ctx, bin, "s_client", "-connect", h.addr, "-servername", "hub.test", v,
+				"-cert", files.Cert, "-key", files.Key, "-CAfile", files.CA, "-verify_return_error", "-ign_eof")
+			cmd.Stdin = strings.NewReader("")
+			out, _ := cmd.CombinedOutput()
+			cancel()
+			if !strings.Contains(string(out), "alert certificate expired") || strings.Contains(string(out), "PRF") {
+				t.Errorf("openssl s_client %s: want the alert certificate expired and nothing more; output:\n%s", v, out)
+			}
+		}
+	})
+}
+
+// remoteAlertOf is the description of a TLS alert the peer sent.
+func remoteAlertOf(err error) (string, bool) {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "remote error" && op.Err != nil {
+		return strings.TrimPrefix(op.Err.Error(), "tls: "), true
+	}
+	return "", false
+}
+
+// TestRefusalReasonRaw: a mux = false client refused by a mux = false
+// Postern server learns the reason too: with TLS 1.2 from DialRaw, with
+// TLS 1.3 from its first read (RefusalReason, as the forward does).
+func TestRefusalReasonRaw(t *testing.T) {
+	ca := testca.New(t, "Partners CA")
+	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(tls.VersionName(version), func(t *testing.T) {
+			h := startRawRefusalHub(t, ca, "dns:partner-b.test")
+			c := refusalSite(t, h, ca, ca.Issue(t, testca.Options{CN: "site-a"}), version)
+			want := "hub refused this agent's certificate: client certificate CN=\"site-a\" matches none of the identities the server accepts"
+			tc, err := c.DialRaw(context.Background())
+			if err == nil {
+				defer tc.Close()
+				tc.SetDeadline(time.Now().Add(5 * time.Second))
+				_, err = tc.Read(make([]byte, 1))
+				reason, ok := c.RefusalReason(context.Background(), err, h.addr)
+				if !ok {
+					t.Fatalf("first read: %v; no refusal reason", err)
+				}
+				err = errors.New(reason)
+			}
+			if !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "partner-b") {
+				t.Errorf("error %q, want it to contain %q", err, want)
+			}
+			if r := h.reason(t); !strings.Contains(r, "matches none of peer = [dns:partner-b.test]") {
+				t.Errorf("hub reason %q", r)
+			}
+			if n := h.tunnels.Load(); n != 0 {
+				t.Errorf("a refused client reached the service %d times", n)
+			}
+		})
+	}
+}
+
+// startRawRefusalHub is startRefusalHub for a mux = false server: each
+// connection it accepts counts as a tunnel.
+func startRawRefusalHub(t *testing.T, ca *testca.CA, peer ...string) *refusalHub {
+	return startHubWith(t, ca, nil, peer, true)
+}
+
+// TestRefusalReasonInClientLog: a running client logs the hub's reason
+// with each failed attempt.
+func TestRefusalReasonInClientLog(t *testing.T) {
+	ca := testca.New(t, "Partners CA")
+	h := startRefusalHub(t, ca, nil, "dns:partner-b.test")
+	c := refusalSite(t, h, ca, ca.Issue(t, testca.Options{CN: "site-a"}), tls.VersionTLS13)
+	logs := &testnet.LogBuffer{}
+	c.Log = slog.New(slog.NewJSONHandler(logs, nil))
+	c.Parallel, c.Strategy, c.BackoffMin, c.BackoffMax = 1, Ordered, 50*time.Millisecond, 100*time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.Run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	line := logs.WaitFor(t, 5*time.Second, `"msg":"tunnel not connected; retrying"`)
+	var rec struct{ Err string }
+	if err := json.Unmarshal([]byte(line), &rec); err != nil {
+		t.Fatal(err)
+	}
+	hubReason := h.reason(t)
+	want := h.addr + ": " + trust.RefusedMessage(wire.Refusal{Reason: strings.Replace(hubReason,
+		"matches none of peer = [dns:partner-b.test]", "matches none of the identities the server accepts (peer; not shown to the client)", 1)})
+	if rec.Err != want {
+		t.Errorf("client log err:\n  %s\nwant:\n  %s", rec.Err, want)
 	}
 }
