@@ -76,8 +76,9 @@ func certCases() []certCase {
 					NotBefore: time.Now().Add(2 * time.Hour), NotAfter: time.Now().Add(48 * time.Hour)}).Write(t, dir, "site", p.ca)
 				return "", ""
 			},
-			hubLog:  []string{`msg="tunnel refused"`, `client certificate CN=\"site-a\" is not valid yet: valid from`, "local clock", "NTP"},
-			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate"},
+			hubLog: []string{`msg="tunnel refused"`, `client certificate CN=\"site-a\" is not valid yet: valid from`, "local clock", "NTP"},
+			// The hub tells the site why (docs/protocol.md, Refusal reasons).
+			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", `hub refused this agent's certificate: client certificate CN=\"site-a\" is not valid yet: valid from`, "NTP"},
 		},
 		{
 			name: "client certificate revoked by CRL",
@@ -89,7 +90,7 @@ func certCases() []certCase {
 				return fmt.Sprintf("crl = [%q]", crl), ""
 			},
 			hubLog:  []string{`msg="tunnel refused"`, `client certificate CN=\"site-a\" was revoked on`, "reason: key-compromise", "according to CRL ", "partners.crl", "serial "},
-			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate", "not revoked"},
+			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", `hub refused this agent's certificate: client certificate CN=\"site-a\" was revoked on`, "reason: key-compromise", "partners.crl"},
 		},
 		{
 			name: "server certificate revoked by CRL",
@@ -111,7 +112,7 @@ func certCases() []certCase {
 				return fmt.Sprintf("crl = [%q]", crl), ""
 			},
 			hubLog:  []string{`msg="tunnel refused"`, `cannot check client certificate CN=\"site-a\" for revocation`, "old.crl", "is stale", "crl_stale"},
-			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate"},
+			siteLog: []string{"tunnel not connected; retrying", "tunnel=hub", `hub refused this agent's certificate: cannot check client certificate CN=\"site-a\" for revocation`, "is stale"},
 		},
 		{
 			name:    "server does not match the client's peer pin",

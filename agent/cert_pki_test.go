@@ -105,5 +105,5 @@ via = "hub"
 	}
 	hub.log.WaitFor(t, 5*time.Second, "closing tunnel: the peer no longer passes verification", "peer_addr=", `client certificate CN=\"partner-b\" was revoked`, "reason: key-compromise", capki.CRLFile)
 	hub.log.WaitFor(t, 10*time.Second, `msg="tunnel refused"`, `client certificate CN=\"partner-b\" was revoked`, "serial "+capki.FormatSerial(partner.SerialNumber))
-	site.log.WaitFor(t, 10*time.Second, "tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate")
+	site.log.WaitFor(t, 10*time.Second, "tunnel not connected; retrying", "tunnel=hub", `hub refused this agent's certificate: client certificate CN=\"partner-b\" was revoked`)
 }

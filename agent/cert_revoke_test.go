@@ -55,7 +55,7 @@ func TestRevokeConnectedClient(t *testing.T) {
 	a.log.WaitFor(t, 5*time.Second, "tunnel lost; reconnecting", "tunnel=hub")
 	// It tries again and is refused, with the reason on both sides.
 	hub.log.WaitFor(t, 10*time.Second, `msg="tunnel refused"`, `client certificate CN=\"site-a\" was revoked`)
-	a.log.WaitFor(t, 10*time.Second, "tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate")
+	a.log.WaitFor(t, 10*time.Second, "tunnel not connected; retrying", "tunnel=hub", `hub refused this agent's certificate: client certificate CN=\"site-a\" was revoked`)
 	if n := countLines(a.log.String(), "tunnel connected", "tunnel=hub"); n != 1 {
 		t.Errorf("site-a connected %d times, want once (before the revocation)", n)
 	}
