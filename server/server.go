@@ -54,6 +54,7 @@ type Server struct {
 	failures *refusalLog
 	gate     *gate
 	recent   recentRefusals // for status (recent.go)
+	reasons  reasonCache    // for refusal-reason connections (refusal.go)
 }
 
 // Serve accepts connections until ctx is done or ln fails, then closes ln
@@ -172,7 +173,11 @@ func (s *Server) handshake(ctx context.Context, p *pending, cfg *tls.Config) {
 		case evicted:
 			s.refused(p.conn.RemoteAddr(), CauseBusy, "closed before its ClientHello, to make room for a new connection (max_handshakes or max_handshakes_per_address reached)")
 		default:
-			cause, reason := s.explain(err, hc, helloDeadline.Sub(start))
+			now := time.Now()
+			cause, reason := s.explain(err, hc, helloDeadline.Sub(start), now)
+			if cause == CauseCertificate {
+				s.reasons.remember(tc, err, now) // for the client, should it ask why
+			}
 			s.refused(p.conn.RemoteAddr(), cause, reason)
 		}
 		return
@@ -203,7 +208,7 @@ func (s *Server) handshake(ctx context.Context, p *pending, cfg *tls.Config) {
 }
 
 // explain gives a failed handshake's cause and the sentence that says it.
-func (s *Server) explain(err error, hc *helloConn, helloWait time.Duration) (Cause, string) {
+func (s *Server) explain(err error, hc *helloConn, helloWait time.Duration, now time.Time) (Cause, string) {
 	cause := classify(err, hc.silent())
 	if cause == CauseTimeout && !hc.seen {
 		key := "hello_timeout"
@@ -212,5 +217,5 @@ func (s *Server) explain(err error, hc *helloConn, helloWait time.Duration) (Cau
 		}
 		return cause, fmt.Sprintf("the client did not complete the TLS handshake in time: no ClientHello within %s (%s)", shortDuration(helloWait), key)
 	}
-	return cause, s.Creds.Explain(err, trust.SideServer, time.Now())
+	return cause, s.Creds.Explain(err, trust.SideServer, now)
 }
