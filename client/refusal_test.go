@@ -47,7 +47,7 @@ func startRefusalHub(t *testing.T, ca *testca.CA, crl []byte, peer ...string) *r
 }
 
 // startHubWith starts a hub; raw makes it a mux = false server.
-func startHubWith(t *testing.T, ca *testca.CA, crl []byte, peer []string, raw bool) *refusalHub {
+func startHubWith(t testing.TB, ca *testca.CA, crl []byte, peer []string, raw bool) *refusalHub {
 	t.Helper()
 	dir := t.TempDir()
 	files := ca.Issue(t, testca.Options{CN: "hub", DNS: []string{"hub.test"}}).Write(t, dir, "hub", ca)
@@ -76,7 +76,12 @@ func startHubWith(t *testing.T, ca *testca.CA, crl []byte, peer []string, raw bo
 			h.tunnels.Add(1)
 			tun.Close()
 		},
-		Refused: func(c server.Cause) { h.refused <- c },
+		Refused: func(c server.Cause) {
+			select {
+			case h.refused <- c:
+			default: // a benchmark refuses more than it reads
+			}
+		},
 	}
 	if raw {
 		srv.Raw = func(c *tls.Conn) {
@@ -115,7 +120,7 @@ func (h *refusalHub) reason(t *testing.T) string {
 
 // refusalSite is a [[client]] with leaf's certificate, dialing h at TLS
 // version.
-func refusalSite(t *testing.T, h *refusalHub, ca *testca.CA, leaf *testca.Leaf, version uint16) *Client {
+func refusalSite(t testing.TB, h *refusalHub, ca *testca.CA, leaf *testca.Leaf, version uint16) *Client {
 	t.Helper()
 	files := leaf.Write(t, t.TempDir(), "site", ca)
 	m, err := trust.LoadMaterial(trust.Files{Cert: files.Cert, Key: files.Key, CA: files.CA, MinVersion: "1.2"})
@@ -486,5 +491,31 @@ func TestRefusalReasonInClientLog(t *testing.T) {
 		"matches none of peer = [dns:partner-b.test]", "matches none of the identities the server accepts (peer; not shown to the client)", 1)})
 	if rec.Err != want {
 		t.Errorf("client log err:\n  %s\nwant:\n  %s", rec.Err, want)
+	}
+}
+
+// BenchmarkRefusedDial: what asking for the reason adds to a refused dial
+// (TLS 1.3 on loopback): "alert" is a certificate from a CA the hub does
+// not trust (the client does not ask), "reason" one the hub's peer does not
+// name (the client asks: one more connection and handshake).
+//
+//	go test -run '^$' -bench RefusedDial -count 6 ./client/
+func BenchmarkRefusedDial(b *testing.B) {
+	ca := testca.New(b, "Partners CA")
+	stranger := testca.New(b, "Stranger CA")
+	h := startHubWith(b, ca, nil, []string{"dns:partner-b.test"}, false)
+	for _, tc := range []struct {
+		name   string
+		issuer *testca.CA
+	}{{"alert", stranger}, {"reason", ca}} {
+		b.Run(tc.name, func(b *testing.B) {
+			c := refusalSite(b, h, ca, tc.issuer.Issue(b, testca.Options{CN: "site-a"}), tls.VersionTLS13)
+			for b.Loop() {
+				_, err := c.dial(context.Background(), h.addr)
+				if err == nil || strings.Contains(err.Error(), "hub refused") != (tc.name == "reason") {
+					b.Fatalf("dial: %v", err)
+				}
+			}
+		})
 	}
 }
