@@ -143,7 +143,6 @@ func refusalSite(t testing.TB, h *refusalHub, ca *testca.CA, leaf *testca.Leaf, 
 	}
 }
 
-
 // TestRefusalReason: for each way a hub refuses a client whose chain
 // verifies to a CA it trusts, the client's error is the hub's logged
 // reason word for word, and the client never gets a tunnel; the hub's refusal log and
