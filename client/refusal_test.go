@@ -145,9 +145,9 @@ func refusalSite(t testing.TB, h *refusalHub, ca *testca.CA, leaf *testca.Leaf, 
 
 // TestRefusalReason: for each way a hub refuses a client whose chain
 // verifies to a CA it trusts, the client's error is the hub's logged
-// reason word for word, and the client never gets a tunnel; the hub's refusal log and
-// counts are as before. TLS 1.3 (refusal seen on the first read) and 1.2
-// (refusal in the handshake) alike.
+// reason word for word, and the client never gets a tunnel; the hub's
+// refusal log and counts are as before. TLS 1.3 (refusal seen on the first
+// read) and 1.2 (refusal in the handshake) alike.
 func TestRefusalReason(t *testing.T) {
 	ca := testca.New(t, "Partners CA")
 	now := time.Now()
