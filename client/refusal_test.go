@@ -215,6 +215,13 @@ func TestRefusalReason(t *testing.T) {
 					t.Errorf("refusal counted as %q", cause)
 				}
 				h.logs.WaitFor(t, 5*time.Second, `"msg":"refusal reason sent"`, `"refusal":"`+tc.code.String()+`"`)
+				// Asking is not one more refusal: one counted, one line.
+				if n := len(h.refused); n != 0 {
+					t.Errorf("%d more refusals counted after the reason was sent", n)
+				}
+				if n := strings.Count(h.logs.String(), `"msg":"tunnel refused"`); n != 1 {
+					t.Errorf("hub logged %d refusals, want 1", n)
+				}
 				if n := h.tunnels.Load(); n != 0 {
 					t.Errorf("a refused client got %d tunnels", n)
 				}
