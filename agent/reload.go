@@ -291,7 +291,7 @@ func (a *Agent) recheckTunnels(endpoints []*certEndpoint, now time.Time) {
 			continue
 		}
 		for _, t := range c.Tunnels() {
-			if err := c.Creds.Recheck(peerChain(t), trust.SideClient, now); err != nil {
+			if err := c.Creds.Recheck(a.peerChain(t), trust.SideClient, now); err != nil {
 				a.closeUntrusted(t, []any{"tunnel", cc.Name, "addr", t.RemoteAddr().String()}, err, trust.SideClient, c.Creds, now)
 			}
 		}
@@ -309,7 +309,7 @@ func (a *Agent) recheckTunnels(endpoints []*certEndpoint, now time.Time) {
 		}
 		var err error
 		for _, c := range creds {
-			if err = c.Recheck(peerChain(t), trust.SideServer, now); err == nil {
+			if err = c.Recheck(a.peerChain(t), trust.SideServer, now); err == nil {
 				break
 			}
 		}
@@ -358,7 +358,14 @@ func sameListener(ln, local net.Addr) bool {
 	return l.Port == c.Port && (l.IP == nil || l.IP.IsUnspecified() || l.IP.Equal(c.IP))
 }
 
-func peerChain(t *tunnel.Tunnel) []*x509.Certificate {
+// peerChain is the chain a live tunnel's peer is rechecked with: the one
+// it presented, or the one this agent's [ca] renewed it to over the tunnel
+// since (renew_sign.go), so a renewed peer's tunnel outlives its first
+// certificate.
+func (a *Agent) peerChain(t *tunnel.Tunnel) []*x509.Certificate {
+	if c := a.renew.successor(t); c != nil {
+		return c
+	}
 	return t.ConnectionState().PeerCertificates
 }
 
