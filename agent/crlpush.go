@@ -219,9 +219,10 @@ func (a *Agent) pushCRLTo(t *tunnel.Tunnel) {
 	a.crls.mu.Lock()
 	der := a.crls.own
 	a.crls.mu.Unlock()
-	if der == nil || a.crls.sem == nil {
+	if der == nil {
 		return
 	}
+	a.crls.init(a)
 	go func() {
 		select {
 		case a.crls.sem <- struct{}{}:
@@ -249,6 +250,7 @@ func (a *Agent) pushCRLTo(t *tunnel.Tunnel) {
 
 // answerCRLPush takes a CRL a peer pushed.
 func (a *Agent) answerCRLPush(t *tunnel.Tunnel, der []byte, log *slog.Logger) wire.ControlReply {
+	a.crls.init(a)
 	source := "pushed by " + identity.Describe(t.Peer)
 	crls, err := trust.VerifyCRL(source, der, a.trustedCAs())
 	if err == nil && len(crls) != 1 {

@@ -269,13 +269,11 @@ func (a *Agent) renewDue(ctx context.Context) time.Time {
 		r.mu.Lock()
 		tg.notAfter, tg.serial = leaf.NotAfter, leaf.SerialNumber.Text(16)
 		tg.renewAt = renewAt(leaf, tg.before)
-		if tg.gotSerial == tg.serial && !tg.lastOK.IsZero() {
-			// Never sooner than halfway to the expiry of the certificate
-			// just obtained: a renew_before as long as the validity the CA
-			// gives must not renew without end.
-			if floor := tg.lastOK.Add(tg.notAfter.Sub(tg.lastOK) / 2); floor.After(tg.renewAt) {
-				tg.renewAt = floor
-			}
+		if tg.gotSerial == tg.serial && !tg.renewAt.After(tg.lastOK) {
+			// The certificate just obtained is due at once: renew_before
+			// is as long as the validity the CA gives. Wait halfway to its
+			// expiry rather than renew without end.
+			tg.renewAt = tg.lastOK.Add(tg.notAfter.Sub(tg.lastOK) / 2)
 		}
 		due := tg.renewAt
 		if tg.retryAt.After(due) {
@@ -321,6 +319,7 @@ func (a *Agent) renewOne(tg *renewTarget, leaf *x509.Certificate, now time.Time)
 	r.own.WithLabelValues("renewed").Inc()
 	tg.lastErr, tg.backoff, tg.retryAt = "", 0, time.Time{}
 	tg.lastOK, tg.via, tg.gotSerial = now, via, fresh.SerialNumber.Text(16)
+	tg.serial, tg.notAfter, tg.renewAt = tg.gotSerial, fresh.NotAfter, renewAt(fresh, tg.before)
 	tg.renewals++
 	a.log.Info("certificate renewed", "cert", tg.cert, "serial", fresh.SerialNumber.Text(16), "was_serial", leaf.SerialNumber.Text(16),
 		"not_after", stamp(fresh.NotAfter), "via", via)
@@ -509,6 +508,7 @@ type RenewalStatus struct {
 // renewalStatus reports every renewal target, for postern status.
 func (a *Agent) renewalStatus() []RenewalStatus {
 	r := &a.renew
+	r.init(a)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := []RenewalStatus{}

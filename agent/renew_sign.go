@@ -71,6 +71,7 @@ func (a *Agent) answerCAInfo() wire.ControlReply {
 
 // answerRenew signs a renewal for the peer of t.
 func (a *Agent) answerRenew(t *tunnel.Tunnel, csrDER []byte, log *slog.Logger) wire.ControlReply {
+	a.renew.init(a)
 	presented := a.peerChain(t)
 	if len(presented) == 0 {
 		return wire.ControlReply{Code: wire.ControlRefused, Reason: "no certificate on this tunnel"}
