@@ -499,6 +499,7 @@ type RenewalStatus struct {
 	Serial      string    `json:"serial"`
 	NotAfter    time.Time `json:"not_after"`
 	RenewAt     time.Time `json:"renew_at"`
+	Signer      string    `json:"signer"`        // who signs its renewal: `local [ca] DIR`, a tunnel, or what is missing
 	Via         string    `json:"via,omitempty"` // how the last renewal was signed
 	Renewals    int       `json:"renewals"`      // since the agent started
 	LastError   string    `json:"last_error,omitempty"`
@@ -509,13 +510,43 @@ type RenewalStatus struct {
 func (a *Agent) renewalStatus() []RenewalStatus {
 	r := &a.renew
 	r.init(a)
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	out := []RenewalStatus{}
+	r.mu.Lock()
 	for _, tg := range r.targets {
 		out = append(out, RenewalStatus{Cert: tg.cert, Endpoints: tg.endpoints, Serial: tg.serial, NotAfter: tg.notAfter,
 			RenewAt: tg.renewAt, Via: tg.via, Renewals: tg.renewals, LastError: tg.lastErr, NextAttempt: tg.retryAt})
 	}
+	r.mu.Unlock()
+	for i := range out {
+		out[i].Signer = a.signerOf(out[i].Cert)
+	}
 	slices.SortFunc(out, func(x, y RenewalStatus) int { return strings.Compare(x.Cert, y.Cert) })
 	return out
+}
+
+// signerOf says who will sign the next renewal of the certificate in
+// file cert: the local [ca], the tunnels whose peer signs for its issuer
+// (as far as they have said), or what is missing.
+func (a *Agent) signerOf(cert string) string {
+	leaf := a.currentLeaf(cert)
+	if leaf == nil {
+		return "-"
+	}
+	if cc := a.snapshot().CA; cc != nil {
+		if ca, err := capki.Open(cc.Dir); err == nil && leaf.CheckSignatureFrom(ca.Cert) == nil {
+			return "local [ca] " + cc.Dir
+		}
+	}
+	var via []string
+	a.renew.peerCA.Range(func(k, v any) bool {
+		if c, _ := v.(*x509.Certificate); c != nil && leaf.CheckSignatureFrom(c) == nil && !k.(*tunnel.Tunnel).Closed() {
+			via = append(via, tunnelName(k.(*tunnel.Tunnel)))
+		}
+		return true
+	})
+	if len(via) > 0 {
+		slices.Sort(via)
+		return strings.Join(via, ", ")
+	}
+	return "a tunnel to a peer whose [ca] issued " + trust.Subject(leaf) + " (asked when due)"
 }

@@ -12,12 +12,10 @@ import (
 	"hash"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -237,6 +235,9 @@ func TestRenewalUnderLoad(t *testing.T) {
 		t.Errorf("site connected %d times, want once", n)
 	}
 	site.log.WaitFor(t, time.Second, "certificate renewed", "via=\"tunnel hub (127.0.0.1:")
+	if st := site.Status().Renewals; len(st) != 1 || !strings.HasPrefix(st[0].Signer, "tunnel hub (127.0.0.1:") || st[0].Renewals < 3 {
+		t.Errorf("status renewals: %+v", st)
+	}
 	hub.log.WaitFor(t, time.Second, "certificate renewed for peer", `cert="CN=\"site-a\""`)
 	fi, err := os.Stat(p.site.Key)
 	if err != nil || fi.Mode().Perm() != 0o600 {
@@ -328,7 +329,7 @@ func TestRenewalLocalCA(t *testing.T) {
 	hub := start(t, dir, "hub", withTLSKeys(hubTOML(p, ""), `renew_before = "1h"`)+caTOML("2h"))
 	waitUntil(t, 10*time.Second, "hub renewed", func() bool { return hub.renewals(p.hub.Cert).Renewals >= 1 })
 	st := hub.renewals(p.hub.Cert)
-	if !strings.HasPrefix(st.Via, "local [ca] ") {
+	if !strings.HasPrefix(st.Via, "local [ca] ") || !strings.HasPrefix(hub.Status().Renewals[0].Signer, "local [ca] ") {
 		t.Errorf("via %q, want the local [ca]", st.Via)
 	}
 	c, err := tls.Dial("tcp", hub.ServerAddrs()[0].String(), &tls.Config{RootCAs: poolOfCert(ca.Cert), ServerName: "hub.test", NextProtos: []string{wire.ALPN}})
@@ -350,6 +351,3 @@ func poolOfCert(c *x509.Certificate) *x509.CertPool {
 	p.AddCert(c)
 	return p
 }
-
-var _ = big.NewInt
-var _ sync.Mutex
