@@ -291,7 +291,7 @@ func (a *Agent) recheckTunnels(endpoints []*certEndpoint, now time.Time) {
 			continue
 		}
 		for _, t := range c.Tunnels() {
-			if err := c.Creds.Recheck(a.peerChain(t), trust.SideClient, now); err != nil {
+			if err := a.recheckPeer(c.Creds, t, trust.SideClient, now); err != nil {
 				a.closeUntrusted(t, []any{"tunnel", cc.Name, "addr", t.RemoteAddr().String()}, err, trust.SideClient, c.Creds, now)
 			}
 		}
@@ -309,7 +309,7 @@ func (a *Agent) recheckTunnels(endpoints []*certEndpoint, now time.Time) {
 		}
 		var err error
 		for _, c := range creds {
-			if err = c.Recheck(a.peerChain(t), trust.SideServer, now); err == nil {
+			if err = a.recheckPeer(c, t, trust.SideServer, now); err == nil {
 				break
 			}
 		}
@@ -358,15 +358,26 @@ func sameListener(ln, local net.Addr) bool {
 	return l.Port == c.Port && (l.IP == nil || l.IP.IsUnspecified() || l.IP.Equal(c.IP))
 }
 
-// peerChain is the chain a live tunnel's peer is rechecked with: the one
-// it presented, or the one this agent's [ca] renewed it to over the tunnel
-// since (renew_sign.go), so a renewed peer's tunnel outlives its first
-// certificate.
-func (a *Agent) peerChain(t *tunnel.Tunnel) []*x509.Certificate {
-	if c := a.renew.successor(t); c != nil {
-		return c
+// recheckPeer verifies a live tunnel's peer again. A peer this agent's
+// [ca] renewed over the tunnel (renew_sign.go) is checked twice: the
+// certificate it presented must not be revoked (as of its last valid
+// moment, once it has expired), and the renewed one must verify now; so
+// a renewed peer's tunnel outlives its first certificate, and revoking
+// either still cuts it.
+func (a *Agent) recheckPeer(creds *trust.Credentials, t *tunnel.Tunnel, side trust.Side, now time.Time) error {
+	presented := t.ConnectionState().PeerCertificates
+	succ := a.renew.successor(t)
+	if succ == nil || len(presented) == 0 {
+		return creds.Recheck(presented, side, now)
 	}
-	return t.ConnectionState().PeerCertificates
+	at := now
+	if now.After(presented[0].NotAfter) {
+		at = presented[0].NotAfter.Add(-time.Second)
+	}
+	if err := creds.Recheck(presented, side, at); err != nil {
+		return err
+	}
+	return creds.Recheck(succ, side, now)
 }
 
 // closeUntrusted closes a live tunnel whose peer no longer verifies and

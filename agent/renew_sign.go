@@ -72,7 +72,10 @@ func (a *Agent) answerCAInfo() wire.ControlReply {
 // answerRenew signs a renewal for the peer of t.
 func (a *Agent) answerRenew(t *tunnel.Tunnel, csrDER []byte, log *slog.Logger) wire.ControlReply {
 	a.renew.init(a)
-	presented := a.peerChain(t)
+	presented := a.renew.successor(t)
+	if presented == nil {
+		presented = t.ConnectionState().PeerCertificates
+	}
 	if len(presented) == 0 {
 		return wire.ControlReply{Code: wire.ControlRefused, Reason: "no certificate on this tunnel"}
 	}

@@ -351,3 +351,30 @@ func poolOfCert(c *x509.Certificate) *x509.CertPool {
 	p.AddCert(c)
 	return p
 }
+
+// TestRenewedTunnelStillRevocable: a site renewed over its tunnel keeps
+// that tunnel on the renewed certificate, yet revoking the certificate
+// the tunnel was opened with still cuts it at once.
+func TestRenewedTunnelStillRevocable(t *testing.T) {
+	dir := t.TempDir()
+	ca, p, sites := renewPKI(t, dir, time.Hour, "site-a")
+	p.site = sites["site-a"]
+	hub := start(t, dir, "hub", hubTOML(p, "")+caTOML("1h"))
+	site := start(t, dir, "site", withTLSKeys(siteTOML(p, hub.ServerAddrs()[0].String()), `renew_before = "1h"`))
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
+	first := site.currentLeaf(p.site.Cert)
+	waitUntil(t, 10*time.Second, "renewed", func() bool { return site.renewals(p.site.Cert).Renewals >= 1 })
+	if err := hub.Reload(); err != nil { // a recheck: the tunnel stays
+		t.Fatal(err)
+	}
+	if err := ca.Revoke(first.SerialNumber, capki.ReasonKeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ca.CRL(0); err != nil {
+		t.Fatal(err)
+	}
+	hub.log.WaitFor(t, 5*time.Second, "closing tunnel: the peer no longer passes verification", "serial "+first.SerialNumber.Text(16), "was revoked")
+	if n := countLines(hub.log.String(), "closing tunnel"); n != 1 {
+		t.Errorf("%d tunnels closed, want 1 (after the revocation only)", n)
+	}
+}
