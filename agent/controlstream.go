@@ -56,6 +56,8 @@ func (a *Agent) answerControl(t *tunnel.Tunnel, st *tunnel.Stream, req *wire.Con
 		rep = a.answerRenew(t, req.Payload, log)
 	case wire.OpCRLPush:
 		rep = a.answerCRLPush(t, req.Payload, log)
+	case wire.OpCertUpdate:
+		rep = a.answerCertUpdate(t, req.Payload, log)
 	default:
 		log.Info("control request refused", "reason", "unknown operation")
 		rep = wire.ControlReply{Code: wire.ControlUnknownOp, Reason: fmt.Sprintf("unknown control operation %q", req.Op)}

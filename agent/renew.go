@@ -361,6 +361,7 @@ func (a *Agent) renewCert(tg *renewTarget, leaf *x509.Certificate, now time.Time
 		return via, nil, fmt.Errorf("write certificate %s: %w (the key %s is already new: the agent keeps the old pair until both are written; fix the folder's permissions)", tg.cert, err, tg.key)
 	}
 	a.reloadCertFile(tg.cert)
+	a.announceRenewal(key, chainPEM, fresh)
 	return via, fresh, nil
 }
 

@@ -378,3 +378,49 @@ func TestRenewedTunnelStillRevocable(t *testing.T) {
 		t.Errorf("%d tunnels closed, want 1 (after the revocation only)", n)
 	}
 }
+
+// TestHubRenewalAnnounced: the hub renews its own certificate from its
+// [ca] and announces it over its live tunnels; the site rechecks its
+// tunnel with the new certificate, so the tunnel outlives the hub's first
+// one. An announcement not signed by the new key over this tunnel is
+// refused.
+func TestHubRenewalAnnounced(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes 8s")
+	}
+	dir := t.TempDir()
+	ca, p, sites := renewPKI(t, dir, time.Hour, "site-a")
+	p.site = sites["site-a"]
+	certPEM, keyPEM, err := ca.Issue(capki.IssueOptions{Names: capki.Names{CommonName: "hub", DNSNames: []string{"hub.test"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}},
+		Usage: capki.UsageBoth, Validity: 6 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testca.WriteFile(t, p.hub.Cert, certPEM)
+	testca.WriteFile(t, p.hub.Key, keyPEM)
+	hub := start(t, dir, "hub", withTLSKeys(hubTOML(p, ""), `renew_before = "3s"`)+caTOML("1h"))
+	site := start(t, dir, "site", siteTOML(p, hub.ServerAddrs()[0].String()))
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
+	first := site.clients["hub"].Tunnels()[0].Peer
+	site.log.WaitFor(t, 10*time.Second, "peer announced its renewed certificate", `cert="CN=\"hub\""`)
+	waitUntil(t, 10*time.Second, "hub's first certificate expired", func() bool { return time.Now().After(first.NotAfter) })
+	if err := site.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(site.log.String(), "closing tunnel") || countLines(site.log.String(), "tunnel connected") != 1 {
+		t.Error("the site's tunnel did not outlive the hub's first certificate")
+	}
+
+	// Forged: the hub's new certificate, signed by another key.
+	tn := site.clients["hub"].Tunnels()[0]
+	other, _ := capki.GenerateKey("")
+	leaf := hub.currentLeaf(p.hub.Cert)
+	payload, err := updatePayload(tn, other, capki.CertPEM(leaf), leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = askPeer(tn, wire.OpCertUpdate, payload)
+	if err == nil || !strings.Contains(err.Error(), "not signed by the new certificate's key over this tunnel") {
+		t.Errorf("forged announcement: %v", err)
+	}
+}

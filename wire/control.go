@@ -28,6 +28,10 @@ const (
 	OpCAInfo    = "ca.info"    // does the peer sign renewals? reply: its CA certificate (DER)
 	OpCertRenew = "cert.renew" // payload: a CSR (DER); reply: the new chain (PEM)
 	OpCRLPush   = "crl.push"   // payload: a CRL (DER); reply: empty
+	// OpCertUpdate: the opener's renewed certificate for this tunnel.
+	// Payload: uint16 signature length, the signature by the new key over
+	// the tunnel's keying material and the new leaf, then the chain (PEM).
+	OpCertUpdate = "cert.update"
 )
 
 // ControlRequest is the first message of a control stream, from the
