@@ -78,6 +78,41 @@ func updatePayload(t *tunnel.Tunnel, key crypto.Signer, chainPEM []byte, leaf *x
 	return append(out, chainPEM...), nil
 }
 
+// maxUpdateChain bounds the certificates an announcement may carry.
+const maxUpdateChain = 8
+
+// parseUpdate splits an announcement into the signature and the chain,
+// leaf first. It returns at least one certificate or an error.
+func parseUpdate(payload []byte) (sig []byte, chain []*x509.Certificate, err error) {
+	if len(payload) < 2 || int(binary.BigEndian.Uint16(payload)) > len(payload)-2 {
+		return nil, nil, errors.New("announcement truncated")
+	}
+	n := int(binary.BigEndian.Uint16(payload))
+	sig, rest := payload[2:2+n], payload[2+n:]
+	for len(rest) > 0 {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, nil, fmt.Errorf("block %d is a %s, not a CERTIFICATE", len(chain)+1, block.Type)
+		}
+		if len(chain) == maxUpdateChain {
+			return nil, nil, fmt.Errorf("more than %d certificates", maxUpdateChain)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, nil, fmt.Errorf("certificate %d does not parse: %v", len(chain)+1, err)
+		}
+		chain = append(chain, c)
+	}
+	if len(chain) == 0 {
+		return nil, nil, errors.New("no certificate in the announcement")
+	}
+	return sig, chain, nil
+}
+
 // answerCertUpdate takes a peer's renewed certificate for tunnel t.
 func (a *Agent) answerCertUpdate(t *tunnel.Tunnel, payload []byte, log *slog.Logger) wire.ControlReply {
 	chain, err := a.checkUpdate(t, payload)
@@ -95,26 +130,12 @@ func (a *Agent) answerCertUpdate(t *tunnel.Tunnel, payload []byte, log *slog.Log
 // tunnel, the same identities as the certificate the peer presented, and
 // a chain this agent trusts now.
 func (a *Agent) checkUpdate(t *tunnel.Tunnel, payload []byte) ([]*x509.Certificate, error) {
-	if len(payload) < 2 || int(binary.BigEndian.Uint16(payload)) > len(payload)-2 {
-		return nil, errors.New("announcement truncated")
+	sig, chain, err := parseUpdate(payload)
+	if err != nil {
+		return nil, err
 	}
-	n := int(binary.BigEndian.Uint16(payload))
-	sig, rest := payload[2:2+n], payload[2+n:]
-	var chain []*x509.Certificate
-	for len(rest) > 0 && len(chain) < 8 {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("certificate %d does not parse: %v", len(chain)+1, err)
-		}
-		chain = append(chain, c)
-	}
-	if len(chain) == 0 || t.Peer == nil {
-		return nil, errors.New("no certificate in the announcement")
+	if t.Peer == nil {
+		return nil, errors.New("no peer certificate on this tunnel")
 	}
 	leaf := chain[0]
 	msg, err := updateMessage(t, leaf.Raw)
