@@ -422,7 +422,7 @@ func (w *certWatch) checkExpiry(a *Agent, now time.Time) {
 	for _, cc := range a.cfg.Clients {
 		if c := a.clients[cc.Name]; c != nil {
 			for _, t := range c.Tunnels() {
-				w.warnExpiry(a, t.Peer, "server certificate", []any{"tunnel", cc.Name, "addr", t.RemoteAddr().String()}, cc.ExpiryWarning.D(), now)
+				w.warnExpiry(a, a.peerLeaf(t), "server certificate", []any{"tunnel", cc.Name, "addr", t.RemoteAddr().String()}, cc.ExpiryWarning.D(), now)
 			}
 		}
 	}
@@ -437,7 +437,7 @@ func (w *certWatch) checkExpiry(a *Agent, now time.Time) {
 	}
 	a.mu.Unlock()
 	for _, t := range accepted {
-		w.warnExpiry(a, t.Peer, "client certificate", []any{"peer_addr", t.RemoteAddr().String()}, within, now)
+		w.warnExpiry(a, a.peerLeaf(t), "client certificate", []any{"peer_addr", t.RemoteAddr().String()}, within, now)
 	}
 }
 

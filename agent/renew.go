@@ -50,6 +50,8 @@ type renewal struct {
 	// peerCA is what each tunnel's peer signs renewals with (ca.info), or
 	// nil when it signs none.
 	peerCA sync.Map // *tunnel.Tunnel → *x509.Certificate
+	// lastSigned is when this agent's [ca] last renewed over each tunnel.
+	lastSigned sync.Map // *tunnel.Tunnel → time.Time
 
 	once    sync.Once
 	wake    chan struct{}
@@ -148,13 +150,22 @@ func (r *renewal) successor(t *tunnel.Tunnel) []*x509.Certificate {
 	return nil
 }
 
+// peerLeaf is the certificate a live tunnel's peer holds now: the one it
+// renewed to over the tunnel, else the one it presented.
+func (a *Agent) peerLeaf(t *tunnel.Tunnel) *x509.Certificate {
+	if c := a.renew.successor(t); len(c) > 0 {
+		return c[0]
+	}
+	return t.Peer
+}
+
 func (r *renewal) setSuccessor(t *tunnel.Tunnel, chain []*x509.Certificate) {
 	r.successors.Store(t, chain)
 }
 
 // prune forgets what it knew of tunnels that have closed.
 func (r *renewal) prune() {
-	for _, m := range []*sync.Map{&r.successors, &r.peerCA} {
+	for _, m := range []*sync.Map{&r.successors, &r.peerCA, &r.lastSigned} {
 		m.Range(func(k, _ any) bool {
 			if k.(*tunnel.Tunnel).Closed() {
 				m.Delete(k)

@@ -28,6 +28,10 @@ import (
 // valid now and not revoked, and the request asks for exactly its
 // identities (within [ca] identities and key_types).
 
+// renewMinGap is the shortest time between two renewals signed over one
+// tunnel: a peer cannot make the CA sign in a loop.
+const renewMinGap = 2 * time.Second
+
 // renewRefusal is a renewal the signing side turned down; reason is what
 // both sides log.
 type renewRefusal struct {
@@ -79,6 +83,11 @@ func (a *Agent) answerRenew(t *tunnel.Tunnel, csrDER []byte, log *slog.Logger) w
 	if len(presented) == 0 {
 		return wire.ControlReply{Code: wire.ControlRefused, Reason: "no certificate on this tunnel"}
 	}
+	if last, ok := a.renew.lastSigned.Load(t); ok && time.Since(last.(time.Time)) < renewMinGap {
+		a.renew.signed.WithLabelValues("refused").Inc()
+		log.Warn("certificate renewal refused", "cert", trust.Subject(presented[0]), "reason", "renewed moments ago on this tunnel")
+		return wire.ControlReply{Code: wire.ControlRefused, Reason: fmt.Sprintf("renewed less than %s ago on this tunnel; try again later", renewMinGap)}
+	}
 	chain, cert, refusal := a.signRenewal(presented[0], csrDER, a.renew.now())
 	if refusal != nil {
 		a.renew.signed.WithLabelValues("refused").Inc()
@@ -86,6 +95,7 @@ func (a *Agent) answerRenew(t *tunnel.Tunnel, csrDER []byte, log *slog.Logger) w
 		return wire.ControlReply{Code: refusal.code, Reason: refusal.reason}
 	}
 	a.renew.setSuccessor(t, append([]*x509.Certificate{cert}, presented[1:]...))
+	a.renew.lastSigned.Store(t, time.Now())
 	a.renew.signed.WithLabelValues("signed").Inc()
 	log.Info("certificate renewed for peer", "cert", trust.Subject(cert), "serial", cert.SerialNumber.Text(16),
 		"was_serial", presented[0].SerialNumber.Text(16), "not_after", stamp(cert.NotAfter))

@@ -25,6 +25,8 @@ import (
 	capki "github.com/postern-tunnel/postern/pki"
 	"github.com/postern-tunnel/postern/trust"
 	"github.com/postern-tunnel/postern/wire"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // renewPKI makes a `postern pki` folder in dir/pki with a hub certificate
@@ -235,6 +237,12 @@ func TestRenewalUnderLoad(t *testing.T) {
 		t.Errorf("site connected %d times, want once", n)
 	}
 	site.log.WaitFor(t, time.Second, "certificate renewed", "via=\"tunnel hub (127.0.0.1:")
+	if n := counterValue(site.renew.own.WithLabelValues("renewed")); n < 3 {
+		t.Errorf("postern_cert_renewal_total{result=renewed} = %v, want at least 3", n)
+	}
+	if n := counterValue(hub.renew.signed.WithLabelValues("signed")); n < 3 {
+		t.Errorf("postern_cert_renewal_signed_total{result=signed} = %v, want at least 3", n)
+	}
 	if st := site.Status().Renewals; len(st) != 1 || !strings.HasPrefix(st[0].Signer, "tunnel hub (127.0.0.1:") || st[0].Renewals < 3 {
 		t.Errorf("status renewals: %+v", st)
 	}
@@ -423,4 +431,10 @@ func TestHubRenewalAnnounced(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not signed by the new certificate's key over this tunnel") {
 		t.Errorf("forged announcement: %v", err)
 	}
+}
+
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	c.Write(&m)
+	return m.GetCounter().GetValue()
 }
