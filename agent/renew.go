@@ -76,6 +76,7 @@ type renewTarget struct {
 	backoff           time.Duration
 	renewals          int
 	gotSerial         string // serial of the last certificate this loop obtained
+	waitTunnel        bool   // due, and waiting for a tunnel to come up
 }
 
 func (r *renewal) now() time.Time {
@@ -208,6 +209,9 @@ func (a *Agent) renewTargets() map[string]*renewTarget {
 		if cert == "" || strings.HasPrefix(cert, "pkcs11:") || strings.HasPrefix(key, "pkcs11:") {
 			return
 		}
+		if cfg.ACME != nil && cert == cfg.ACME.CertPath() {
+			return // [acme] renews it (acme.go)
+		}
 		tg := out[cert]
 		if tg == nil {
 			tg = &renewTarget{cert: cert, key: key, before: before}
@@ -287,7 +291,7 @@ func (a *Agent) renewDue(ctx context.Context) time.Time {
 			tg.renewAt = tg.lastOK.Add(tg.notAfter.Sub(tg.lastOK) / 2)
 		}
 		due := tg.renewAt
-		if tg.retryAt.After(due) {
+		if tg.retryAt.After(due) && !(tg.waitTunnel && len(a.liveTunnels()) > 0) {
 			due = tg.retryAt
 		}
 		r.mu.Unlock()
@@ -314,6 +318,22 @@ func (a *Agent) renewOne(tg *renewTarget, leaf *x509.Certificate, now time.Time)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	tg.lastTry = now
+	tg.waitTunnel = false
+	if errors.Is(err, errNoSigner) || errors.Is(err, errNoTunnel) {
+		// A certificate from an outside CA, or no tunnel up yet: say so
+		// once, look again when a tunnel comes up or in a while. (The
+		// expiry warnings still name the certificate as it nears expiry.)
+		if tg.lastErr != err.Error() && errors.Is(err, errNoSigner) {
+			a.log.Info("certificate is due for renewal, but no connected peer signs for its issuer; renew it where it was issued",
+				"cert", tg.cert, "serial", leaf.SerialNumber.Text(16), "expires_in", trust.RoundDuration(leaf.NotAfter.Sub(now)), "reason", err.Error())
+		} else if tg.lastErr != err.Error() {
+			a.log.Info("certificate renewal waits for a tunnel", "cert", tg.cert, "serial", leaf.SerialNumber.Text(16),
+				"expires_in", trust.RoundDuration(leaf.NotAfter.Sub(now)))
+		}
+		tg.lastErr, tg.retryAt, tg.backoff = err.Error(), now.Add(renewIdle), 0
+		tg.waitTunnel = errors.Is(err, errNoTunnel)
+		return
+	}
 	if err != nil {
 		r.own.WithLabelValues("failed").Inc()
 		tg.lastErr = err.Error()
@@ -390,9 +410,13 @@ func (a *Agent) obtainRenewal(leaf *x509.Certificate, csr []byte, now time.Time)
 		}
 	}
 	var errs []string
-	asked := 0
-	for _, t := range a.renewalTunnels() {
-		caCert := a.peerCAOf(t)
+	asked, answered := 0, 0
+	tunnels := a.renewalTunnels()
+	for _, t := range tunnels {
+		caCert, known := a.peerCAOf(t)
+		if known {
+			answered++
+		}
 		if caCert == nil || leaf.CheckSignatureFrom(caCert) != nil {
 			continue
 		}
@@ -404,8 +428,14 @@ func (a *Agent) obtainRenewal(leaf *x509.Certificate, csr []byte, now time.Time)
 		}
 		errs = append(errs, fmt.Sprintf("%s: %v", via, err))
 	}
+	if asked == 0 && answered > 0 && answered == len(tunnels) {
+		return "", nil, fmt.Errorf("%w: none of the %d connected peers has a [ca] that issued %s (issuer %s)", errNoSigner, answered, trust.Subject(leaf), leaf.Issuer)
+	}
+	if len(tunnels) == 0 {
+		return "", nil, fmt.Errorf("%w: renewing %s needs a live tunnel to the agent whose [ca] issued it", errNoTunnel, trust.Subject(leaf))
+	}
 	if asked == 0 {
-		return "", nil, fmt.Errorf("no connected peer signs for %s (its issuer): renewal needs a live tunnel to an agent whose [ca] issued it", trust.Subject(leaf))
+		return "", nil, fmt.Errorf("no connected peer signs for %s (issuer %s) yet: renewal needs a live tunnel to an agent whose [ca] issued it", trust.Subject(leaf), leaf.Issuer)
 	}
 	return "", nil, errors.New(strings.Join(errs, "; "))
 }
@@ -432,10 +462,18 @@ func tunnelName(t *tunnel.Tunnel) string {
 	return fmt.Sprintf("tunnel from %s (%s)", identity.Describe(t.Peer), t.RemoteAddr())
 }
 
-// peerCAOf asks t's peer, once per tunnel, which CA it signs renewals with.
-func (a *Agent) peerCAOf(t *tunnel.Tunnel) *x509.Certificate {
+// errNoSigner says no connected peer signs for a certificate's issuer: it
+// comes from elsewhere (an outside CA), and Postern leaves it alone.
+var errNoSigner = errors.New("not renewed by Postern")
+
+// errNoTunnel says a renewal waits for a tunnel to come up.
+var errNoTunnel = errors.New("no tunnel is up")
+
+// peerCAOf asks t's peer, once per tunnel, which CA it signs renewals
+// with; known reports whether the peer has answered.
+func (a *Agent) peerCAOf(t *tunnel.Tunnel) (ca *x509.Certificate, known bool) {
 	if c, ok := a.renew.peerCA.Load(t); ok {
-		return c.(*x509.Certificate)
+		return c.(*x509.Certificate), true
 	}
 	der, err := askPeer(t, wire.OpCAInfo, nil)
 	var ce *wire.ControlError
@@ -447,13 +485,14 @@ func (a *Agent) peerCAOf(t *tunnel.Tunnel) *x509.Certificate {
 			c = nil
 		}
 		a.renew.peerCA.Store(t, c)
-		return c
+		return c, true
 	case errors.As(err, &ce), errors.Is(err, wire.ErrControlUnsupported):
 		a.renew.peerCA.Store(t, (*x509.Certificate)(nil)) // it signs none: do not ask again
+		return nil, true
 	default:
 		a.log.Debug("peer did not say which CA it signs with", "tunnel", tunnelName(t), "err", err)
 	}
-	return nil
+	return nil, false
 }
 
 // checkRenewed parses the chain a renewal returned and checks it is for

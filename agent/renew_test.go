@@ -438,3 +438,24 @@ func counterValue(c prometheus.Counter) float64 {
 	c.Write(&m)
 	return m.GetCounter().GetValue()
 }
+
+// TestRenewalLeavesOutsideCertificates: a certificate no connected peer
+// signs for (an outside CA's) is left alone: said once, not retried as a
+// failure.
+func TestRenewalLeavesOutsideCertificates(t *testing.T) {
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	hub := start(t, dir, "hub", hubTOML(p, ""))
+	site := start(t, dir, "site", withTLSKeys(siteTOML(p, hub.ServerAddrs()[0].String()), `renew_before = "24h"`))
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
+	site.renew.poke()
+	site.log.WaitFor(t, 10*time.Second, "certificate is due for renewal, but no connected peer signs for its issuer", "none of the 1 connected peers has a [ca]")
+	site.renew.poke()
+	waitUntil(t, 5*time.Second, "status says why", func() bool { return strings.Contains(site.renewals(p.site.Cert).LastError, "not renewed by Postern") })
+	if strings.Contains(site.log.String(), "certificate renewal failed") || counterValue(site.renew.own.WithLabelValues("failed")) != 0 {
+		t.Error("an outside certificate counted as a failed renewal")
+	}
+	if n := countLines(site.log.String(), "no connected peer signs for its issuer"); n != 1 {
+		t.Errorf("said %d times, want once", n)
+	}
+}
