@@ -402,7 +402,7 @@ func (a *Agent) obtainRenewal(leaf *x509.Certificate, csr []byte, now time.Time)
 	if cc := a.snapshot().CA; cc != nil {
 		if ca, err := capki.Open(cc.Dir); err == nil && leaf.CheckSignatureFrom(ca.Cert) == nil {
 			via := "local [ca] " + cc.Dir
-			chain, _, refusal := a.signRenewal(leaf, csr, now)
+			chain, _, refusal := a.signRenewal(leaf, csr, now, true)
 			if refusal != nil {
 				return via, nil, fmt.Errorf("%s: %s", via, refusal.reason)
 			}

@@ -88,7 +88,7 @@ func (a *Agent) answerRenew(t *tunnel.Tunnel, csrDER []byte, log *slog.Logger) w
 		log.Warn("certificate renewal refused", "cert", trust.Subject(presented[0]), "reason", "renewed moments ago on this tunnel")
 		return wire.ControlReply{Code: wire.ControlRefused, Reason: fmt.Sprintf("renewed less than %s ago on this tunnel; try again later", renewMinGap)}
 	}
-	chain, cert, refusal := a.signRenewal(presented[0], csrDER, a.renew.now())
+	chain, cert, refusal := a.signRenewal(presented[0], csrDER, a.renew.now(), false)
 	if refusal != nil {
 		a.renew.signed.WithLabelValues("refused").Inc()
 		log.Warn("certificate renewal refused", "cert", trust.Subject(presented[0]), "serial", presented[0].SerialNumber.Text(16), "reason", refusal.reason)
@@ -104,12 +104,14 @@ func (a *Agent) answerRenew(t *tunnel.Tunnel, csrDER []byte, log *slog.Logger) w
 
 // signRenewal checks a renewal of presented and signs it; it returns the
 // new chain as PEM and its leaf.
-func (a *Agent) signRenewal(presented *x509.Certificate, csrDER []byte, now time.Time) ([]byte, *x509.Certificate, *renewRefusal) {
+// local is set for this agent's own certificate, which [ca] renew = false
+// does not stop.
+func (a *Agent) signRenewal(presented *x509.Certificate, csrDER []byte, now time.Time, local bool) ([]byte, *x509.Certificate, *renewRefusal) {
 	cc, ca, refusal := a.openCA()
 	if refusal != nil {
 		return nil, nil, refusal
 	}
-	if !*cc.Renew {
+	if !*cc.Renew && !local {
 		return nil, nil, &renewRefusal{wire.ControlUnavailable, "this agent does not sign renewals ([ca] renew = false)"}
 	}
 	if err := presented.CheckSignatureFrom(ca.Cert); err != nil {
