@@ -429,7 +429,7 @@ func (a *Agent) obtainRenewal(leaf *x509.Certificate, csr []byte, now time.Time)
 		errs = append(errs, fmt.Sprintf("%s: %v", via, err))
 	}
 	if asked == 0 && answered > 0 && answered == len(tunnels) {
-		return "", nil, fmt.Errorf("%w: none of the %d connected peers has a [ca] that issued %s (issuer %s)", errNoSigner, answered, trust.Subject(leaf), leaf.Issuer)
+		return "", nil, fmt.Errorf("%w: none of the %d connected peers signs renewals for %s (issuer %s) with its [ca]", errNoSigner, answered, trust.Subject(leaf), leaf.Issuer)
 	}
 	if len(tunnels) == 0 {
 		return "", nil, fmt.Errorf("%w: renewing %s needs a live tunnel to the agent whose [ca] issued it", errNoTunnel, trust.Subject(leaf))

@@ -449,7 +449,7 @@ func TestRenewalLeavesOutsideCertificates(t *testing.T) {
 	site := start(t, dir, "site", withTLSKeys(siteTOML(p, hub.ServerAddrs()[0].String()), `renew_before = "24h"`))
 	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
 	site.renew.poke()
-	site.log.WaitFor(t, 10*time.Second, "certificate is due for renewal, but no connected peer signs for its issuer", "none of the 1 connected peers has a [ca]")
+	site.log.WaitFor(t, 10*time.Second, "certificate is due for renewal, but no connected peer signs for its issuer", "none of the 1 connected peers signs renewals for")
 	site.renew.poke()
 	waitUntil(t, 5*time.Second, "status says why", func() bool { return strings.Contains(site.renewals(p.site.Cert).LastError, "not renewed by Postern") })
 	if strings.Contains(site.log.String(), "certificate renewal failed") || counterValue(site.renew.own.WithLabelValues("failed")) != 0 {
@@ -457,5 +457,24 @@ func TestRenewalLeavesOutsideCertificates(t *testing.T) {
 	}
 	if n := countLines(site.log.String(), "no connected peer signs for its issuer"); n != 1 {
 		t.Errorf("said %d times, want once", n)
+	}
+}
+
+// TestControlUnknownOperation: an operation this agent does not know is
+// answered as such, and the tunnel carries on.
+func TestControlUnknownOperation(t *testing.T) {
+	_, site := startPair(t, "")
+	_, err := askPeer(site.clients["hub"].Tunnels()[0], "no.such-op", []byte("x"))
+	var ce *wire.ControlError
+	if !errors.As(err, &ce) || ce.Reply.Code != wire.ControlUnknownOp || !strings.Contains(err.Error(), `unknown control operation "no.such-op"`) {
+		t.Fatalf("unknown operation: %v", err)
+	}
+	// ca.info from an agent without [ca]: unavailable, with the reason.
+	_, err = askPeer(site.clients["hub"].Tunnels()[0], wire.OpCAInfo, nil)
+	if !errors.As(err, &ce) || ce.Reply.Code != wire.ControlUnavailable || !strings.Contains(err.Error(), "this agent has no [ca]") {
+		t.Fatalf("ca.info without [ca]: %v", err)
+	}
+	if strings.Contains(site.log.String(), "tunnel lost") {
+		t.Error("the tunnel was lost")
 	}
 }
