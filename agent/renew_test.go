@@ -257,22 +257,26 @@ func TestRenewalUnderLoad(t *testing.T) {
 // expired one, and a request that changes the identity, naming the reason
 // on both sides.
 func TestRenewalRefused(t *testing.T) {
+	noop := func(*testing.T, *capki.CA, *x509.Certificate, *Agent) {}
 	cases := []struct {
-		name   string
-		prep   func(t *testing.T, ca *capki.CA, site *x509.Certificate, hub *Agent)
-		reason string
+		name    string
+		prep    func(t *testing.T, ca *capki.CA, site *x509.Certificate, hub *Agent)
+		reason  string
+		caExtra string
 	}{
+		{"key type", noop, "key ECDSA P-256 is not in [ca] key_types (ed25519)", `key_types = ["ed25519"]`},
+		{"identities", noop, "identity dns:site-a.test is outside [ca] identities", `identities = ["cn:site-a", "dns:*.example.com"]`},
 		{"revoked", func(t *testing.T, ca *capki.CA, site *x509.Certificate, _ *Agent) {
 			if err := ca.Revoke(site.SerialNumber, capki.ReasonKeyCompromise); err != nil {
 				t.Fatal(err)
 			}
-		}, "was revoked on"},
+		}, "was revoked on", ""},
 		{"expired", func(t *testing.T, _ *capki.CA, _ *x509.Certificate, hub *Agent) {
 			if hub == nil {
 				return // the clock is set on the hub before it runs
 			}
 			hub.renew.clock = func() time.Time { return time.Now().Add(2 * time.Hour) }
-		}, "expired at"},
+		}, "expired at", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -284,7 +288,7 @@ func TestRenewalRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			tc.prep(t, ca, leaf.Leaf, nil)
-			hub := startPrepared(t, dir, "hub", hubTOML(p, "")+caTOML("1h"), func(a *Agent) {
+			hub := startPrepared(t, dir, "hub", hubTOML(p, "")+caTOML("1h")+tc.caExtra+"\n", func(a *Agent) {
 				if tc.name == "expired" {
 					tc.prep(t, ca, leaf.Leaf, a)
 				}
