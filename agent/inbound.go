@@ -63,7 +63,7 @@ func (s *service) dial(ctx context.Context, dial func(context.Context, string, s
 // its own goroutine, so accepting never waits for a stream's work.
 func (a *Agent) serveTunnel(t *tunnel.Tunnel) {
 	defer a.tunnelUp(t)()
-	a.controlOnConnect(t) // CRL push, renewal discovery (controlstream.go)
+	a.controlOnConnect(t) // the [ca] CRL pushed, a waiting renewal tried (controlstream.go)
 	for {
 		st, err := t.Accept()
 		if err != nil {
@@ -100,7 +100,7 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream) (carry func())
 	req, ctl, err := wire.ReadRequest(st)
 	st.SetReadDeadline(time.Time{})
 	if ctl != nil {
-		a.answerControl(t, st, ctl, log) // control.go's peer: renewal, CRL push (controlstream.go)
+		a.answerControl(t, st, ctl, log) // renewal, CRL push between agents (controlstream.go)
 		return nil
 	}
 	if err != nil {

@@ -297,6 +297,8 @@ func TestRenewalRefused(t *testing.T) {
 			site := start(t, dir, "site", withTLSKeys(siteTOML(p, hub.ServerAddrs()[0].String()), `renew_before = "1h"`))
 			site.log.WaitFor(t, 15*time.Second, "certificate renewal failed; retrying", "expires_in=", "retry_in=", tc.reason)
 			hub.log.WaitFor(t, 5*time.Second, "certificate renewal refused", `cert="CN=\"site-a\""`, tc.reason)
+			// Retried with a doubling delay.
+			site.log.WaitFor(t, 15*time.Second, "certificate renewal failed; retrying", "retry_in=2s", tc.reason)
 			if st := site.renewals(p.site.Cert); !strings.Contains(st.LastError, tc.reason) || st.Renewals != 0 {
 				t.Errorf("status: %+v", st)
 			}
