@@ -206,20 +206,30 @@ func (a *Agent) watchOwnCRL() {
 		return
 	}
 	a.crls.offer(crl)
+	a.applyPushed(true)
+	if !fitsPush(crl.List.Raw) {
+		a.log.Error("[ca] CRL applied here, but too large to push to peers: give them the file (crl = [...]) instead",
+			"file", path, "bytes", len(crl.List.Raw), "limit", maxPushedCRL, "revoked", len(crl.List.RevokedCertificateEntries))
+		return
+	}
 	a.log.Info("[ca] CRL loaded; pushing it to every tunnel", "file", path, "number", crl.List.Number.String(),
 		"revoked", len(crl.List.RevokedCertificateEntries), "next_update", stamp(crl.List.NextUpdate))
-	a.applyPushed(true)
 	for _, t := range a.liveTunnels() {
 		a.pushCRLTo(t)
 	}
 }
+
+// maxPushedCRL is the largest CRL a control request carries.
+const maxPushedCRL = wire.MaxControlBody - 1 - len(wire.OpCRLPush)
+
+func fitsPush(der []byte) bool { return len(der) <= maxPushedCRL }
 
 // pushCRLTo sends the [ca] CRL to t's peer, in the background.
 func (a *Agent) pushCRLTo(t *tunnel.Tunnel) {
 	a.crls.mu.Lock()
 	der := a.crls.own
 	a.crls.mu.Unlock()
-	if der == nil {
+	if der == nil || !fitsPush(der) {
 		return
 	}
 	a.crls.init(a)

@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"crypto/rand"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -127,4 +130,35 @@ via = "b"
 	again := start(t, dir, "site-b", bTOML)
 	again.log.WaitFor(t, 5*time.Second, "pushed CRL loaded", "crls=1")
 	again.log.WaitFor(t, 10*time.Second, `msg="tunnel refused"`, revoked, "ca.pushed.crl")
+}
+
+// TestCRLTooLargeToPush: a CRL past the control message bound is applied
+// on the hub and not pushed, and the hub says so once.
+func TestCRLTooLargeToPush(t *testing.T) {
+	dir := t.TempDir()
+	ca, p, sites := renewPKI(t, dir, time.Hour, "site-a")
+	p.site = ownCA(t, sites["site-a"], dir, "site-a")
+	tmpl := &x509.RevocationList{Number: big.NewInt(7), ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(time.Hour)}
+	for i := range 2500 {
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{
+			SerialNumber: new(big.Int).Lsh(big.NewInt(int64(i+1)), 100), RevocationTime: time.Now().Add(-time.Hour)})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(der) <= maxPushedCRL {
+		t.Fatalf("test CRL of %d bytes is not past the bound %d", len(der), maxPushedCRL)
+	}
+	testca.WriteFile(t, filepath.Join(dir, "pki", capki.CRLFile), pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}))
+	hub := start(t, dir, "hub", hubTOML(p, "")+caTOML("1h"))
+	hub.log.WaitFor(t, 5*time.Second, "[ca] CRL applied here, but too large to push to peers", "revoked=2500", "limit=65526")
+	site := start(t, dir, "site", siteTOML(p, hub.ServerAddrs()[0].String()))
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
+	if n := countLines(hub.log.String(), "too large to push"); n != 1 {
+		t.Errorf("said %d times, want once", n)
+	}
+	if strings.Contains(site.log.String(), "CRL received") || strings.Contains(hub.log.String(), "CRL push failed") {
+		t.Error("a CRL past the bound was pushed")
+	}
 }

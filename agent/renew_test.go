@@ -324,6 +324,20 @@ func TestRenewalRefused(t *testing.T) {
 			t.Fatalf("renewal with another identity: %v", err)
 		}
 		hub.log.WaitFor(t, 5*time.Second, "certificate renewal refused", "the request changes the identity")
+
+		// A good request is signed; a second one at once is not.
+		good, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+			Subject: pkix.Name{CommonName: "site-a"}, DNSNames: []string{"site-a.test"}}, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tn := site.clients["hub"].Tunnels()[0]
+		if _, err := askPeer(tn, wire.OpCertRenew, good); err != nil {
+			t.Fatalf("first renewal: %v", err)
+		}
+		if _, err := askPeer(tn, wire.OpCertRenew, good); err == nil || !strings.Contains(err.Error(), "renewed less than 2s ago on this tunnel") {
+			t.Fatalf("second renewal at once: %v", err)
+		}
 	})
 }
 
