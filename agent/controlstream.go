@@ -81,5 +81,5 @@ func (a *Agent) answerControl(t *tunnel.Tunnel, st *tunnel.Stream, req *wire.Con
 // tunnel tried at once.
 func (a *Agent) controlOnConnect(t *tunnel.Tunnel) {
 	a.pushCRLTo(t)
-	a.renew.poke() // a renewal waiting for a tunnel tries this one
+	a.renew.tunnelUp() // a renewal waiting for a tunnel tries this one
 }

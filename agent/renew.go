@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/postern-tunnel/postern/identity"
@@ -55,6 +56,7 @@ type renewal struct {
 
 	once    sync.Once
 	wake    chan struct{}
+	waiting atomic.Bool            // a renewal waits for a tunnel to come up
 	own     *prometheus.CounterVec // this agent's renewals, by result
 	signed  *prometheus.CounterVec // renewals this agent's [ca] decided on, by result
 	mu      sync.Mutex
@@ -117,7 +119,7 @@ func (r *renewal) init(a *Agent) {
 	})
 }
 
-// poke makes the loop look again now (a tunnel came up, a test).
+// poke makes the loop look again now (a test).
 func (r *renewal) poke() {
 	if r.wake == nil {
 		return
@@ -142,6 +144,14 @@ func (r *renewal) nextDue() (time.Time, bool) {
 		}
 	}
 	return next, !next.IsZero()
+}
+
+// tunnelUp wakes the loop when a renewal waits for a tunnel; otherwise a
+// new tunnel costs nothing here.
+func (r *renewal) tunnelUp() {
+	if r.waiting.CompareAndSwap(true, false) {
+		r.poke()
+	}
 }
 
 func (r *renewal) successor(t *tunnel.Tunnel) []*x509.Certificate {
@@ -332,6 +342,12 @@ func (a *Agent) renewOne(tg *renewTarget, leaf *x509.Certificate, now time.Time)
 		}
 		tg.lastErr, tg.retryAt, tg.backoff = err.Error(), now.Add(renewIdle), 0
 		tg.waitTunnel = errors.Is(err, errNoTunnel)
+		if tg.waitTunnel {
+			r.waiting.Store(true)
+			if len(a.liveTunnels()) > 0 { // one came up meanwhile
+				r.tunnelUp()
+			}
+		}
 		return
 	}
 	if err != nil {
