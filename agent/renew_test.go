@@ -24,6 +24,7 @@ import (
 	"github.com/postern-tunnel/postern/internal/testnet"
 	capki "github.com/postern-tunnel/postern/pki"
 	"github.com/postern-tunnel/postern/trust"
+	"github.com/postern-tunnel/postern/tunnel"
 	"github.com/postern-tunnel/postern/wire"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -317,7 +318,7 @@ func TestRenewalRefused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = askPeer(site.clients["hub"].Tunnels()[0], wire.OpCertRenew, csr)
+		_, err = askPeer(hubTunnel(t, site), wire.OpCertRenew, csr)
 		var ce *wire.ControlError
 		if !errors.As(err, &ce) || ce.Reply.Code != wire.ControlRefused || !strings.Contains(err.Error(), "the request changes the identity") ||
 			!strings.Contains(err.Error(), "dns:hub.test") {
@@ -331,7 +332,7 @@ func TestRenewalRefused(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tn := site.clients["hub"].Tunnels()[0]
+		tn := hubTunnel(t, site)
 		if _, err := askPeer(tn, wire.OpCertRenew, good); err != nil {
 			t.Fatalf("first renewal: %v", err)
 		}
@@ -429,7 +430,7 @@ func TestHubRenewalAnnounced(t *testing.T) {
 	hub := start(t, dir, "hub", withTLSKeys(hubTOML(p, ""), `renew_before = "3s"`)+caTOML("1h"))
 	site := start(t, dir, "site", siteTOML(p, hub.ServerAddrs()[0].String()))
 	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
-	first := site.clients["hub"].Tunnels()[0].Peer
+	first := hubTunnel(t, site).Peer
 	site.log.WaitFor(t, 10*time.Second, "peer announced its renewed certificate", `cert="CN=\"hub\""`)
 	waitUntil(t, 10*time.Second, "hub's first certificate expired", func() bool { return time.Now().After(first.NotAfter) })
 	if err := site.Reload(); err != nil {
@@ -440,7 +441,7 @@ func TestHubRenewalAnnounced(t *testing.T) {
 	}
 
 	// Forged: the hub's new certificate, signed by another key.
-	tn := site.clients["hub"].Tunnels()[0]
+	tn := hubTunnel(t, site)
 	other, _ := capki.GenerateKey("")
 	leaf := hub.currentLeaf(p.hub.Cert)
 	payload, err := updatePayload(tn, other, capki.CertPEM(leaf), leaf)
@@ -484,17 +485,31 @@ func TestRenewalLeavesOutsideCertificates(t *testing.T) {
 // answered as such, and the tunnel carries on.
 func TestControlUnknownOperation(t *testing.T) {
 	_, site := startPair(t, "")
-	_, err := askPeer(site.clients["hub"].Tunnels()[0], "no.such-op", []byte("x"))
+	_, err := askPeer(hubTunnel(t, site), "no.such-op", []byte("x"))
 	var ce *wire.ControlError
 	if !errors.As(err, &ce) || ce.Reply.Code != wire.ControlUnknownOp || !strings.Contains(err.Error(), `unknown control operation "no.such-op"`) {
 		t.Fatalf("unknown operation: %v", err)
 	}
 	// ca.info from an agent without [ca]: unavailable, with the reason.
-	_, err = askPeer(site.clients["hub"].Tunnels()[0], wire.OpCAInfo, nil)
+	_, err = askPeer(hubTunnel(t, site), wire.OpCAInfo, nil)
 	if !errors.As(err, &ce) || ce.Reply.Code != wire.ControlUnavailable || !strings.Contains(err.Error(), "this agent has no [ca]") {
 		t.Fatalf("ca.info without [ca]: %v", err)
 	}
 	if strings.Contains(site.log.String(), "tunnel lost") {
 		t.Error("the tunnel was lost")
 	}
+}
+
+// hubTunnel is the site's live tunnel to the hub, once it is published.
+func hubTunnel(t testing.TB, site *running) *tunnel.Tunnel {
+	t.Helper()
+	var tn *tunnel.Tunnel
+	waitUntil(t, 10*time.Second, "the site's tunnel is published", func() bool {
+		if ts := site.clients["hub"].Tunnels(); len(ts) > 0 {
+			tn = ts[0]
+			return true
+		}
+		return false
+	})
+	return tn
 }
