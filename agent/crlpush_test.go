@@ -102,10 +102,13 @@ via = "b"
 	if _, err := ca.CRL(0); err != nil {
 		t.Fatal(err)
 	}
+	written := time.Now()
 	revoked := `client certificate CN=\"site-a\" was revoked`
 	hub.log.WaitFor(t, 5*time.Second, "closing tunnel: the peer no longer passes verification", revoked, "ca.crl")
+	t.Logf("the hub cut site-a %v after ca.crl was written", time.Since(written).Round(time.Millisecond))
 	siteB.log.WaitFor(t, 5*time.Second, "CRL received from peer", "revoked=1")
 	siteB.log.WaitFor(t, 5*time.Second, "closing tunnel: the peer no longer passes verification", revoked, "pushed by", `CN=\"hub\"`)
+	t.Logf("site-b cut site-a %v after ca.crl was written", time.Since(written).Round(time.Millisecond))
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := conn.Read(make([]byte, 1)); err == nil {
 		t.Error("site-a's stream through site-b survived the revocation")

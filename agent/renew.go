@@ -324,6 +324,7 @@ func (a *Agent) renewDue(ctx context.Context) time.Time {
 // renewOne renews tg's certificate once and records how it went.
 func (a *Agent) renewOne(tg *renewTarget, leaf *x509.Certificate, now time.Time) {
 	r := &a.renew
+	start := time.Now()
 	via, fresh, err := a.renewCert(tg, leaf, now)
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -369,7 +370,7 @@ func (a *Agent) renewOne(tg *renewTarget, leaf *x509.Certificate, now time.Time)
 	tg.serial, tg.notAfter, tg.renewAt = tg.gotSerial, fresh.NotAfter, renewAt(fresh, tg.before)
 	tg.renewals++
 	a.log.Info("certificate renewed", "cert", tg.cert, "serial", fresh.SerialNumber.Text(16), "was_serial", leaf.SerialNumber.Text(16),
-		"not_after", stamp(fresh.NotAfter), "via", via)
+		"not_after", stamp(fresh.NotAfter), "via", via, "took", time.Since(start).Round(time.Millisecond).String())
 }
 
 // renewCert makes a fresh key, has a certificate with leaf's identities
