@@ -67,6 +67,8 @@ type Agent struct {
 	tunnelsChanged tunnel.Changes              // wakes reverse forwards waiting for a peer
 
 	certs certWatch // certificate reload, revocation and expiry upkeep (reload.go)
+	renew renewal   // certificate renewal over tunnels and by the local [ca] (renew.go, renew_sign.go)
+	crls  crlPush   // the [ca]'s CRL pushed to peers; CRLs peers pushed here (crlpush.go)
 
 	obs     observe      // per-partner metrics and stream totals (access.go)
 	started time.Time    // for status
@@ -337,6 +339,8 @@ func (a *Agent) ServerAddrs() []net.Addr {
 // closes the tunnels.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.startCertificateWatch(ctx)()
+	defer a.startCRLPush(ctx)()
+	defer a.startRenewal(ctx)()
 	defer a.startACME(ctx)()
 	defer a.startHealthChecks(ctx)()
 	for _, s := range a.servers {

@@ -63,6 +63,7 @@ func (s *service) dial(ctx context.Context, dial func(context.Context, string, s
 // its own goroutine, so accepting never waits for a stream's work.
 func (a *Agent) serveTunnel(t *tunnel.Tunnel) {
 	defer a.tunnelUp(t)()
+	a.controlOnConnect(t) // the [ca] CRL pushed, a waiting renewal tried (controlstream.go)
 	for {
 		st, err := t.Accept()
 		if err != nil {
@@ -96,8 +97,12 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream) (carry func())
 	who := identity.Describe(t.Peer)
 	log := a.log.With("stream", st.ID(), "peer_addr", t.RemoteAddr().String(), "peer", who)
 	st.SetReadDeadline(time.Now().Add(a.cfg.Tunnel.OpenTimeout.D()))
-	req, err := wire.ReadOpen(st)
+	req, ctl, err := wire.ReadRequest(st)
 	st.SetReadDeadline(time.Time{})
+	if ctl != nil {
+		a.answerControl(t, st, ctl, log) // renewal, CRL push between agents (controlstream.go)
+		return nil
+	}
 	if err != nil {
 		if errors.Is(err, wire.ErrProtocol) {
 			log.Warn("stream refused", "reason", "bad open request", "err", err)

@@ -291,7 +291,7 @@ func (a *Agent) recheckTunnels(endpoints []*certEndpoint, now time.Time) {
 			continue
 		}
 		for _, t := range c.Tunnels() {
-			if err := c.Creds.Recheck(peerChain(t), trust.SideClient, now); err != nil {
+			if err := a.recheckPeer(c.Creds, t, trust.SideClient, now); err != nil {
 				a.closeUntrusted(t, []any{"tunnel", cc.Name, "addr", t.RemoteAddr().String()}, err, trust.SideClient, c.Creds, now)
 			}
 		}
@@ -309,7 +309,7 @@ func (a *Agent) recheckTunnels(endpoints []*certEndpoint, now time.Time) {
 		}
 		var err error
 		for _, c := range creds {
-			if err = c.Recheck(peerChain(t), trust.SideServer, now); err == nil {
+			if err = a.recheckPeer(c, t, trust.SideServer, now); err == nil {
 				break
 			}
 		}
@@ -358,8 +358,26 @@ func sameListener(ln, local net.Addr) bool {
 	return l.Port == c.Port && (l.IP == nil || l.IP.IsUnspecified() || l.IP.Equal(c.IP))
 }
 
-func peerChain(t *tunnel.Tunnel) []*x509.Certificate {
-	return t.ConnectionState().PeerCertificates
+// recheckPeer verifies a live tunnel's peer again. A peer this agent's
+// [ca] renewed over the tunnel (renew_sign.go) is checked twice: the
+// certificate it presented must not be revoked (as of its last valid
+// moment, once it has expired), and the renewed one must verify now; so
+// a renewed peer's tunnel outlives its first certificate, and revoking
+// either still cuts it.
+func (a *Agent) recheckPeer(creds *trust.Credentials, t *tunnel.Tunnel, side trust.Side, now time.Time) error {
+	presented := t.ConnectionState().PeerCertificates
+	succ := a.renew.successor(t)
+	if succ == nil || len(presented) == 0 {
+		return creds.Recheck(presented, side, now)
+	}
+	at := now
+	if now.After(presented[0].NotAfter) {
+		at = presented[0].NotAfter.Add(-time.Second)
+	}
+	if err := creds.Recheck(presented, side, at); err != nil {
+		return err
+	}
+	return creds.Recheck(succ, side, now)
 }
 
 // closeUntrusted closes a live tunnel whose peer no longer verifies and
@@ -404,7 +422,7 @@ func (w *certWatch) checkExpiry(a *Agent, now time.Time) {
 	for _, cc := range a.cfg.Clients {
 		if c := a.clients[cc.Name]; c != nil {
 			for _, t := range c.Tunnels() {
-				w.warnExpiry(a, t.Peer, "server certificate", []any{"tunnel", cc.Name, "addr", t.RemoteAddr().String()}, cc.ExpiryWarning.D(), now)
+				w.warnExpiry(a, a.peerLeaf(t), "server certificate", []any{"tunnel", cc.Name, "addr", t.RemoteAddr().String()}, cc.ExpiryWarning.D(), now)
 			}
 		}
 	}
@@ -419,7 +437,7 @@ func (w *certWatch) checkExpiry(a *Agent, now time.Time) {
 	}
 	a.mu.Unlock()
 	for _, t := range accepted {
-		w.warnExpiry(a, t.Peer, "client certificate", []any{"peer_addr", t.RemoteAddr().String()}, within, now)
+		w.warnExpiry(a, a.peerLeaf(t), "client certificate", []any{"peer_addr", t.RemoteAddr().String()}, within, now)
 	}
 }
 

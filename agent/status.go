@@ -27,6 +27,9 @@ type Status struct {
 	// Refusals are the latest refused tunnel handshakes of every [[server]]:
 	// at most one per address and cause, 64 per server, latest first.
 	Refusals []server.Refusal `json:"refusals"`
+	// Renewals are this agent's certificate files and when each renews
+	// (renew.go).
+	Renewals []RenewalStatus `json:"renewals"`
 }
 
 // TunnelStatus is one tunnel that is up.
@@ -98,6 +101,7 @@ func (a *Agent) Status() Status {
 		s.Refusals = append(s.Refusals, srv.srv.Recent()...)
 	}
 	slices.SortStableFunc(s.Refusals, func(x, y server.Refusal) int { return y.Last.Compare(x.Last) })
+	s.Renewals = a.renewalStatus()
 	return s
 }
 

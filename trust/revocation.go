@@ -137,6 +137,9 @@ func (c *CRL) lookup(serial *big.Int) (x509.RevocationListEntry, bool) {
 // enabled. On a recheck of a live tunnel it reports only revocations, not
 // a stale CRL or a silent responder.
 func (c *Credentials) checkRevocation(m *Material, chains [][]*x509.Certificate, side Side, now time.Time, recheck bool) error {
+	if err := c.checkPushed(chains); err != nil {
+		return err
+	}
 	for _, chain := range chains {
 		for i := 0; i+1 < len(chain); i++ {
 			cert, issuer := chain[i], chain[i+1]

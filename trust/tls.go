@@ -226,6 +226,7 @@ type Credentials struct {
 	log      atomic.Pointer[slog.Logger]
 	reloadMu sync.Mutex // one Reload at a time
 	ocsp     ocspCache
+	pushed   atomic.Pointer[[]*CRL] // CRLs pushed over tunnels (pushed.go)
 }
 
 // NewCredentials holds m.

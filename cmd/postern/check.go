@@ -73,7 +73,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		if acmePending(r, cfg, s.TLS) {
 			continue
 		}
-		checkEndpoint(r, s.TLS, x509.ExtKeyUsageServerAuth, func(key string) string { return cfg.TLSKeyAt("server", i, key) })
+		if checkEndpoint(r, s.TLS, x509.ExtKeyUsageServerAuth, func(key string) string { return cfg.TLSKeyAt("server", i, key) }) {
+			checkRenewal(r, cfg, s.TLS)
+		}
 	}
 	creds := map[string]*trust.Credentials{}
 	for i, c := range cfg.Clients {
@@ -84,6 +86,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 			if m, err := trust.LoadMaterial(trust.FilesOf(c.TLS)); err == nil {
 				creds[c.Name] = trust.NewCredentials(m)
 			}
+			checkRenewal(r, cfg, c.TLS)
 		}
 	}
 	if f.diff {

@@ -233,6 +233,7 @@ func printStatus(w io.Writer, st agent.Status, now time.Time) {
 	for _, r := range st.Refusals {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s ago\t%s\n", r.Addr, r.Cause, r.Count, ago(now, r.Last), r.Reason)
 	}
+	printRenewals(tw, st.Renewals, now)
 	tw.Flush()
 }
 
