@@ -12,7 +12,6 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -200,26 +199,7 @@ func Open(dir string) (*CA, error) {
 		return nil, fmt.Errorf("%s (%s) is not a CA certificate (no CA basic constraint or certSign key usage)", filepath.Join(dir, CertFile), cert.Subject)
 	}
 	ca := &CA{Cert: cert, Key: key, Dir: dir}
-	var idx indexFile
-	if err := readJSON(filepath.Join(dir, IndexFile), &idx); err != nil {
-		return nil, err
-	}
-	var rev revokedFile
-	if err := readJSON(filepath.Join(dir, RevokedFile), &rev); err != nil {
-		return nil, err
-	}
-	ca.index, ca.revoked = idx.Certificates, rev.Revoked
-	n, err := os.ReadFile(filepath.Join(dir, CRLNumberFile))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
-	}
-	if err == nil {
-		ca.crlNumber, err = strconv.ParseInt(strings.TrimSpace(string(n)), 10, 64)
-		if err != nil || ca.crlNumber < 0 {
-			return nil, fmt.Errorf("%s: %q is not a CRL number: it should hold the number of the last CRL, in decimal", filepath.Join(dir, CRLNumberFile), n)
-		}
-	}
-	if err := checkState(dir, ca.index, ca.revoked, ca.crlNumber); err != nil {
+	if err := ca.syncState(); err != nil {
 		return nil, err
 	}
 	return ca, nil

@@ -457,33 +457,39 @@ func (d *Draft) Sign() (*x509.Certificate, error) {
 	ca := d.ca
 	ca.mu.Lock()
 	defer ca.mu.Unlock()
-	serial := FormatSerial(d.Template.SerialNumber)
-	for _, r := range ca.index {
-		if r.Serial == serial {
-			return nil, fmt.Errorf("serial %s is already in use: prepare a new draft", serial)
+	var cert *x509.Certificate
+	err := ca.update(func() error {
+		serial := FormatSerial(d.Template.SerialNumber)
+		for _, r := range ca.index {
+			if r.Serial == serial {
+				return fmt.Errorf("serial %s is already in use: prepare a new draft", serial)
+			}
 		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, d.Template, ca.Cert, d.Template.PublicKey, ca.Key)
-	if err != nil {
-		return nil, fmt.Errorf("sign certificate: %w", err)
-	}
-	cert, err := x509.ParseCertificate(der)
+		der, err := x509.CreateCertificate(rand.Reader, d.Template, ca.Cert, d.Template.PublicKey, ca.Key)
+		if err != nil {
+			return fmt.Errorf("sign certificate: %w", err)
+		}
+		if cert, err = x509.ParseCertificate(der); err != nil {
+			return err
+		}
+		d.signed = true
+		ca.index = append(ca.index, Record{
+			Serial:     serial,
+			Subject:    cert.Subject.String(),
+			Identities: identity.Identities(cert),
+			Usage:      recordUsage(cert),
+			NotBefore:  cert.NotBefore,
+			NotAfter:   cert.NotAfter,
+			IssuedAt:   ca.now().UTC(),
+		})
+		if err := ca.saveIndex(); err != nil {
+			ca.index = ca.index[:len(ca.index)-1]
+			return fmt.Errorf("record certificate %s in %s: %w", serial, IndexFile, err)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
-	}
-	d.signed = true
-	ca.index = append(ca.index, Record{
-		Serial:     serial,
-		Subject:    cert.Subject.String(),
-		Identities: identity.Identities(cert),
-		Usage:      recordUsage(cert),
-		NotBefore:  cert.NotBefore,
-		NotAfter:   cert.NotAfter,
-		IssuedAt:   ca.now().UTC(),
-	})
-	if err := ca.saveIndex(); err != nil {
-		ca.index = ca.index[:len(ca.index)-1]
-		return nil, fmt.Errorf("record certificate %s in %s: %w", serial, IndexFile, err)
 	}
 	return cert, nil
 }

@@ -118,20 +118,22 @@ func (ca *CA) revoke(serial *big.Int, reason int, subject, spki string) error {
 	s := FormatSerial(serial)
 	ca.mu.Lock()
 	defer ca.mu.Unlock()
-	for _, r := range ca.revoked {
-		if r.Serial == s {
-			return fmt.Errorf("serial %s (%s): %w on %s", s, r.Subject, ErrAlreadyRevoked, r.RevokedAt.UTC().Format(time.RFC3339))
+	return ca.update(func() error {
+		for _, r := range ca.revoked {
+			if r.Serial == s {
+				return fmt.Errorf("serial %s (%s): %w on %s", s, r.Subject, ErrAlreadyRevoked, r.RevokedAt.UTC().Format(time.RFC3339))
+			}
 		}
-	}
-	if spki == "" {
-		spki = ca.spkiOfRecord(s)
-	}
-	ca.revoked = append(ca.revoked, Revocation{Serial: s, RevokedAt: ca.now().UTC().Truncate(time.Second), Reason: reason, Subject: subject, SPKI: spki})
-	if err := ca.saveRevoked(); err != nil {
-		ca.revoked = ca.revoked[:len(ca.revoked)-1]
-		return fmt.Errorf("record revocation of %s in %s: %w", s, RevokedFile, err)
-	}
-	return nil
+		if spki == "" {
+			spki = ca.spkiOfRecord(s)
+		}
+		ca.revoked = append(ca.revoked, Revocation{Serial: s, RevokedAt: ca.now().UTC().Truncate(time.Second), Reason: reason, Subject: subject, SPKI: spki})
+		if err := ca.saveRevoked(); err != nil {
+			ca.revoked = ca.revoked[:len(ca.revoked)-1]
+			return fmt.Errorf("record revocation of %s in %s: %w", s, RevokedFile, err)
+		}
+		return nil
+	})
 }
 
 // CRL signs a new certificate revocation list of every revoked serial, valid
@@ -146,41 +148,48 @@ func (ca *CA) CRL(validity time.Duration) ([]byte, error) {
 	}
 	ca.mu.Lock()
 	defer ca.mu.Unlock()
-	now := ca.now()
-	tmpl := &x509.RevocationList{
-		Number:     big.NewInt(ca.crlNumber + 1),
-		ThisUpdate: now.Add(-ClockSkew),
-		NextUpdate: now.Add(validity),
-	}
-	for _, r := range ca.revoked {
-		n, ok := new(big.Int).SetString(r.Serial, 16)
-		if !ok {
-			return nil, fmt.Errorf("%s: serial %q is not hex: fix the file", RevokedFile, r.Serial)
+	var out []byte
+	err := ca.update(func() error {
+		now := ca.now()
+		tmpl := &x509.RevocationList{
+			Number:     big.NewInt(ca.crlNumber + 1),
+			ThisUpdate: now.Add(-ClockSkew),
+			NextUpdate: now.Add(validity),
 		}
-		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{
-			SerialNumber:   n,
-			RevocationTime: r.RevokedAt,
-			ReasonCode:     r.Reason,
-		})
-	}
-	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
+		for _, r := range ca.revoked {
+			n, ok := new(big.Int).SetString(r.Serial, 16)
+			if !ok {
+				return fmt.Errorf("%s: serial %q is not hex: fix the file", RevokedFile, r.Serial)
+			}
+			tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{
+				SerialNumber:   n,
+				RevocationTime: r.RevokedAt,
+				ReasonCode:     r.Reason,
+			})
+		}
+		der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
+		if err != nil {
+			return fmt.Errorf("sign CRL: %w", err)
+		}
+		out = pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+		if ca.Dir != "" {
+			// The number first: a number skipped after a failure is harmless, a
+			// number used twice is not.
+			num := strconv.FormatInt(ca.crlNumber+1, 10) + "\n"
+			if err := writeFileAtomic(filepath.Join(ca.Dir, CRLNumberFile), []byte(num), 0o644); err != nil {
+				return err
+			}
+			ca.crlNumber++
+			if err := writeFileAtomic(filepath.Join(ca.Dir, CRLFile), out, 0o644); err != nil {
+				return err
+			}
+		} else {
+			ca.crlNumber++
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("sign CRL: %w", err)
-	}
-	out := pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
-	if ca.Dir != "" {
-		// The number first: a number skipped after a failure is harmless, a
-		// number used twice is not.
-		num := strconv.FormatInt(ca.crlNumber+1, 10) + "\n"
-		if err := writeFileAtomic(filepath.Join(ca.Dir, CRLNumberFile), []byte(num), 0o644); err != nil {
-			return nil, err
-		}
-		ca.crlNumber++
-		if err := writeFileAtomic(filepath.Join(ca.Dir, CRLFile), out, 0o644); err != nil {
-			return nil, err
-		}
-	} else {
-		ca.crlNumber++
+		return nil, err
 	}
 	return out, nil
 }
