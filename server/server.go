@@ -45,6 +45,8 @@ type Server struct {
 	// balancer's health check does) is counted only, not logged as a
 	// warning. Called from the accept and handshake goroutines at once.
 	Refused func(cause Cause)
+	// Enroll, if set, also serves enrollment connections (enroll.go).
+	Enroll *Enrollment
 
 	failures *refusalLog
 	gate     *gate
@@ -68,6 +70,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			return c, err
 		}
+	}
+	if s.Enroll != nil {
+		cfg = s.withEnrollment(cfg)
 	}
 	var wg sync.WaitGroup
 	logCtx, stopLog := context.WithCancel(context.Background())
@@ -172,6 +177,11 @@ func (s *Server) handshake(ctx context.Context, p *pending, cfg *tls.Config) {
 		return
 	}
 	s.gate.release(p)
+	if s.isEnrollment(tc) {
+		hc.SetDeadline(time.Time{})
+		go s.Enroll.Handle(tc)
+		return
+	}
 	if s.Raw != nil {
 		hc.SetDeadline(time.Time{})
 		go s.Raw(tc)
