@@ -24,7 +24,7 @@ import (
 
 // EnrollOptions describe one enrollment of a new site.
 type EnrollOptions struct {
-	Token   string      // as `postern pki invite` printed it
+	Token   string        // as `postern pki invite` printed it
 	KeyType capki.KeyType // of the key made here; "" means ecdsa-p256
 	// Names, when set, are asked for instead of every identity the token
 	// lists (a subset is granted; anything else is refused by the hub).
