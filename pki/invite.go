@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -43,6 +44,9 @@ type Invitation struct {
 	UsedAt       *time.Time `json:"used_at,omitempty"`
 	UsedBy       string     `json:"used_by,omitempty"` // source address of the enrollment
 	Serial       string     `json:"serial,omitempty"`  // of the certificate signed
+	// Request is the certificate request redeemed (PEM): all the site sent
+	// besides the token. It holds no secret.
+	Request string `json:"request,omitempty"`
 }
 
 // InviteOptions describe an invitation.
@@ -370,5 +374,6 @@ func signInvited(dir string, inv *Invitation, csr *x509.CertificateRequest, opts
 	at := now.UTC()
 	done := *inv
 	done.UsedAt, done.UsedBy, done.Serial = &at, opts.Source, FormatSerial(cert.SerialNumber)
+	done.Request = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw}))
 	return &Grant{Cert: cert, ChainPEM: ca.ChainPEM(cert), CAPEM: CertPEM(ca.Cert), Invitation: done}, nil
 }

@@ -43,6 +43,7 @@ func pkiCommands() []pkiCommand {
 		{"request", "--cn NAME ...", "(partner) make a key and a CSR; the key stays here", pkiRequest},
 		{"sign", "--usage server|client|both FILE.csr", "(CA) show a partner's CSR, then sign it", pkiSign},
 		{"intermediate", "--cn NAME --permit-dns DOMAIN ... --out DIR", "(CA) a name-constrained CA for a partner", pkiIntermediate},
+		{"invite", "--dns NAME ... --hub HOST:PORT", "(hub) a one-time enrollment token for a new site", pkiInvite},
 		{"revoke", "[--reason R] SERIAL|FILE.crt", "revoke a certificate and rewrite the CRL", pkiRevoke},
 		{"crl", "[--crl-validity 7d]", "re-sign the CRL with a new next update", pkiCRL},
 		{"show", "[--ca CA.crt] FILE...", "describe certificates, CSRs, CRLs and keys", pkiShow},
