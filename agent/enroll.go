@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -35,7 +36,7 @@ type enrollHub struct {
 	log   *slog.Logger
 	slots chan struct{}
 	// received, if set (tests), sees each request as read off the wire.
-	received func(wire.EnrollRequest)
+	received atomic.Pointer[func(wire.EnrollRequest)]
 }
 
 // setupEnroll makes the agent a registration authority when it has [ca],
@@ -91,6 +92,7 @@ func (h *enrollHub) serve(c *tls.Conn) {
 		h.answer(c, wire.EnrollResponse{Code: wire.EnrollUnavailable, Reason: "the hub is busy with other enrollments: try again in a minute"})
 		return
 	}
+	h.log.Debug("enrollment connection", "peer_addr", peer)
 	counted := &countingReader{r: c}
 	req, err := wire.ReadEnrollRequest(counted)
 	if err != nil {
@@ -98,8 +100,8 @@ func (h *enrollHub) serve(c *tls.Conn) {
 		h.answer(c, wire.EnrollResponse{Code: wire.EnrollMalformed, Reason: "request does not parse: " + err.Error()})
 		return
 	}
-	if h.received != nil {
-		h.received(req)
+	if f := h.received.Load(); f != nil {
+		(*f)(req)
 	}
 	id, asked := describeRequest(req)
 	attrs := []any{"peer_addr", peer, "invitation", id, "identities", asked, "request_bytes", counted.n}

@@ -5,10 +5,10 @@ package tests
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -184,8 +184,9 @@ func TestE2EEnroll(t *testing.T) {
 		t.Fatalf("hub read more than the token and the CSR: %s (want %s)", line, want)
 	}
 	// No file outside the site's folder holds the key.
-	keyDER, _ := pem.Decode(keyPEM)
-	needles := [][]byte{keyDER.Bytes, []byte(base64.StdEncoding.EncodeToString(keyDER.Bytes)[:64])}
+	// (the private scalar, raw and as the PEM body's text around it)
+	scalar := key.(*ecdsa.PrivateKey).D.FillBytes(make([]byte, 32))
+	needles := [][]byte{scalar, []byte(strings.Split(string(keyPEM), "\n")[1][40:])}
 	filepath.WalkDir(hub.dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err

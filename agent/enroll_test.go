@@ -1,0 +1,176 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/postern-tunnel/postern/internal/testca"
+	capki "github.com/postern-tunnel/postern/pki"
+	"github.com/postern-tunnel/postern/wire"
+)
+
+// enrollHubFor starts a hub with [ca] on a fresh CA folder; its server
+// certificate carries 127.0.0.1.
+func enrollHubFor(t *testing.T, caSection string) (hub *running, caDir string) {
+	t.Helper()
+	dir := t.TempDir()
+	caDir = filepath.Join(dir, "pki")
+	ca, err := capki.Init(caDir, capki.InitOptions{CommonName: "Enroll CA"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := ca.Issue(capki.IssueOptions{Usage: capki.UsageServer,
+		Names: capki.Names{DNSNames: []string{"hub.test"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testca.WriteFile(t, filepath.Join(dir, "hub.crt"), certPEM)
+	testca.WriteFile(t, filepath.Join(dir, "hub.key"), keyPEM)
+	hub = start(t, dir, "hub", fmt.Sprintf(`
+name = "hub"
+shutdown_timeout = "5s"
+[tls]
+cert = "hub.crt"
+key = "hub.key"
+ca = "pki/ca.crt"
+[ca]
+dir = "pki"
+%s
+[[server]]
+listen = "127.0.0.1:0"
+`, caSection))
+	return hub, caDir
+}
+
+// TestEnrollInProcess: the site's request carries the token and a CSR for
+// the key it made, nothing else; the certificate it gets is for that key,
+// under the token's CA; the hub logs the grant with the source address.
+func TestEnrollInProcess(t *testing.T) {
+	hub, caDir := enrollHubFor(t, `identities = ["dns:*.sites.test"]`)
+	addr := hub.ServerAddrs()[0].String()
+	var mu sync.Mutex
+	var got []wire.EnrollRequest
+	seen := func(r wire.EnrollRequest) { mu.Lock(); got = append(got, r); mu.Unlock() }
+	hub.enroll.received.Store(&seen)
+
+	tok, _, err := capki.Invite(caDir, capki.InviteOptions{Names: capki.Names{DNSNames: []string{"b.sites.test"}}, Hub: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Enroll(context.Background(), EnrollOptions{Token: tok.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(e.KeyPEM, []byte("PRIVATE KEY")) || e.Cert.DNSNames[0] != "b.sites.test" {
+		t.Fatalf("enrolled %v", e.Cert.DNSNames)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0].Token != tok.String() {
+		t.Fatalf("hub received %d requests", len(got))
+	}
+	csr, err := x509.ParseCertificateRequest(got[0].CSR)
+	if err != nil {
+		t.Fatalf("hub received something other than a CSR: %v", err)
+	}
+	if !e.Key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(csr.PublicKey) {
+		t.Fatal("the CSR is not for the site's key")
+	}
+	secret := e.Key.(*ecdsa.PrivateKey).D.FillBytes(make([]byte, 32))
+	if bytes.Contains(got[0].CSR, secret) || bytes.Contains([]byte(got[0].Token), secret) {
+		t.Fatal("the request holds private key material")
+	}
+	hub.log.WaitFor(t, 5*time.Second, "enrollment granted", "peer_addr=127.0.0.1:", "invitation="+tok.IDString(), "dns:b.sites.test")
+	if sha256.Sum256(must(capki.ParseCertPEM(e.CAPEM)).Raw) != tok.CA {
+		t.Fatal("CA bundle is not the token's CA")
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// TestEnrollNotServedWithoutCA: a hub without [ca] does not speak the
+// enrollment protocol; the site says so.
+func TestEnrollNotServedWithoutCA(t *testing.T) {
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	hub := start(t, dir, "hub", hubTOML(p, ""))
+	tok := capki.Token{Hub: hub.ServerAddrs()[0].String(), CA: sha256.Sum256(p.ca.Cert.Raw), Expires: time.Now().Add(time.Hour),
+		Identities: []string{"dns:b.sites.test"}}
+	_, err := Enroll(context.Background(), EnrollOptions{Token: tok.String()})
+	if err == nil || !strings.Contains(err.Error(), "does not serve enrollment") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// enrollDial opens an enrollment connection without checking the hub.
+func enrollDial(t *testing.T, addr string) *tls.Conn {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{wire.EnrollALPN}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if p := c.ConnectionState().NegotiatedProtocol; p != wire.EnrollALPN {
+		t.Fatalf("ALPN %q", p)
+	}
+	return c
+}
+
+// TestEnrollOnlyRedeems: an enrollment connection that sends anything but
+// a request is answered "malformed" and closed; a hub with [ca] still
+// refuses a tunnel without a client certificate; and no more than
+// MaxEnrollments run at once.
+func TestEnrollOnlyRedeems(t *testing.T) {
+	hub, _ := enrollHubFor(t, "")
+	addr := hub.ServerAddrs()[0].String()
+
+	c := enrollDial(t, addr)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+	resp, err := wire.ReadEnrollResponse(c)
+	if err != nil || resp.Code != wire.EnrollMalformed {
+		t.Fatalf("got %+v, %v", resp, err)
+	}
+	hub.log.WaitFor(t, 5*time.Second, "enrollment refused", "peer_addr=127.0.0.1:", "cause=malformed")
+
+	// A tunnel (ALPN postern/1) without a client certificate is refused as before.
+	tc, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{wire.ALPN}})
+	if err == nil {
+		tc.SetDeadline(time.Now().Add(5 * time.Second))
+		_, err = tc.Read(make([]byte, 1))
+		tc.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("tunnel without a client certificate: %v", err)
+	}
+
+	// MaxEnrollments connections that send nothing hold every slot: the
+	// next one is answered "unavailable" at once.
+	for range MaxEnrollments {
+		held := enrollDial(t, addr)
+		hub.log.WaitFor(t, 10*time.Second, "enrollment connection", "peer_addr="+held.LocalAddr().String())
+	}
+	c = enrollDial(t, addr)
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	resp, err = wire.ReadEnrollResponse(c)
+	if err != nil || resp.Code != wire.EnrollUnavailable || !strings.Contains(resp.Reason, "busy") {
+		t.Fatalf("past MaxEnrollments: %+v, %v", resp, err)
+	}
+}
