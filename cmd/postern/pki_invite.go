@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	iofs "io/fs"
 	"strings"
 	"time"
 
@@ -57,6 +59,9 @@ func pkiInvite(env pkiEnv, args []string) int {
 		}
 	}
 	tok, inv, err := pki.Invite(f.dir, opts)
+	if errors.Is(err, iofs.ErrNotExist) {
+		err = fmt.Errorf("no CA in %s (%v): create one with `postern pki init --dir %s`, or point --dir (or -c) at the hub's CA folder", f.dir, err, f.dir)
+	}
 	if err != nil {
 		return pkiFail(env, "invite", err)
 	}

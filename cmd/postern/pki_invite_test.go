@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/postern-tunnel/postern/config"
+	"github.com/postern-tunnel/postern/pki"
+)
+
+// TestPKIInvite: stdout is the token alone (a script captures it); with
+// -c the hub's [ca] dir, identities and validity apply.
+func TestPKIInvite(t *testing.T) {
+	dir := t.TempDir()
+	caDir := filepath.Join(dir, "pki")
+	pkiMust(t, "init", "--dir", caDir)
+	out := pkiMust(t, "invite", "--dir", caDir, "--dns", "site-b.example.com", "--uri", "spiffe://example.com/site-b", "--hub", "hub.example.com:7443", "--ttl", "2h")
+	tok, err := pki.ParseToken(out)
+	if err != nil || strings.Count(out, "\n") != 1 {
+		t.Fatalf("stdout %q: %v", out, err)
+	}
+	if tok.Hub != "hub.example.com:7443" || !slices.Contains(tok.Identities, "uri:spiffe://example.com/site-b") {
+		t.Fatalf("token %+v", tok)
+	}
+	if _, err := os.Stat(filepath.Join(caDir, pki.InvitationsDir, tok.IDString()+".json")); err != nil {
+		t.Fatal(err)
+	}
+
+	hub := filepath.Join(dir, "hub.toml")
+	os.WriteFile(hub, []byte(`[tls]
+cert = "hub.crt"
+key = "hub.key"
+ca = "pki/ca.crt"
+[ca]
+dir = "pki"
+identities = ["dns:*.sites.example.com"]
+validity = "30d"
+[[server]]
+listen = "127.0.0.1:7443"
+`), 0o600)
+	out = pkiMust(t, "invite", "-c", hub, "--dns", "b.sites.example.com", "--hub", "hub:7443")
+	tok, _ = pki.ParseToken(out)
+	rec, _ := os.ReadFile(filepath.Join(caDir, pki.InvitationsDir, tok.IDString()+".json"))
+	if !bytes.Contains(rec, []byte(`"validity": "720h0m0s"`)) {
+		t.Fatalf("[ca] validity not the default:\n%s", rec)
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"-c", hub, "--dns", "b.example.com", "--hub", "hub:7443"}, 1, "dns:b.example.com is outside what this CA may grant"},
+		{[]string{"-c", hub, "--dns", "b.sites.example.com", "--hub", "hub:7443", "--validity", "90d"}, 1, "validity 90d is longer than [ca] validity 30d allows"},
+		{[]string{"--dir", caDir, "--dns", "b.example.com"}, 2, "--hub HOST:PORT is required"},
+		{[]string{"--dir", filepath.Join(dir, "none"), "--dns", "b.example.com", "--hub", "hub:7443"}, 1, "no such file"},
+	} {
+		code, out, errs := pkiRun(t, "", append([]string{"invite"}, tc.args...)...)
+		if code != tc.code || out != "" || !strings.Contains(errs, tc.want) {
+			t.Errorf("%q: exit %d, stdout %q, stderr %s; want exit %d and …%s…", tc.args, code, out, errs, tc.code, tc.want)
+		}
+	}
+}
+
+// TestCAKeyTypesAgree: [ca] key_types accepts exactly what pki makes.
+func TestCAKeyTypesAgree(t *testing.T) {
+	var names []string
+	for _, k := range pki.KeyTypes() {
+		names = append(names, string(k))
+	}
+	if !slices.Equal(names, config.CAKeyTypes) {
+		t.Fatalf("pki.KeyTypes %q, config.CAKeyTypes %q", names, config.CAKeyTypes)
+	}
+}
