@@ -301,10 +301,10 @@ func loadInvitation(dir string, t Token) (*Invitation, error) {
 		return nil, refuse(RefusedUnknown, "no invitation %s on this hub (deleted, or from another CA folder)", t.IDString())
 	}
 	if err == nil {
-		err = json.Unmarshal(data, &inv)
+		err = parseInvitation(data, t.IDString(), &inv)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("invitation %s: %w", t.IDString(), err)
+		return nil, fmt.Errorf("%s: %w", invitationPath(dir, t.IDString(), ".json"), err)
 	}
 	sum := sha256.Sum256(t.Secret[:])
 	want, err := hex.DecodeString(inv.SecretSHA256)
@@ -376,4 +376,36 @@ func signInvited(dir string, inv *Invitation, csr *x509.CertificateRequest, opts
 	done.UsedAt, done.UsedBy, done.Serial = &at, opts.Source, FormatSerial(cert.SerialNumber)
 	done.Request = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw}))
 	return &Grant{Cert: cert, ChainPEM: ca.ChainPEM(cert), CAPEM: CertPEM(ca.Cert), Invitation: done}, nil
+}
+
+// parseInvitation reads an invitation record and refuses one Redeem could
+// not act on safely: another id than its file name, a secret hash that is
+// not 32 bytes of hex, identities, usage or validity that do not read, no
+// expiry.
+func parseInvitation(data []byte, id string, inv *Invitation) error {
+	if err := json.Unmarshal(data, inv); err != nil {
+		return fmt.Errorf("%w (restore the file, or invite again)", err)
+	}
+	bad := func(what string) error {
+		return fmt.Errorf("%s (restore the file, or invite again)", what)
+	}
+	if inv.ID != id {
+		return bad(fmt.Sprintf("id %q is not the file's name", inv.ID))
+	}
+	if h, err := hex.DecodeString(inv.SecretSHA256); err != nil || len(h) != sha256.Size {
+		return bad("secret_sha256 is not a SHA-256 in hex")
+	}
+	if _, err := NamesFromIdentities(inv.Identities); err != nil {
+		return bad("identities: " + err.Error())
+	}
+	if _, err := ParseUsage(inv.Usage); err != nil {
+		return bad("usage: " + err.Error())
+	}
+	if v, err := time.ParseDuration(inv.Validity); err != nil || v <= 0 {
+		return bad(fmt.Sprintf("validity %q is not a positive duration", inv.Validity))
+	}
+	if inv.ExpiresAt.IsZero() {
+		return bad("no expires_at")
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/sha256"
@@ -234,5 +235,40 @@ func TestKeyTypeOfNamesEveryType(t *testing.T) {
 		if got := keyTypeOf(k.Public()); got != kt {
 			t.Errorf("keyTypeOf(%s) = %s", kt, got)
 		}
+	}
+}
+
+// TestInviteIntermediate: a hub that signs with a name-constrained
+// intermediate (root kept offline) invites only within its constraints,
+// and the chain it grants carries the intermediate, which is the CA the
+// token names.
+func TestInviteIntermediate(t *testing.T) {
+	root, err := Init(filepath.Join(t.TempDir(), "root"), InitOptions{Intermediates: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "pki")
+	inter, err := InitIntermediate(dir, root, IntermediateOptions{CommonName: "Sites CA", Permit: Constraints{DNS: []string{"sites.example.com"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Invite(dir, InviteOptions{Names: siteB(), Hub: "hub:7443"}); err == nil || !strings.Contains(err.Error(), "outside what the CA") {
+		t.Fatalf("invite outside the constraints: %v", err)
+	}
+	n := Names{DNSNames: []string{"b.sites.example.com"}}
+	tok, _, err := Invite(dir, InviteOptions{Names: n, Hub: "hub:7443"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.CA != sha256.Sum256(inter.Cert.Raw) {
+		t.Fatal("the token does not name the intermediate")
+	}
+	csr, _ := csrFor(t, n, "")
+	g, err := Redeem(dir, tok.String(), csr, RedeemOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Count(g.ChainPEM, []byte("BEGIN CERTIFICATE")) != 2 {
+		t.Fatalf("chain:\n%s", g.ChainPEM)
 	}
 }

@@ -2,6 +2,7 @@ package pki
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"reflect"
 	"strings"
@@ -92,4 +93,33 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// FuzzInvitationRecord: a record that parses can be acted on (its secret
+// hash, identities, usage and validity read) and survives being written
+// back (what Redeem does when it marks it used).
+func FuzzInvitationRecord(f *testing.F) {
+	const id = "00112233445566778899aabbccddeeff"
+	f.Add([]byte(`{"id":"` + id + `","secret_sha256":"` + strings.Repeat("ab", 32) + `","identities":["dns:a.example.com"],"usage":"client","validity":"1h0m0s","expires_at":"2026-12-02T03:22:18Z"}`))
+	f.Add([]byte(`{"id":"` + id + `"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var inv Invitation
+		if err := parseInvitation(data, id, &inv); err != nil {
+			return
+		}
+		if _, err := NamesFromIdentities(inv.Identities); err != nil {
+			t.Fatalf("identities %q accepted: %v", inv.Identities, err)
+		}
+		out, err := json.Marshal(inv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var again Invitation
+		if err := parseInvitation(out, id, &again); err != nil {
+			t.Fatalf("written back, the record no longer parses: %v\n%s", err, out)
+		}
+		if !reflect.DeepEqual(again.Identities, inv.Identities) || again.SecretSHA256 != inv.SecretSHA256 || !again.ExpiresAt.Equal(inv.ExpiresAt) {
+			t.Fatalf("round trip changed the record: %+v -> %+v", inv, again)
+		}
+	})
 }
