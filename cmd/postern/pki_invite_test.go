@@ -75,3 +75,25 @@ func TestCAKeyTypesAgree(t *testing.T) {
 		t.Fatalf("pki.KeyTypes %q, config.CAKeyTypes %q", names, config.CAKeyTypes)
 	}
 }
+
+// TestCheckEnrollPending: before its first start, a site with [enroll]
+// has no certificate: check reads the token instead of failing on the
+// missing files.
+func TestCheckEnrollPending(t *testing.T) {
+	dir := t.TempDir()
+	caDir := filepath.Join(dir, "pki")
+	pkiMust(t, "init", "--dir", caDir)
+	token := pkiMust(t, "invite", "--dir", caDir, "--dns", "b.example.com", "--hub", "hub.example.com:7443")
+	site := filepath.Join(dir, "site.toml")
+	os.WriteFile(site, []byte("[tls]\ncert = \"c/site.crt\"\nkey = \"c/site.key\"\nca = \"c/ca.crt\"\n[enroll]\ntoken_file = \"tok\"\n[[client]]\nname = \"hub\"\nservers = [\"hub.example.com:7443\"]\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "tok"), []byte(token), 0o600)
+	var out, errb bytes.Buffer
+	if code := cmdCheck([]string{"-c", site}, &out, &errb); code != 0 || !strings.Contains(out.String(), "not enrolled yet; `postern run` enrolls first with hub hub.example.com:7443") {
+		t.Fatalf("exit %d:\n%s%s", code, out.String(), errb.String())
+	}
+	os.WriteFile(filepath.Join(dir, "tok"), []byte(token[:30]), 0o600)
+	out.Reset()
+	if code := cmdCheck([]string{"-c", site}, &out, &errb); code != 1 || !strings.Contains(out.String(), "malformed enrollment token") {
+		t.Fatalf("cut token: exit %d:\n%s", code, out.String())
+	}
+}
