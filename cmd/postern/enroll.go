@@ -21,6 +21,7 @@ type enrollFlags struct {
 	token     string
 	tokenFile string
 	keyType   pkiKeyTypeFlag
+	keyGroup  string
 	names     pkiNameFlags
 }
 
@@ -38,6 +39,7 @@ func cmdEnroll(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&f.token, "token", "", "the `TOKEN` `postern pki invite` printed on the hub")
 	fs.StringVar(&f.tokenFile, "token-file", "", "a `FILE` holding the token")
 	fs.Var(&f.keyType, "key-type", "`type` of the key made here: "+pkiKeyTypeNames())
+	fs.StringVar(&f.keyGroup, "key-group", "", "give the key to `GROUP` with mode 0640, as docs/install.md installs keys for the service (default: 0600, owned by whoever runs enroll)")
 	f.names.register(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -70,6 +72,12 @@ func cmdEnroll(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "postern enroll: %v\n", err)
 		return 1
+	}
+	if f.keyGroup != "" {
+		if err := shareKeyWithGroup(cfg.TLS.Key, f.keyGroup); err != nil {
+			fmt.Fprintf(stderr, "postern enroll: enrolled, but %v\n", err)
+			return 1
+		}
 	}
 	printEnrolled(stdout, cfg, e)
 	fmt.Fprintf(stdout, "ready: postern run -c %s\n", f.config)
