@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,6 +36,8 @@ type enrollHub struct {
 	ca    config.CA
 	log   *slog.Logger
 	slots chan struct{}
+	// timeout is EnrollTimeout (nanoseconds); tests shorten it.
+	timeout atomic.Int64
 	// received, if set (tests), sees each request as read off the wire.
 	received atomic.Pointer[func(wire.EnrollRequest)]
 }
@@ -54,6 +57,7 @@ func (a *Agent) setupEnroll() error {
 		return fmt.Errorf("%s: [ca] dir %s: %w (make it with `postern pki init --dir %s`)", a.where(0), ca.Dir, err, ca.Dir)
 	}
 	a.enroll = &enrollHub{ca: ca, log: a.log, slots: make(chan struct{}, MaxEnrollments)}
+	a.enroll.timeout.Store(int64(EnrollTimeout))
 	return nil
 }
 
@@ -83,7 +87,7 @@ func (h *enrollHub) caDER() []byte {
 func (h *enrollHub) serve(c *tls.Conn) {
 	defer c.Close()
 	peer := c.RemoteAddr().String()
-	c.SetDeadline(time.Now().Add(EnrollTimeout))
+	c.SetDeadline(time.Now().Add(time.Duration(h.timeout.Load())))
 	select {
 	case h.slots <- struct{}{}:
 		defer func() { <-h.slots }()
@@ -95,6 +99,11 @@ func (h *enrollHub) serve(c *tls.Conn) {
 	h.log.Debug("enrollment connection", "peer_addr", peer)
 	counted := &countingReader{r: c}
 	req, err := wire.ReadEnrollRequest(counted)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		h.log.Warn("enrollment refused", "peer_addr", peer, "cause", "timeout", "reason", fmt.Sprintf("no whole request within %s; connection closed", time.Duration(h.timeout.Load())))
+		return
+	}
 	if err != nil {
 		h.log.Warn("enrollment refused", "peer_addr", peer, "cause", wire.EnrollMalformed.String(), "reason", err.Error())
 		h.answer(c, wire.EnrollResponse{Code: wire.EnrollMalformed, Reason: "request does not parse: " + err.Error()})

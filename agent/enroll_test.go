@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -173,4 +174,23 @@ func TestEnrollOnlyRedeems(t *testing.T) {
 	if err != nil || resp.Code != wire.EnrollUnavailable || !strings.Contains(resp.Reason, "busy") {
 		t.Fatalf("past MaxEnrollments: %+v, %v", resp, err)
 	}
+}
+
+// TestEnrollTimeout: an enrollment connection that does not send a whole
+// request in time is closed, and the hub says so.
+func TestEnrollTimeout(t *testing.T) {
+	hub, _ := enrollHubFor(t, "")
+	hub.enroll.timeout.Store(int64(200 * time.Millisecond))
+	c := enrollDial(t, hub.ServerAddrs()[0].String())
+	c.Write([]byte{wire.EnrollVersion, 0, 100, 'p'}) // a token of 100 bytes, 1 sent
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := c.Read(make([]byte, 1))
+	if n != 0 || err == nil {
+		t.Fatalf("read %d bytes, %v: want the hub to close", n, err)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("the hub did not close the connection within 10s")
+	}
+	hub.log.WaitFor(t, 5*time.Second, "enrollment refused", "peer_addr="+c.LocalAddr().String(), "cause=timeout", "no whole request within 200ms")
 }
