@@ -187,6 +187,7 @@ func pkiInit(env pkiEnv, args []string) int {
 	fmt.Fprintf(w, "  %-24s the CA's private key: keep it secret and backed up\n", filepath.Join(f.dir, pki.KeyFile))
 	fmt.Fprintf(w, "  %-24s give to every agent as tls.crl; re-sign it every few days with `postern pki crl`\n", filepath.Join(f.dir, pki.CRLFile))
 	fmt.Fprintf(w, "next: postern pki issue --dir %s --usage server --dns HOST\n", f.dir)
+	fmt.Fprintf(w, "new sites: postern pki invite --dir %s --dns SITE --hub HOST:PORT (a one-time token for `postern enroll`)\n", f.dir)
 	if f.intermediates {
 		fmt.Fprintf(w, "partners' CAs: postern pki intermediate --dir %s --cn \"Partner A CA\" --permit-dns partner-a.example.com --out partner-a-ca\n", f.dir)
 	}
