@@ -153,6 +153,6 @@ func (r *tokenReader) take(n int) []byte {
 }
 
 func (r *tokenReader) fixed(dst []byte) { copy(dst, r.take(len(dst))) }
-func (r *tokenReader) u64() uint64     { return binary.BigEndian.Uint64(r.take(8)) }
-func (r *tokenReader) byte() byte      { return r.take(1)[0] }
-func (r *tokenReader) field() string   { return string(r.take(int(r.byte()))) }
+func (r *tokenReader) u64() uint64      { return binary.BigEndian.Uint64(r.take(8)) }
+func (r *tokenReader) byte() byte       { return r.take(1)[0] }
+func (r *tokenReader) field() string    { return string(r.take(int(r.byte()))) }

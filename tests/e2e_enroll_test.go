@@ -337,4 +337,3 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
-
