@@ -409,3 +409,36 @@ func parseInvitation(data []byte, id string, inv *Invitation) error {
 	}
 	return nil
 }
+
+// Invitations lists the invitations recorded in dir, in no set order;
+// records that do not read are skipped and counted in bad.
+func Invitations(dir string) (invs []Invitation, bad int, err error) {
+	entries, err := os.ReadDir(filepath.Join(dir, InvitationsDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || strings.HasPrefix(id, ".") {
+			continue
+		}
+		var inv Invitation
+		data, err := os.ReadFile(filepath.Join(dir, InvitationsDir, e.Name()))
+		if err == nil {
+			err = parseInvitation(data, id, &inv)
+		}
+		if err != nil {
+			bad++
+			continue
+		}
+		if _, err := os.Stat(invitationPath(dir, id, ".used")); err == nil && inv.UsedAt == nil {
+			t := time.Time{}
+			inv.UsedAt = &t // claimed; the record was not updated
+		}
+		invs = append(invs, inv)
+	}
+	return invs, bad, nil
+}

@@ -272,3 +272,33 @@ func TestInviteIntermediate(t *testing.T) {
 		t.Fatalf("chain:\n%s", g.ChainPEM)
 	}
 }
+
+func TestInvitationsList(t *testing.T) {
+	dir := inviteCA(t)
+	a, _, _ := Invite(dir, InviteOptions{Names: siteB(), Hub: "hub:7443"})
+	b, _, _ := Invite(dir, InviteOptions{Names: siteB(), Hub: "hub:7443"})
+	Invite(dir, InviteOptions{Names: siteB(), Hub: "hub:7443"})
+	csr, _ := csrFor(t, siteB(), "")
+	if _, err := Redeem(dir, a.String(), csr, RedeemOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// b claimed by a redemption that never recorded it (a crash): used.
+	os.WriteFile(filepath.Join(dir, InvitationsDir, b.IDString()+".used"), nil, 0o600)
+	os.WriteFile(filepath.Join(dir, InvitationsDir, "ffff.json"), []byte("{}"), 0o600)
+	invs, bad, err := Invitations(dir)
+	if err != nil || len(invs) != 3 || bad != 1 {
+		t.Fatalf("%d invitations, %d bad, %v", len(invs), bad, err)
+	}
+	var used int
+	for _, inv := range invs {
+		if inv.UsedAt != nil {
+			used++
+		}
+	}
+	if used != 2 {
+		t.Fatalf("%d used, want 2", used)
+	}
+	if _, err := Redeem(dir, b.String(), csr, RedeemOptions{}); refusalCode(err) != RefusedUsed {
+		t.Fatalf("claimed invitation: %v", err)
+	}
+}

@@ -75,6 +75,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 		}
 		checkEndpoint(r, s.TLS, x509.ExtKeyUsageServerAuth, func(key string) string { return cfg.TLSKeyAt("server", i, key) })
 	}
+	checkCA(r, cfg)
 	creds := map[string]*trust.Credentials{}
 	for i, c := range cfg.Clients {
 		r.section("client %q (line %d)", c.Name, c.Line)

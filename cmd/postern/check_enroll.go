@@ -1,12 +1,17 @@
 package main
 
 import (
+	"crypto/sha256"
+	"crypto/x509"
 	"errors"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/postern-tunnel/postern/config"
 	"github.com/postern-tunnel/postern/pki"
+	"github.com/postern-tunnel/postern/trust"
 )
 
 // enrollPending reports (and says) that t's certificate does not exist yet
@@ -35,4 +40,60 @@ func enrollPending(r *checkReport, cfg *config.Config, t config.TLS) bool {
 		r.note("cert %s: not enrolled yet; `postern run` enrolls first with hub %s (invitation %s, until %s)", t.Cert, tok.Hub, tok.IDString(), tok.Expires.Format(time.RFC3339))
 	}
 	return true
+}
+
+// checkCA checks a hub's [ca]: the CA folder opens (certificate and key
+// belong together), each [[server]] certificate verifies under it (or an
+// enrolling site refuses the hub), and what invitations wait.
+func checkCA(r *checkReport, cfg *config.Config) {
+	a := cfg.CA
+	if a == nil {
+		return
+	}
+	r.section("ca %s", a.Dir)
+	ca, err := pki.Open(a.Dir)
+	if err != nil {
+		r.fail("[ca] dir %s: %v (make it with `postern pki init --dir %s`)", a.Dir, err, a.Dir)
+		return
+	}
+	sum := sha256.Sum256(ca.Cert.Raw)
+	r.ok("CA %q (sha256:%x) signs for its sites (enrollment); valid until %s", ca.Cert.Subject.CommonName, sum[:8], pkiDate(ca.Cert.NotAfter))
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	for _, s := range cfg.Servers {
+		if s.TLS.Cert == "" || strings.HasPrefix(s.TLS.Cert, "pkcs11:") {
+			continue
+		}
+		chain, err := trust.LoadCACerts(s.TLS.Cert)
+		if err != nil {
+			continue // the server's own section says why
+		}
+		inter := x509.NewCertPool()
+		for _, c := range chain[1:] {
+			inter.AddCert(c)
+		}
+		if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+			r.warn("[[server]] %s: its certificate %s is not from this CA (%v): a site enrolling there refuses the hub, since its token names this CA", s.Listen, s.TLS.Cert, err)
+		}
+	}
+	invs, bad, err := pki.Invitations(a.Dir)
+	if err != nil {
+		r.fail("[ca] dir %s: invitations: %v", a.Dir, err)
+		return
+	}
+	var open, used, expired int
+	for _, inv := range invs {
+		switch {
+		case inv.UsedAt != nil:
+			used++
+		case r.now.After(inv.ExpiresAt):
+			expired++
+		default:
+			open++
+		}
+	}
+	r.note("invitations: %d open, %d used, %d expired", open, used, expired)
+	if bad > 0 {
+		r.warn("invitations: %d record(s) in %s do not read: those invitations cannot be redeemed", bad, filepath.Join(a.Dir, pki.InvitationsDir))
+	}
 }

@@ -97,3 +97,37 @@ func TestCheckEnrollPending(t *testing.T) {
 		t.Fatalf("cut token: exit %d:\n%s", code, out.String())
 	}
 }
+
+// TestCheckCA: check opens a hub's [ca] folder, warns when a [[server]]
+// certificate is not from that CA (enrolling sites would refuse the hub)
+// and counts the invitations.
+func TestCheckCA(t *testing.T) {
+	dir := t.TempDir()
+	caDir, otherDir := filepath.Join(dir, "pki"), filepath.Join(dir, "other")
+	pkiMust(t, "init", "--dir", caDir)
+	pkiMust(t, "init", "--dir", otherDir)
+	pkiMust(t, "issue", "--dir", caDir, "--usage", "server", "--dns", "hub.test", "--out", filepath.Join(dir, "hub"))
+	pkiMust(t, "issue", "--dir", otherDir, "--usage", "server", "--dns", "hub.test", "--out", filepath.Join(dir, "stray"))
+	pkiMust(t, "invite", "--dir", caDir, "--dns", "b.example.com", "--hub", "hub.test:7443")
+	pkiMust(t, "invite", "--dir", caDir, "--dns", "c.example.com", "--hub", "hub.test:7443")
+	hub := filepath.Join(dir, "hub.toml")
+	write := func(cert string) {
+		os.WriteFile(hub, []byte("[tls]\ncert = \""+cert+".crt\"\nkey = \""+cert+".key\"\nca = \"pki/ca.crt\"\n[ca]\ndir = \"pki\"\n[[server]]\nlisten = \"127.0.0.1:7443\"\n"), 0o600)
+	}
+	write("hub")
+	var out, errb bytes.Buffer
+	if code := cmdCheck([]string{"-c", hub}, &out, &errb); code != 0 || !strings.Contains(out.String(), "invitations: 2 open, 0 used, 0 expired") {
+		t.Fatalf("exit %d:\n%s%s", code, out.String(), errb.String())
+	}
+	write("stray")
+	out.Reset()
+	cmdCheck([]string{"-c", hub}, &out, &errb)
+	if !strings.Contains(out.String(), "is not from this CA") || !strings.Contains(out.String(), "a site enrolling there refuses the hub") {
+		t.Fatalf("stray server certificate:\n%s", out.String())
+	}
+	os.Remove(filepath.Join(caDir, "ca.key"))
+	out.Reset()
+	if code := cmdCheck([]string{"-c", hub}, &out, &errb); code != 1 || !strings.Contains(out.String(), "[ca] dir "+caDir) {
+		t.Fatalf("no CA key: exit %d:\n%s", code, out.String())
+	}
+}
