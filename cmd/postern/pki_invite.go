@@ -1,15 +1,18 @@
 package main
 
 import (
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	iofs "io/fs"
+	"net"
 	"strings"
 	"time"
 
 	"github.com/postern-tunnel/postern/config"
 	"github.com/postern-tunnel/postern/pki"
+	"github.com/postern-tunnel/postern/trust"
 )
 
 type pkiInviteFlags struct {
@@ -54,6 +57,9 @@ func pkiInvite(env pkiEnv, args []string) int {
 			f.dir = cfg.CA.Dir
 		}
 		opts.Bound, opts.MaxValidity = cfg.CA.Identities, cfg.CA.Validity.D()
+		if msg := pkiHubNameMismatch(cfg, f.hub); msg != "" {
+			fmt.Fprintln(env.stderr, "warning: "+msg)
+		}
 		if opts.Validity == 0 {
 			opts.Validity = opts.MaxValidity
 		}
@@ -86,4 +92,36 @@ func pkiValidity(s string) string {
 		return s
 	}
 	return config.FormatDuration(d)
+}
+
+// pkiHubNameMismatch says when no [[server]] certificate of the hub carries
+// the host sites will dial: each would refuse the hub at enrollment.
+func pkiHubNameMismatch(cfg *config.Config, hub string) string {
+	host, _, err := net.SplitHostPort(hub)
+	if err != nil {
+		return ""
+	}
+	var names []string
+	for _, s := range cfg.Servers {
+		certs, err := trust.LoadCACerts(s.TLS.Cert)
+		if err != nil {
+			return "" // pkcs11:, [acme] not obtained yet, ...: check says more
+		}
+		if certs[0].VerifyHostname(host) == nil {
+			return ""
+		}
+		names = append(names, fmt.Sprintf("%s carries %s", s.TLS.Cert, strings.Join(append(certs[0].DNSNames, pkiIPs(certs[0])...), ", ")))
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("no [[server]] certificate carries %q (%s): the new site will refuse the hub; give --hub a name one carries", host, strings.Join(names, "; "))
+}
+
+func pkiIPs(c *x509.Certificate) []string {
+	var out []string
+	for _, ip := range c.IPAddresses {
+		out = append(out, ip.String())
+	}
+	return out
 }

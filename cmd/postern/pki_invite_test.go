@@ -119,6 +119,14 @@ func TestCheckCA(t *testing.T) {
 	if code := cmdCheck([]string{"-c", hub}, &out, &errb); code != 0 || !strings.Contains(out.String(), "invitations: 2 open, 0 used, 0 expired") {
 		t.Fatalf("exit %d:\n%s%s", code, out.String(), errb.String())
 	}
+	// invite -c warns when no server certificate carries the --hub host.
+	code, _, errs := pkiRun(t, "", "invite", "-c", hub, "--dns", "d.example.com", "--hub", "elsewhere.test:7443")
+	if code != 0 || !strings.Contains(errs, `warning: no [[server]] certificate carries "elsewhere.test"`) {
+		t.Fatalf("invite for a host the hub's certificate lacks: exit %d: %s", code, errs)
+	}
+	if _, _, errs := pkiRun(t, "", "invite", "-c", hub, "--dns", "d.example.com", "--hub", "hub.test:7443"); strings.Contains(errs, "warning") {
+		t.Fatalf("invite for the hub's own name warned: %s", errs)
+	}
 	write("stray")
 	out.Reset()
 	cmdCheck([]string{"-c", hub}, &out, &errb)
