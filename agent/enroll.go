@@ -19,6 +19,7 @@ import (
 	capki "github.com/postern-tunnel/postern/pki"
 	"github.com/postern-tunnel/postern/server"
 	"github.com/postern-tunnel/postern/wire"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Enrollment bounds on the hub, after the TLS handshake (whose own bounds
@@ -38,6 +39,9 @@ type enrollHub struct {
 	slots chan struct{}
 	// timeout is EnrollTimeout (nanoseconds); tests shorten it.
 	timeout atomic.Int64
+	// results counts enrollments by result: ok or the refusal's code
+	// (wire.EnrollCode names), and timeout.
+	results *prometheus.CounterVec
 	// received, if set (tests), sees each request as read off the wire.
 	received atomic.Pointer[func(wire.EnrollRequest)]
 }
@@ -58,6 +62,14 @@ func (a *Agent) setupEnroll() error {
 	}
 	a.enroll = &enrollHub{ca: ca, log: a.log, slots: make(chan struct{}, MaxEnrollments)}
 	a.enroll.timeout.Store(int64(EnrollTimeout))
+	a.enroll.results = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "postern_enrollments_total",
+		Help: "Enrollment requests on the tunnel ports, by result: ok, or why refused (used, expired, tampered, unknown-invitation, not-granted, key-type, bad-request, malformed, unavailable, timeout).",
+	}, []string{"result"})
+	for c := wire.EnrollOK; c <= wire.EnrollUnavailable; c++ {
+		a.enroll.results.WithLabelValues(c.String()) // present at 0
+	}
+	a.metrics.registry.MustRegister(a.enroll.results)
 	return nil
 }
 
@@ -92,6 +104,7 @@ func (h *enrollHub) serve(c *tls.Conn) {
 	case h.slots <- struct{}{}:
 		defer func() { <-h.slots }()
 	default:
+		h.results.WithLabelValues(wire.EnrollUnavailable.String()).Inc()
 		h.log.Warn("enrollment refused", "peer_addr", peer, "cause", wire.EnrollUnavailable.String(), "reason", fmt.Sprintf("%d enrollments in progress", MaxEnrollments))
 		h.answer(c, wire.EnrollResponse{Code: wire.EnrollUnavailable, Reason: "the hub is busy with other enrollments: try again in a minute"})
 		return
@@ -101,10 +114,12 @@ func (h *enrollHub) serve(c *tls.Conn) {
 	req, err := wire.ReadEnrollRequest(counted)
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
+		h.results.WithLabelValues("timeout").Inc()
 		h.log.Warn("enrollment refused", "peer_addr", peer, "cause", "timeout", "reason", fmt.Sprintf("no whole request within %s; connection closed", time.Duration(h.timeout.Load())))
 		return
 	}
 	if err != nil {
+		h.results.WithLabelValues(wire.EnrollMalformed.String()).Inc()
 		h.log.Warn("enrollment refused", "peer_addr", peer, "cause", wire.EnrollMalformed.String(), "reason", err.Error())
 		h.answer(c, wire.EnrollResponse{Code: wire.EnrollMalformed, Reason: "request does not parse: " + err.Error()})
 		return
@@ -120,12 +135,15 @@ func (h *enrollHub) serve(c *tls.Conn) {
 	var ref *capki.Refusal
 	switch {
 	case errors.As(err, &ref):
+		h.results.WithLabelValues(wire.EnrollCodeOf(ref.Code).String()).Inc()
 		h.log.Warn("enrollment refused", append(attrs, "cause", ref.Code, "reason", ref.Reason)...)
 		h.answer(c, wire.EnrollResponse{Code: wire.EnrollCodeOf(ref.Code), Reason: clip(ref.Reason)})
 	case err != nil:
+		h.results.WithLabelValues(wire.EnrollUnavailable.String()).Inc()
 		h.log.Error("enrollment failed: the CA could not sign", append(attrs, "ca_dir", h.ca.Dir, "err", err)...)
 		h.answer(c, wire.EnrollResponse{Code: wire.EnrollUnavailable, Reason: "the hub could not sign now; its operator's log says why"})
 	default:
+		h.results.WithLabelValues(wire.EnrollOK.String()).Inc()
 		h.log.Info("enrollment granted", append(attrs, "serial", capki.FormatSerial(g.Cert.SerialNumber), "not_after", g.Cert.NotAfter.UTC().Format(time.RFC3339))...)
 		h.answer(c, wire.EnrollResponse{Code: wire.EnrollOK, Chain: g.ChainPEM, CA: g.CAPEM})
 	}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -78,11 +79,12 @@ func TestEnrollInProcess(t *testing.T) {
 		t.Fatalf("enrolled %v", e.Cert.DNSNames)
 	}
 	mu.Lock()
-	defer mu.Unlock()
-	if len(got) != 1 || got[0].Token != tok.String() {
-		t.Fatalf("hub received %d requests", len(got))
+	received := slices.Clone(got)
+	mu.Unlock()
+	if len(received) != 1 || received[0].Token != tok.String() {
+		t.Fatalf("hub received %d requests", len(received))
 	}
-	csr, err := x509.ParseCertificateRequest(got[0].CSR)
+	csr, err := x509.ParseCertificateRequest(received[0].CSR)
 	if err != nil {
 		t.Fatalf("hub received something other than a CSR: %v", err)
 	}
@@ -90,12 +92,19 @@ func TestEnrollInProcess(t *testing.T) {
 		t.Fatal("the CSR is not for the site's key")
 	}
 	secret := e.Key.(*ecdsa.PrivateKey).D.FillBytes(make([]byte, 32))
-	if bytes.Contains(got[0].CSR, secret) || bytes.Contains([]byte(got[0].Token), secret) {
+	if bytes.Contains(received[0].CSR, secret) || bytes.Contains([]byte(received[0].Token), secret) {
 		t.Fatal("the request holds private key material")
 	}
 	hub.log.WaitFor(t, 5*time.Second, "enrollment granted", "peer_addr=127.0.0.1:", "invitation="+tok.IDString(), "dns:b.sites.test")
 	if sha256.Sum256(must(capki.ParseCertPEM(e.CAPEM)).Raw) != tok.CA {
 		t.Fatal("CA bundle is not the token's CA")
+	}
+	_, err = Enroll(context.Background(), EnrollOptions{Token: tok.String()})
+	if r, ok := err.(*EnrollRefusedError); !ok || r.Code != wire.EnrollUsed {
+		t.Fatalf("second enrollment: %v", err)
+	}
+	if ok, used := enrollCount(t, hub, "ok"), enrollCount(t, hub, "used"); ok != 1 || used != 1 {
+		t.Fatalf("postern_enrollments_total: ok %v, used %v", ok, used)
 	}
 }
 
@@ -193,4 +202,26 @@ func TestEnrollTimeout(t *testing.T) {
 		t.Fatal("the hub did not close the connection within 10s")
 	}
 	hub.log.WaitFor(t, 5*time.Second, "enrollment refused", "peer_addr="+c.LocalAddr().String(), "cause=timeout", "no whole request within 200ms")
+}
+
+// enrollCount reads postern_enrollments_total{result} from the agent's
+// registry, as /metrics would show it.
+func enrollCount(t *testing.T, r *running, result string) float64 {
+	t.Helper()
+	mfs, err := r.metrics.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "postern_enrollments_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == result {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no postern_enrollments_total{result=%q}", result)
+	return 0
 }
