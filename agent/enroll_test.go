@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -224,4 +225,16 @@ func enrollCount(t *testing.T, r *running, result string) float64 {
 	}
 	t.Fatalf("no postern_enrollments_total{result=%q}", result)
 	return 0
+}
+
+// TestEnrollCAReloadNeedsRestart: a reload does not change [ca] (the
+// enrollment rules); it says a restart is needed.
+func TestEnrollCAReloadNeedsRestart(t *testing.T) {
+	hub, _ := enrollHubFor(t, "")
+	data := must(os.ReadFile(hub.cfg.Path))
+	testca.WriteFile(t, hub.cfg.Path, bytes.Replace(data, []byte(`dir = "pki"`), []byte("dir = \"pki\"\nvalidity = \"30d\""), 1))
+	rep, err := hub.ReloadReport()
+	if err != nil || !strings.Contains(rep, "restart needed for: [ca]") {
+		t.Fatalf("reload: %v\n%s", err, rep)
+	}
 }
