@@ -121,7 +121,7 @@ func (h *enrollHub) serve(c *tls.Conn) {
 	if err != nil {
 		h.results.WithLabelValues(wire.EnrollMalformed.String()).Inc()
 		h.log.Warn("enrollment refused", "peer_addr", peer, "cause", wire.EnrollMalformed.String(), "reason", err.Error())
-		h.answer(c, wire.EnrollResponse{Code: wire.EnrollMalformed, Reason: "request does not parse: " + err.Error()})
+		h.answer(c, wire.EnrollResponse{Code: wire.EnrollMalformed, Reason: clip("request does not parse: " + err.Error())})
 		return
 	}
 	if f := h.received.Load(); f != nil {
