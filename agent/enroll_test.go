@@ -238,3 +238,17 @@ func TestEnrollCAReloadNeedsRestart(t *testing.T) {
 		t.Fatalf("reload: %v\n%s", err, rep)
 	}
 }
+
+// TestEnrollClip: whatever a refusal's words hold (names from the CSR,
+// error texts), what goes to the site fits the wire's reason rules.
+func TestEnrollClip(t *testing.T) {
+	for _, in := range []string{"plain", strings.Repeat("é", 400), "a\nb\x00c\x7f", "bad \xff utf-8", strings.Repeat("x", 2000)} {
+		out := clip(in)
+		if _, err := wire.AppendEnrollResponse(nil, wire.EnrollResponse{Code: wire.EnrollUsed, Reason: out}); err != nil {
+			t.Errorf("clip(%.20q) = %.20q: %v", in, out, err)
+		}
+	}
+	if clip("plain") != "plain" {
+		t.Error("clip changed a plain reason")
+	}
+}
