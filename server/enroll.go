@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"crypto/tls"
+	"net"
 	"slices"
 
 	"github.com/postern-tunnel/postern/wire"
@@ -31,6 +32,7 @@ func (s *Server) withEnrollment(cfg *tls.Config) *tls.Config {
 	out := cfg.Clone()
 	out.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
 		if slices.Contains(h.SupportedProtos, wire.EnrollALPN) {
+			s.enrolling.Store(h.Conn, struct{}{})
 			return s.enrollConfig(), nil
 		}
 		if tunnels == nil {
@@ -62,4 +64,21 @@ func (s *Server) enrollConfig() *tls.Config {
 // enrollment connection.
 func (s *Server) isEnrollment(tc *tls.Conn) bool {
 	return s.Enroll != nil && tc.ConnectionState().NegotiatedProtocol == wire.EnrollALPN
+}
+
+// enrollAttempt reports, once, whether the handshake on conn asked for
+// enrollment (and forgets it).
+func (s *Server) enrollAttempt(conn net.Conn) bool {
+	_, ok := s.enrolling.LoadAndDelete(conn)
+	return ok
+}
+
+// enrollReason says that a failed handshake was a new site's enrollment:
+// when the site refused our certificate, its token named another CA or a
+// host our certificate does not carry, and it never sent the token.
+func enrollReason(cause Cause, reason string) string {
+	if cause == CauseRejected {
+		return "an enrolling site (ALPN " + wire.EnrollALPN + ") refused our certificate: its token names another CA than [ca] dir's, or a host our certificate does not carry; it sent no token (" + reason + ")"
+	}
+	return "enrollment handshake: " + reason
 }

@@ -48,9 +48,10 @@ type Server struct {
 	// Enroll, if set, also serves enrollment connections (enroll.go).
 	Enroll *Enrollment
 
-	failures *refusalLog
-	gate     *gate
-	recent   recentRefusals // for status (recent.go)
+	failures  *refusalLog
+	gate      *gate
+	enrolling sync.Map       // net.Conn → struct{}: handshakes that asked for enrollment (enroll.go)
+	recent    recentRefusals // for status (recent.go)
 }
 
 // Serve accepts connections until ctx is done or ln fails, then closes ln
@@ -162,6 +163,7 @@ func (s *Server) handshake(ctx context.Context, p *pending, cfg *tls.Config) {
 	}
 	tc := tls.Server(conn, cfg)
 	err := tc.HandshakeContext(hctx)
+	enrolling := s.enrollAttempt(conn)
 	if err != nil {
 		evicted := s.gate.release(p)
 		conn.Close()
@@ -172,6 +174,9 @@ func (s *Server) handshake(ctx context.Context, p *pending, cfg *tls.Config) {
 			s.refused(p.conn.RemoteAddr(), CauseBusy, "closed before its ClientHello, to make room for a new connection (max_handshakes or max_handshakes_per_address reached)")
 		default:
 			cause, reason := s.explain(err, hc, helloDeadline.Sub(start))
+			if enrolling {
+				reason = enrollReason(cause, reason)
+			}
 			s.refused(p.conn.RemoteAddr(), cause, reason)
 		}
 		return

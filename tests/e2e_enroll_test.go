@@ -324,7 +324,7 @@ func TestE2EEnrollRefusals(t *testing.T) {
 			t.Fatalf("site: %s", errs)
 		}
 		// The hub sees a client that refused its certificate, by address.
-		hub.agent.log.WaitFor(t, 5*time.Second, "peer_addr=127.0.0.1:", "cause=rejected")
+		hub.agent.log.WaitFor(t, 5*time.Second, "peer_addr=127.0.0.1:", "cause=rejected", "an enrolling site (ALPN postern-enroll/1) refused our certificate")
 		if strings.Contains(hub.agent.log.String(), "invitation="+must(pki.ParseToken(token)).IDString()) {
 			t.Fatal("the hub saw the token")
 		}
