@@ -166,7 +166,7 @@ func TestRedeemRefusals(t *testing.T) {
 		opts        RedeemOptions
 		code, want  string
 	}{
-		{"malformed", tok.String()[:40], good, RedeemOptions{}, RefusedMalformed, "cut or altered"},
+		{"malformed", tok.String()[:len(TokenPrefix)+24], good, RedeemOptions{}, RefusedMalformed, "cut short"},
 		{"garbage csr", tok.String(), []byte{0x30, 1, 2}, RedeemOptions{}, RefusedMalformed, "certificate request does not parse"},
 		{"tampered secret", tampered.String(), good, RedeemOptions{}, RefusedTampered, "secret does not match invitation " + tok.IDString()},
 		{"unknown", unknown.String(), good, RedeemOptions{}, RefusedUnknown, "no invitation " + unknown.IDString()},
