@@ -416,6 +416,7 @@ func (a *Agent) drain() {
 		<-a.streams.Idle()
 	}
 	a.abortRelays(errShutdownDeadline)
+	a.stopEnroll()
 	a.closeTunnels()
 	a.mu.Lock()
 	for t := range a.tunnels {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -42,6 +43,11 @@ type enrollHub struct {
 	// results counts enrollments by result: ok or the refusal's code
 	// (wire.EnrollCode names), and timeout.
 	results *prometheus.CounterVec
+
+	mu     sync.Mutex
+	conns  map[*tls.Conn]struct{} // enrollments in progress, closed by stop
+	closed bool                   // stop ran: new enrollment connections are closed at once
+	wg     sync.WaitGroup
 	// received, if set (tests), sees each request as read off the wire.
 	received atomic.Pointer[func(wire.EnrollRequest)]
 }
@@ -60,7 +66,7 @@ func (a *Agent) setupEnroll() error {
 	if err != nil {
 		return fmt.Errorf("%s: [ca] dir %s: %w (make it with `postern pki init --dir %s`)", a.where(0), ca.Dir, err, ca.Dir)
 	}
-	a.enroll = &enrollHub{ca: ca, log: a.log, slots: make(chan struct{}, MaxEnrollments)}
+	a.enroll = &enrollHub{ca: ca, log: a.log, slots: make(chan struct{}, MaxEnrollments), conns: map[*tls.Conn]struct{}{}}
 	a.enroll.timeout.Store(int64(EnrollTimeout))
 	a.enroll.results = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "postern_enrollments_total",
@@ -95,8 +101,49 @@ func (h *enrollHub) caDER() []byte {
 	return cert.Raw
 }
 
+// stopEnroll closes the enrollment connections in progress and waits for
+// their handlers (a signature under way finishes first); the agent calls
+// it when it drains.
+func (a *Agent) stopEnroll() {
+	h := a.enroll
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	h.closed = true
+	for c := range h.conns {
+		c.Close()
+	}
+	h.mu.Unlock()
+	h.wg.Wait()
+}
+
+// track registers c until the returned func runs; false when the agent
+// is stopping (c is then closed).
+func (h *enrollHub) track(c *tls.Conn) (untrack func(), ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		c.Close()
+		return nil, false
+	}
+	h.wg.Add(1)
+	h.conns[c] = struct{}{}
+	return func() {
+		h.mu.Lock()
+		delete(h.conns, c)
+		h.mu.Unlock()
+		h.wg.Done()
+	}, true
+}
+
 // serve answers one enrollment connection: one request, one response.
 func (h *enrollHub) serve(c *tls.Conn) {
+	untrack, ok := h.track(c)
+	if !ok {
+		return
+	}
+	defer untrack()
 	defer c.Close()
 	peer := c.RemoteAddr().String()
 	c.SetDeadline(time.Now().Add(time.Duration(h.timeout.Load())))

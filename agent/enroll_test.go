@@ -252,3 +252,19 @@ func TestEnrollClip(t *testing.T) {
 		t.Error("clip changed a plain reason")
 	}
 }
+
+// TestEnrollStopClosesConnections: an agent that stops closes its
+// enrollment connections instead of waiting for their deadline.
+func TestEnrollStopClosesConnections(t *testing.T) {
+	hub, _ := enrollHubFor(t, "")
+	hub.enroll.timeout.Store(int64(time.Hour))
+	c := enrollDial(t, hub.ServerAddrs()[0].String())
+	hub.log.WaitFor(t, 10*time.Second, "enrollment connection", "peer_addr="+c.LocalAddr().String())
+	hub.stop(t) // fails after 60s if the handler kept running
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("read %d, %v: want the connection closed", n, err)
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the connection stayed open after the agent stopped")
+	}
+}
