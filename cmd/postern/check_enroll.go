@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,6 +64,11 @@ func checkCA(r *checkReport, cfg *config.Config) {
 	for _, s := range cfg.Servers {
 		if s.TLS.Cert == "" || strings.HasPrefix(s.TLS.Cert, "pkcs11:") {
 			continue
+		}
+		if bundle, err := trust.LoadCACerts(s.TLS.CA); err == nil && !slices.ContainsFunc(bundle, func(c *x509.Certificate) bool {
+			return c.Equal(ca.Cert) || ca.Cert.CheckSignatureFrom(c) == nil // [ca] may be an intermediate of a trusted root
+		}) {
+			r.warn("[[server]] %s: its ca %s lacks the CA in [ca] dir: sites enrolled here would be refused by it; add %s to that bundle", s.Listen, s.TLS.CA, filepath.Join(a.Dir, pki.CertFile))
 		}
 		chain, err := trust.LoadCACerts(s.TLS.Cert)
 		if err != nil {

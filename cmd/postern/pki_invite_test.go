@@ -111,8 +111,12 @@ func TestCheckCA(t *testing.T) {
 	pkiMust(t, "invite", "--dir", caDir, "--dns", "b.example.com", "--hub", "hub.test:7443")
 	pkiMust(t, "invite", "--dir", caDir, "--dns", "c.example.com", "--hub", "hub.test:7443")
 	hub := filepath.Join(dir, "hub.toml")
-	write := func(cert string) {
-		os.WriteFile(hub, []byte("[tls]\ncert = \""+cert+".crt\"\nkey = \""+cert+".key\"\nca = \"pki/ca.crt\"\n[ca]\ndir = \"pki\"\n[[server]]\nlisten = \"127.0.0.1:7443\"\n"), 0o600)
+	write := func(cert string, ca ...string) {
+		bundle := "pki/ca.crt"
+		if len(ca) > 0 {
+			bundle = ca[0]
+		}
+		os.WriteFile(hub, []byte("[tls]\ncert = \""+cert+".crt\"\nkey = \""+cert+".key\"\nca = \""+bundle+"\"\n[ca]\ndir = \"pki\"\n[[server]]\nlisten = \"127.0.0.1:7443\"\n"), 0o600)
 	}
 	write("hub")
 	var out, errb bytes.Buffer
@@ -132,6 +136,12 @@ func TestCheckCA(t *testing.T) {
 	cmdCheck([]string{"-c", hub}, &out, &errb)
 	if !strings.Contains(out.String(), "is not from this CA") || !strings.Contains(out.String(), "a site enrolling there refuses the hub") {
 		t.Fatalf("stray server certificate:\n%s", out.String())
+	}
+	write("hub", "other/ca.crt")
+	out.Reset()
+	cmdCheck([]string{"-c", hub}, &out, &errb)
+	if !strings.Contains(out.String(), "lacks the CA in [ca] dir: sites enrolled here would be refused by it") {
+		t.Fatalf("server ca without [ca]'s CA:\n%s", out.String())
 	}
 	os.Remove(filepath.Join(caDir, "ca.key"))
 	out.Reset()
