@@ -51,6 +51,7 @@ type Agent struct {
 	metrics  *metrics
 	admin    net.Listener // [admin] endpoint, or nil
 	acme     *acmeState   // [acme] certificate upkeep, or nil (acme.go)
+	enroll   *enrollHub   // [ca]: redeems invitations on the [[server]]s, or nil (enroll.go)
 	streams  inflight     // every stream in progress, both kinds
 	raws     rawConns     // live mux = false connections, rechecked like tunnels
 
@@ -140,6 +141,9 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (_ *Agent, err erro
 		return nil, err
 	}
 	if err := a.setupACME(); err != nil {
+		return nil, err
+	}
+	if err := a.setupEnroll(); err != nil {
 		return nil, err
 	}
 	if err := a.buildServers(); err != nil {
@@ -258,6 +262,7 @@ func (a *Agent) buildServers() error {
 			MaxHandshakes: sc.MaxHandshakes, MaxHandshakesPerAddress: sc.MaxHandshakesPerAddress,
 			Options: a.tun, Log: a.log,
 			Handle: a.acceptedTunnel, Refused: a.metrics.countRefused,
+			Enroll: a.enrollment(),
 		}
 		if !*sc.Mux {
 			if a.services[sc.Service] == nil {
@@ -420,6 +425,7 @@ func (a *Agent) drain() {
 		<-a.streams.Idle()
 	}
 	a.abortRelays(errShutdownDeadline)
+	a.stopEnroll()
 	a.closeTunnels()
 	a.mu.Lock()
 	for t := range a.tunnels {

@@ -274,6 +274,7 @@ func restartNeeded(old, new *config.Config) []string {
 	add("[[server]]", old.Servers, new.Servers)
 	add("[admin]", old.Admin, new.Admin)
 	add("[acme]", old.ACME, new.ACME)
+	add("[ca]", old.CA, new.CA)
 	add("[log]", old.Log, new.Log)
 	return out
 }

@@ -2,6 +2,8 @@ package config
 
 import (
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -47,4 +49,44 @@ func (e *Enroll) resolvePaths(dir string) {
 	if e.TokenFile != "" && !filepath.IsAbs(e.TokenFile) {
 		e.TokenFile = filepath.Join(dir, e.TokenFile)
 	}
+}
+
+// CAKeyTypes are the key types [ca] key_types may name: the types
+// `postern pki` makes (pki.KeyTypes; a test keeps the two lists equal).
+var CAKeyTypes = []string{"ecdsa-p256", "ecdsa-p384", "ed25519", "rsa-2048", "rsa-3072", "rsa-4096"}
+
+// caIdentityKinds are the kinds a [ca] identities pattern may use: the
+// names a certificate request asks for. A fingerprint (sha256:, spki:) is
+// not known before the certificate is signed, and "*" would bound nothing.
+var caIdentityKinds = []string{"dns", "ip", "uri", "cn", "ou"}
+
+// caKeyAt is the line where key is written in [ca] (0 when unknown).
+func (c *Config) caKeyAt(key string) int { return c.lines["ca"][key] }
+
+func (c *Config) validateCA() error {
+	if c.Enroll != nil && c.Enroll.TokenFile == "" {
+		return c.errorf(c.lines["enroll"]["token_file"], "enroll.token_file: required in [enroll]: the file holding the token `postern pki invite` printed")
+	}
+	a := c.CA
+	if a == nil {
+		return nil
+	}
+	for _, e := range a.Identities {
+		kind, _, _ := strings.Cut(e, ":")
+		if !slices.Contains(caIdentityKinds, kind) || strings.Contains(e, caScope) {
+			return c.errorf(c.caKeyAt("identities"), "ca.identities: %q: use dns:, ip:, uri:, cn: or ou: patterns, like \"dns:*.sites.example.com\" (the names a signed certificate may carry)", e)
+		}
+		if err := checkAllow(e); err != nil {
+			return c.errorf(c.caKeyAt("identities"), "ca.identities: %q: %v", e, err)
+		}
+	}
+	for _, k := range a.KeyTypes {
+		if !slices.Contains(CAKeyTypes, strings.ToLower(k)) {
+			return c.errorf(c.caKeyAt("key_types"), "ca.key_types: %q is not a key type: use some of %s", k, strings.Join(CAKeyTypes, ", "))
+		}
+	}
+	if a.Validity < 0 || (a.Validity > 0 && time.Duration(a.Validity) < time.Minute) {
+		return c.errorf(c.caKeyAt("validity"), "ca.validity: %s: use at least a minute, like \"90d\"", time.Duration(a.Validity))
+	}
+	return nil
 }

@@ -85,7 +85,10 @@ func (c *Config) Validate() error {
 	if err := c.validateLog(); err != nil {
 		return err
 	}
-	return c.validateACME()
+	if err := c.validateACME(); err != nil {
+		return err
+	}
+	return c.validateCA()
 }
 
 func (c *Config) validateTunnel() error {

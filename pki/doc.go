@@ -16,6 +16,10 @@
 //	             numbers only grow.
 //	ca.crl       the current CRL (PEM "X509 CRL"). Give it to every agent
 //	             as tls.crl and re-sign it (CRL) before its next update.
+//	invitations/ one-time enrollment invitations (Invite, Redeem):
+//	             ID.json (identities, expiry, validity, SHA-256 of the
+//	             secret, and once used: when, by whom, the serial and the
+//	             CSR) and ID.used, created exclusively by the redemption.
 //
 // The folder is created 0700. Every file is replaced atomically (written to
 // a temporary file, then renamed). To use a CA made elsewhere, put its ca.crt
@@ -34,7 +38,10 @@
 // # Concurrency
 //
 // A *CA is safe for concurrent use by one process. Two processes must not
-// change the same folder at the same time: there is no file lock.
+// change the same folder at the same time: there is no file lock. The
+// exception is invitations: Invite writes a new file of its own and reads
+// only ca.crt, and Redeem claims an invitation by creating ID.used
+// exclusively, so `postern pki invite` is safe beside a running hub.
 //
 // Package pki imports only identity from Postern (for the identities and
 // fingerprints it shows).

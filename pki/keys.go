@@ -205,3 +205,29 @@ func samePublicKey(a, b crypto.PublicKey) bool {
 	eq, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && eq.Equal(b)
 }
+
+// keyTypeOf names pub's type as KeyTypes do, or describes it when it is
+// none of them.
+func keyTypeOf(pub crypto.PublicKey) KeyType {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return KeyECDSAP256
+		case elliptic.P384():
+			return KeyECDSAP384
+		}
+	case ed25519.PublicKey:
+		return KeyEd25519
+	case *rsa.PublicKey:
+		switch k.N.BitLen() {
+		case 2048:
+			return KeyRSA2048
+		case 3072:
+			return KeyRSA3072
+		case 4096:
+			return KeyRSA4096
+		}
+	}
+	return KeyType(KeyDescription(pub))
+}

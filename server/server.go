@@ -50,11 +50,14 @@ type Server struct {
 	// balancer's health check does) is counted only, not logged as a
 	// warning. Called from the accept and handshake goroutines at once.
 	Refused func(cause Cause)
+	// Enroll, if set, also serves enrollment connections (enroll.go).
+	Enroll *Enrollment
 
-	failures *refusalLog
-	gate     *gate
-	recent   recentRefusals // for status (recent.go)
-	reasons  reasonCache    // for refusal-reason connections (refusal.go)
+	failures  *refusalLog
+	gate      *gate
+	enrolling sync.Map       // net.Conn → struct{}: handshakes that asked for enrollment (enroll.go)
+	recent    recentRefusals // for status (recent.go)
+	reasons   reasonCache    // for refusal-reason connections (refusal.go)
 }
 
 // Serve accepts connections until ctx is done or ln fails, then closes ln
@@ -74,6 +77,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 			return c, err
 		}
+	}
+	if s.Enroll != nil {
+		cfg = s.withEnrollment(cfg)
 	}
 	var wg sync.WaitGroup
 	logCtx, stopLog := context.WithCancel(context.Background())
@@ -164,6 +170,7 @@ func (s *Server) handshake(ctx context.Context, p *pending, cfg *tls.Config) {
 	}
 	tc := tls.Server(conn, cfg)
 	err := tc.HandshakeContext(hctx)
+	enrolling := s.enrollAttempt(conn)
 	if err != nil {
 		evicted := s.gate.release(p)
 		conn.Close()
@@ -175,7 +182,10 @@ func (s *Server) handshake(ctx context.Context, p *pending, cfg *tls.Config) {
 		default:
 			now := time.Now()
 			cause, reason := s.explain(err, hc, helloDeadline.Sub(start), now)
-			if cause == CauseCertificate {
+			switch {
+			case enrolling:
+				reason = enrollReason(cause, reason)
+			case cause == CauseCertificate:
 				s.reasons.remember(tc, err, now) // for the client, should it ask why
 			}
 			s.refused(p.conn.RemoteAddr(), cause, reason)
@@ -185,6 +195,11 @@ func (s *Server) handshake(ctx context.Context, p *pending, cfg *tls.Config) {
 	s.gate.release(p)
 	if tc.ConnectionState().NegotiatedProtocol == wire.RefusalALPN {
 		s.answerRefusal(tc, verdict)
+		return
+	}
+	if s.isEnrollment(tc) {
+		hc.SetDeadline(time.Time{})
+		go s.Enroll.Handle(tc)
 		return
 	}
 	if s.Raw != nil {

@@ -70,18 +70,22 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	for i, s := range cfg.Servers {
 		r.section("server %s (line %d)", s.Listen, s.Line)
-		if acmePending(r, cfg, s.TLS) {
+		if acmePending(r, cfg, s.TLS) || enrollPending(r, cfg, s.TLS) {
 			continue
 		}
 		if checkEndpoint(r, s.TLS, x509.ExtKeyUsageServerAuth, func(key string) string { return cfg.TLSKeyAt("server", i, key) }) {
 			checkRenewal(r, cfg, s.TLS)
 		}
 	}
+	checkCA(r, cfg)
 	creds := map[string]*trust.Credentials{}
 	for i, c := range cfg.Clients {
 		r.section("client %q (line %d)", c.Name, c.Line)
 		at := func(key string) string { return cfg.TLSKeyAt("client", i, key) }
 		checkProxyPassword(r, c)
+		if enrollPending(r, cfg, c.TLS) {
+			continue
+		}
 		if ok := checkEndpoint(r, c.TLS, x509.ExtKeyUsageClientAuth, at) && checkPins(r, c.Peer); ok {
 			if m, err := trust.LoadMaterial(trust.FilesOf(c.TLS)); err == nil {
 				creds[c.Name] = trust.NewCredentials(m)

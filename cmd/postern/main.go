@@ -28,7 +28,8 @@ func commands() []command {
 		{"status", "status [-c FILE] [--json]\n                                 tunnels, streams, bytes, expiry and refusals of the running agent", cmdStatus},
 		{"reload", "reload [-c FILE]       reload the running agent's certificate files, and say what changed", cmdReload},
 		{"service", "service ACTION -c FILE install|uninstall|start|stop|restart|status", cmdService},
-		{"pki", "pki ACTION ...         a small private CA: init|issue|request|sign|revoke|crl|show", cmdPKI},
+		{"pki", "pki ACTION ...         a small private CA: init|issue|request|sign|invite|revoke|crl|show", cmdPKI},
+		{"enroll", "enroll --token TOKEN -c FILE\n                                 new site: make the key here, get the certificate from the hub's invitation", cmdEnroll},
 		{"demo", "demo                   both agents and a sample service on loopback", cmdDemo},
 		{"version", "version                print the version", cmdVersion},
 	}

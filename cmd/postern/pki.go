@@ -43,6 +43,7 @@ func pkiCommands() []pkiCommand {
 		{"request", "--cn NAME ...", "(partner) make a key and a CSR; the key stays here", pkiRequest},
 		{"sign", "--usage server|client|both FILE.csr", "(CA) show a partner's CSR, then sign it", pkiSign},
 		{"intermediate", "--cn NAME --permit-dns DOMAIN ... --out DIR", "(CA) a name-constrained CA for a partner", pkiIntermediate},
+		{"invite", "--dns NAME ... --hub HOST:PORT", "(hub) a one-time enrollment token for a new site", pkiInvite},
 		{"revoke", "[--reason R] SERIAL|FILE.crt", "revoke a certificate and rewrite the CRL", pkiRevoke},
 		{"crl", "[--crl-validity 7d]", "re-sign the CRL with a new next update", pkiCRL},
 		{"show", "[--ca CA.crt] FILE...", "describe certificates, CSRs, CRLs and keys", pkiShow},
@@ -186,6 +187,7 @@ func pkiInit(env pkiEnv, args []string) int {
 	fmt.Fprintf(w, "  %-24s the CA's private key: keep it secret and backed up\n", filepath.Join(f.dir, pki.KeyFile))
 	fmt.Fprintf(w, "  %-24s give to every agent as tls.crl; re-sign it every few days with `postern pki crl`\n", filepath.Join(f.dir, pki.CRLFile))
 	fmt.Fprintf(w, "next: postern pki issue --dir %s --usage server --dns HOST\n", f.dir)
+	fmt.Fprintf(w, "new sites: postern pki invite --dir %s --dns SITE --hub HOST:PORT (a one-time token for `postern enroll`)\n", f.dir)
 	if f.intermediates {
 		fmt.Fprintf(w, "partners' CAs: postern pki intermediate --dir %s --cn \"Partner A CA\" --permit-dns partner-a.example.com --out partner-a-ca\n", f.dir)
 	}

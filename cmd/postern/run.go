@@ -84,6 +84,9 @@ func runAgent(ctx context.Context, path string, stderr io.Writer, ready func(*ag
 		return err
 	}
 	log := newLogger(cfg.Log, stderr)
+	if err := enrollOnStart(ctx, cfg, log); err != nil {
+		return err
+	}
 	a, err := agent.New(cfg, log, agent.Options{})
 	if err != nil {
 		return withSwapLines(cfg, err)
