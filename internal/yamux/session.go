@@ -537,7 +537,8 @@ func (s *Session) sendLoop() error {
 }
 
 // Postern: writeReady is the send loop's write of one queued frame,
-// moved out of sendLoop unchanged so the write lock brackets it.
+// moved out of sendLoop unchanged so the write lock brackets it (the bare
+// blocks keep its indentation, so the change reads as a move).
 func (s *Session) writeReady(ready *sendReady, bodyBuf *bytes.Buffer) error {
 	{
 		{
