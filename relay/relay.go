@@ -283,7 +283,8 @@ func (r *relay) receive(before func() error) {
 			return
 		}
 	}
-	fr := wire.NewFrameReader(r.stream)
+	d := newDeliverer(r) // small DATA frames may reach plain without this goroutine
+	fr := wire.NewFrameReader(d.source(r))
 	defer fr.Release()
 	closed := false // CLOSE_WRITE received
 	for {
@@ -307,6 +308,7 @@ func (r *relay) receive(before func() error) {
 		case wire.FrameCloseWrite:
 			if !closed {
 				closed = true
+				d.closeWrite()
 				r.plainShut.Store(true) // before the FIN: see endedByReset
 				if err := closeWrite(r.plain); err != nil {
 					// The application reset its connection after its own

@@ -90,6 +90,10 @@ func (o Options) yamuxConfig() *yamux.Config {
 	// is a dead tunnel.
 	c.StreamOpenTimeout = 30 * time.Second
 	c.StreamCloseTimeout = streamCloseTimeout
+	// A frame is written on the goroutine that sends it when nothing is
+	// queued (no hand-off to the send loop per request); a write to the
+	// connection stuck past the write timeout ends the tunnel.
+	c.DirectWrite = true
 	return c
 }
 

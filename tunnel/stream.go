@@ -67,3 +67,22 @@ func (s *Stream) TunnelCloseReason() string { return s.t.CloseReason() }
 
 // Tunnel is the tunnel the stream travels on.
 func (s *Stream) Tunnel() *Tunnel { return s.t }
+
+// SetDeliver lets the tunnel's receive goroutine hand fn data for this
+// stream while WaitDeliver waits, instead of buffering it and waking the
+// reader: fn must not block and returns how many leading bytes of p it
+// took (it may change bytes of p before that count). The relay passes a
+// function that writes whole DATA frames to the plaintext socket when the
+// socket takes them without waiting.
+func (s *Stream) SetDeliver(fn func(p []byte) int) {
+	s.st.SetDeliver(func(p []byte) int {
+		n := fn(p)
+		s.count(n, false)
+		return n
+	})
+}
+
+// WaitDeliver waits as Read(nil) does (until data is buffered, the stream
+// ends or its read deadline passes), offering what arrives meanwhile to
+// the SetDeliver function first.
+func (s *Stream) WaitDeliver() error { return s.st.WaitDeliver() }

@@ -66,6 +66,15 @@ type Config struct {
 	// protocol is unchanged.
 	AcceptAfterGoAway bool
 
+	// Postern: DirectWrite writes a frame on the caller's goroutine when
+	// nothing is queued, instead of handing it to the send loop (see
+	// direct.go). A direct write that takes longer than
+	// ConnectionWriteTimeout ends the session, which must unblock it by
+	// closing the connection (TCP and TLS connections do). False: upstream
+	// behaviour, where such a write returns ErrConnectionWriteTimeout and
+	// the session carries on. The wire protocol is unchanged.
+	DirectWrite bool
+
 	// Postern: Buffer, when not nil, bounds the bytes this session's streams
 	// hold received and not yet read (see Budget).
 	Buffer *Budget

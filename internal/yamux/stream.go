@@ -64,6 +64,14 @@ type Stream struct {
 	admitted bool
 	held     int64
 	discard  bool
+
+	// Postern: direct delivery (deliver.go), guarded by recvLock: the
+	// function SetDeliver set, whether a reader waits in WaitDeliver, and
+	// what tryDeliver tells readData after it.
+	deliver    func([]byte) int
+	delivering bool
+	delivered  bool // the whole frame was taken
+	overBudget bool // what was not taken did not fit the budget
 }
 
 // newStream is used to construct a new stream within
@@ -528,6 +536,28 @@ func (s *Stream) readData(hdr header, flags uint16, conn io.Reader) error {
 		s.session.logger.Printf("[ERR] yamux: receive window exceeded (stream: %d, remain: %d, recv: %d)", s.id, s.recvWindow, length)
 		s.recvLock.Unlock()
 		return ErrRecvWindowExceeded
+	}
+
+	// Postern: a reader waiting in WaitDeliver takes the frame first.
+	if ok, err := s.tryDeliver(length, conn.(*io.LimitedReader).R); ok {
+		delivered, over := s.delivered, s.overBudget
+		s.delivered, s.overBudget = false, false
+		s.recvLock.Unlock()
+		switch {
+		case err != nil:
+			s.session.logger.Printf("[ERR] yamux: Failed to read stream data: %v", err)
+			return err
+		case over:
+			s.session.logger.Printf("[WARN] yamux: receive buffer budget exhausted, resetting stream %d", s.id)
+			s.Reset()
+		case delivered:
+			if err := s.updateDelivered(); err != nil && err != ErrSessionShutdown {
+				s.session.logger.Printf("[WARN] yamux: window update for stream %d not queued: %v", s.id, err)
+			}
+		default:
+			asyncNotify(s.recvNotifyCh)
+		}
+		return nil
 	}
 
 	// Postern: data nobody will read is dropped, and data the buffer

@@ -1,0 +1,221 @@
+package yamux
+
+// Postern: tests of direct writes (direct.go) and direct delivery
+// (deliver.go).
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// stallConn passes writes through until stall is called; then writes
+// block until the connection is closed, as a TCP write to a peer that
+// stopped reading does.
+type stallConn struct {
+	io.ReadWriteCloser
+	mu      sync.Mutex
+	stalled bool
+	closed  chan struct{}
+	once    sync.Once
+}
+
+func newStallConn(c io.ReadWriteCloser) *stallConn {
+	return &stallConn{ReadWriteCloser: c, closed: make(chan struct{})}
+}
+
+func (c *stallConn) stall() { c.mu.Lock(); c.stalled = true; c.mu.Unlock() }
+
+func (c *stallConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	stalled := c.stalled
+	c.mu.Unlock()
+	if stalled {
+		<-c.closed
+		return 0, net.ErrClosed
+	}
+	return c.ReadWriteCloser.Write(p)
+}
+
+func (c *stallConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return c.ReadWriteCloser.Close()
+}
+
+func directConf() *Config {
+	conf := testConfNoKeepAlive()
+	conf.DirectWrite = true
+	conf.ConnectionWriteTimeout = 5 * time.Second
+	return conf
+}
+
+// A direct write stuck on a full link ends the session after
+// ConnectionWriteTimeout, and the writer gets ErrConnectionWriteTimeout.
+func TestDirectWriteStuckEndsSession(t *testing.T) {
+	c, s := testConnTCP(t)
+	sc := newStallConn(c)
+	conf := directConf()
+	conf.ConnectionWriteTimeout = 200 * time.Millisecond
+	client, server := testClientServerConfig(t, sc, s, conf, directConf())
+	st, _ := openAccept(t, client, server)
+	sc.stall()
+	done := make(chan error, 1)
+	go func() {
+		_, err := st.Write([]byte("stuck"))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrConnectionWriteTimeout) {
+			t.Errorf("write: %v, want ErrConnectionWriteTimeout", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a stuck direct write did not return")
+	}
+	select {
+	case <-client.CloseChan():
+	case <-time.After(10 * time.Second):
+		t.Fatal("session still open after a write timed out")
+	}
+}
+
+// Many streams writing at once, some directly and some through the send
+// loop, each deliver their bytes intact and in order.
+func TestDirectWriteManyStreamsIntact(t *testing.T) {
+	c, s := testConnTLS(t)
+	client, server := testClientServerConfig(t, c, s, directConf(), directConf())
+	const streams, size = 16, 1 << 20
+	sums := make(chan string, streams)
+	go func() {
+		for i := 0; i < streams; i++ {
+			st, err := server.AcceptStream()
+			if err != nil {
+				return
+			}
+			go func() {
+				h := sha256.New()
+				n, err := io.Copy(h, st)
+				sums <- fmt.Sprintf("%d %x %v", n, h.Sum(nil), err)
+			}()
+		}
+	}()
+	var want []string
+	var wg sync.WaitGroup
+	for i := 0; i < streams; i++ {
+		data := bytes.Repeat([]byte{byte(i)}, size)
+		for j := range data {
+			data[j] ^= byte(j * 7)
+		}
+		want = append(want, fmt.Sprintf("%d %x %v", size, sha256.Sum256(data), nil))
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for off, k := 0, 1; off < len(data); k = k*3%65521 + 1 {
+				end := minInt(off+k, len(data))
+				if _, err := st.Write(data[off:end]); err != nil {
+					t.Error(err)
+					return
+				}
+				off = end
+			}
+			st.Close()
+		}()
+	}
+	wg.Wait()
+	got := map[string]int{}
+	for i := 0; i < streams; i++ {
+		select {
+		case s := <-sums:
+			got[s]++
+		case <-time.After(20 * time.Second):
+			t.Fatal("streams did not finish")
+		}
+	}
+	for _, w := range want {
+		if got[w] == 0 {
+			t.Errorf("no stream received %s; got %v", w, got)
+		}
+		got[w]--
+	}
+}
+
+// A reader waiting in WaitDeliver gets data through its deliver function;
+// what the function does not take is buffered and read as usual, in
+// order; delivered bytes free window, so more than the initial window
+// goes through with frames taken whole.
+func TestDeliverTakesFramesAndBuffersTheRest(t *testing.T) {
+	conf := directConf()
+	conf.Buffer = NewBudget(8<<20, nil)
+	client, server := posternPair(t, conf)
+	c, s := openAccept(t, client, server)
+	var got bytes.Buffer // written by deliver while the reader waits, else by the reader
+	calls, whole := 0, 0
+	s.SetDeliver(func(p []byte) int {
+		calls++
+		k := len(p) // take all, ten bytes, or nothing, in turn
+		switch calls % 3 {
+		case 1:
+			k = minInt(k, 10)
+		case 2:
+			k = 0
+		default:
+			whole++
+		}
+		got.Write(p[:k])
+		return k
+	})
+	data := make([]byte, 2<<20) // 8 times the initial window
+	for i := range data {
+		data[i] = byte(i * 13 / 7)
+	}
+	go func() {
+		for off := 0; off < len(data); off += 1000 {
+			if _, err := c.Write(data[off:minInt(off+1000, len(data))]); err != nil {
+				return
+			}
+		}
+		c.Close()
+	}()
+	buf := make([]byte, 64<<10)
+	deadline := time.Now().Add(20 * time.Second)
+	s.SetReadDeadline(deadline)
+	for {
+		if err := s.WaitDeliver(); err != nil && err != io.EOF {
+			t.Fatalf("wait: %v (got %d of %d bytes)", err, got.Len(), len(data))
+		}
+		n, err := s.Read(buf)
+		got.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("read: %v (got %d of %d bytes)", err, got.Len(), len(data))
+		}
+	}
+	if !bytes.Equal(got.Bytes(), data) {
+		t.Fatalf("received %d bytes, differing from the %d sent", got.Len(), len(data))
+	}
+	if whole == 0 {
+		t.Error("no frame was delivered whole")
+	}
+	if u := conf.Buffer.Used(); u > 256<<10 {
+		t.Errorf("budget holds %d bytes at the end", u)
+	}
+}
+
+func minInt(a, b int) int {
+	if a < b {
+		return a
+	}
+	return b
+}
