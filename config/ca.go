@@ -85,8 +85,8 @@ func (c *Config) validateCA() error {
 			return c.errorf(c.caKeyAt("key_types"), "ca.key_types: %q is not a key type: use some of %s", k, strings.Join(CAKeyTypes, ", "))
 		}
 	}
-	if a.Validity < 0 || (a.Validity > 0 && time.Duration(a.Validity) < time.Minute) {
-		return c.errorf(c.caKeyAt("validity"), "ca.validity: %s: use at least a minute, like \"90d\"", time.Duration(a.Validity))
+	if a.Validity < 0 || (a.Validity > 0 && time.Duration(a.Validity) < 10*time.Second) {
+		return c.errorf(c.caKeyAt("validity"), "ca.validity: %s: use at least 10s (short lifetimes are for tests; like \"90d\")", time.Duration(a.Validity))
 	}
 	return nil
 }

@@ -46,7 +46,7 @@ func TestCAValidate(t *testing.T) {
 		{`identities = ["dns:bad name"]`, `ca.identities: "dns:bad name": `},
 		{`identities = ["ip:10.0.0.0/33"]`, `ca.identities: "ip:10.0.0.0/33": `},
 		{`key_types = ["dsa"]`, `hub.toml:7: ca.key_types: "dsa" is not a key type: use some of ecdsa-p256, ecdsa-p384, ed25519, rsa-2048, rsa-3072, rsa-4096`},
-		{`validity = "30s"`, `hub.toml:7: ca.validity: 30s: use at least a minute`},
+		{`validity = "5s"`, `hub.toml:7: ca.validity: 5s: use at least 10s`},
 		{`validity = "-1h"`, `invalid duration "-1h"`},
 		{`identites = []`, `unknown key "ca.identites": did you mean "identities"?`},
 	} {

@@ -127,5 +127,5 @@ via = "hub"
 	serial := renewed[len(renewed)-1][1]
 	pki.run(t, "revoke", serial)
 	hub.log.WaitFor(t, 5*time.Second, "closing tunnel: the peer no longer passes verification", `CN=\"site-r\" was revoked`, "serial "+serial)
-	site.log.WaitFor(t, 10*time.Second, "tunnel not connected; retrying", "tunnel=hub", "the server rejected our certificate")
+	site.log.WaitFor(t, 10*time.Second, "tunnel not connected; retrying", "tunnel=hub", "hub refused this agent's certificate", "was revoked")
 }
