@@ -1,0 +1,238 @@
+package yamux
+
+import (
+	"io"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Postern: what an idle session costs. A hub holds thousands of sessions
+// that carry nothing but keepalives, so this file keeps their cost down:
+// the accept backlog is a queue that grows with use instead of a channel
+// of AcceptBacklog slots allocated up front, and the keepalive is a timer
+// instead of a goroutine per session, that pings only when nothing was
+// received for KeepAliveInterval (any frame from the peer, its own pings
+// included, shows it is alive) when KeepAliveOnlyWhenSilent is set. The
+// wire protocol is unchanged.
+
+// acceptQueue holds the streams the peer opened that wait for Accept, at
+// most max of them. Any number of goroutines may push and pop.
+type acceptQueue struct {
+	mu    sync.Mutex
+	q     []*Stream
+	max   int
+	ready chan struct{} // holds a token while q may be non-empty
+}
+
+func newAcceptQueue(max int) *acceptQueue {
+	return &acceptQueue{max: max, ready: make(chan struct{}, 1)}
+}
+
+// push queues st; it reports false when the backlog is full.
+func (a *acceptQueue) push(st *Stream) bool {
+	a.mu.Lock()
+	if len(a.q) >= a.max {
+		a.mu.Unlock()
+		return false
+	}
+	a.q = append(a.q, st)
+	a.mu.Unlock()
+	a.signal()
+	return true
+}
+
+// pop takes the oldest queued stream, or returns nil.
+func (a *acceptQueue) pop() *Stream {
+	a.mu.Lock()
+	if len(a.q) == 0 {
+		a.mu.Unlock()
+		return nil
+	}
+	st := a.q[0]
+	a.q[0] = nil
+	a.q = a.q[1:]
+	more := len(a.q) > 0
+	if !more {
+		a.q = nil // an idle session holds no backlog
+	}
+	a.mu.Unlock()
+	if more {
+		a.signal() // another waiting Accept takes the next one
+	}
+	return st
+}
+
+func (a *acceptQueue) signal() {
+	select {
+	case a.ready <- struct{}{}:
+	default:
+	}
+}
+
+// next waits for a queued stream until done is closed (nil, false) or
+// cancel is (nil, false).
+func (a *acceptQueue) next(done, cancel <-chan struct{}) (*Stream, bool) {
+	for {
+		if st := a.pop(); st != nil {
+			return st, true
+		}
+		select {
+		case <-a.ready:
+		case <-done:
+			return nil, false
+		case <-cancel:
+			return nil, false
+		}
+	}
+}
+
+// recvClock passes reads through and notes when the last one returned
+// bytes: the keepalive pings only a peer that has been silent.
+type recvClock struct {
+	r    io.Reader
+	last atomic.Int64 // monotonic nanoseconds since keepaliveEpoch
+}
+
+var keepaliveEpoch = time.Now()
+
+func (c *recvClock) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.last.Store(int64(time.Since(keepaliveEpoch)))
+	}
+	return n, err
+}
+
+// silence is how long ago the peer last sent anything.
+func (c *recvClock) silence() time.Duration {
+	return time.Since(keepaliveEpoch) - time.Duration(c.last.Load())
+}
+
+// keepaliveTimer is a session's keepalive: one timer, no goroutine while
+// it waits. Its function runs on a goroutine of its own each time it
+// fires, one at a time (each run arms the next).
+type keepaliveTimer struct {
+	timer *time.Timer
+
+	mu       sync.Mutex
+	pending  chan struct{} // the unanswered ping's channel, or nil
+	id       uint32        // its id
+	deadline time.Time     // when it counts as unanswered
+	sent     bool          // a ping went out at sentAt and the next is not yet due
+	sentAt   time.Time
+}
+
+// startKeepalive arms the keepalive. The first ping goes out between half
+// an interval and an interval after the start, so sessions that came up
+// together (a reconnect storm) do not ping together ever after.
+func (s *Session) startKeepalive() {
+	interval := s.config.KeepAliveInterval
+	first := interval/2 + rand.N(interval/2+1)
+	s.recvClock.last.Store(int64(time.Since(keepaliveEpoch)))
+	s.ka.mu.Lock() // a short first interval may fire before the timer is stored
+	s.ka.timer = time.AfterFunc(first, s.keepaliveFire)
+	s.ka.mu.Unlock()
+}
+
+// stopKeepalive ends the keepalive when the session closes.
+func (s *Session) stopKeepalive() {
+	if s.ka != nil {
+		s.ka.mu.Lock()
+		s.ka.timer.Stop()
+		s.ka.mu.Unlock()
+	}
+}
+
+// keepaliveFire checks the ping in flight and, when the peer was silent
+// for an interval, sends the next one; a ping unanswered within
+// KeepAliveTimeout (or ConnectionWriteTimeout) ends the session.
+func (s *Session) keepaliveFire() {
+	if s.IsClosed() {
+		return
+	}
+	ka := s.ka
+	ka.mu.Lock()
+	defer ka.mu.Unlock()
+	interval := s.config.KeepAliveInterval
+	if ka.pending != nil {
+		select {
+		case <-ka.pending:
+			ka.pending = nil
+		default:
+			if wait := time.Until(ka.deadline); wait > 0 {
+				ka.timer.Reset(shorter(wait, interval))
+				return
+			}
+			s.pingLock.Lock()
+			delete(s.pings, ka.id)
+			s.pingLock.Unlock()
+			s.logger.Printf("[ERR] yamux: keepalive failed: %v", ErrTimeout)
+			go s.exitErr(ErrKeepAliveTimeout)
+			return
+		}
+	}
+	if s.config.KeepAliveOnlyWhenSilent {
+		if quiet := s.recvClock.silence(); quiet < interval {
+			ka.timer.Reset(interval - quiet)
+			return
+		}
+	} else if ka.sent {
+		// Upstream: a ping every interval, whatever was received.
+		if wait := interval - time.Since(ka.sentAt); wait > 0 {
+			ka.sent = false
+			ka.timer.Reset(wait)
+			return
+		}
+	}
+	ch := make(chan struct{})
+	s.pingLock.Lock()
+	id := s.pingID
+	s.pingID++
+	s.pings[id] = ch
+	s.pingLock.Unlock()
+	hdr := header(make([]byte, headerSize))
+	hdr.encode(typePing, flagSYN, 0, id)
+	if err := s.sendControl(hdr); err != nil {
+		if err != ErrSessionShutdown {
+			s.logger.Printf("[ERR] yamux: keepalive failed: %v", err)
+			go s.exitErr(ErrKeepAliveTimeout)
+		}
+		return
+	}
+	timeout := s.config.ConnectionWriteTimeout
+	if s.config.KeepAliveTimeout > 0 {
+		timeout = s.config.KeepAliveTimeout
+	}
+	ka.pending, ka.id, ka.deadline = ch, id, time.Now().Add(timeout)
+	ka.sent, ka.sentAt = true, time.Now()
+	// Look again after an interval or the timeout, whichever comes
+	// first: an answered ping counts as the peer's last word.
+	ka.timer.Reset(shorter(timeout, interval))
+}
+
+// answerPing queues the answer to the peer's ping from the receive loop
+// when the control queue has room, and from a goroutine of its own only
+// when it must wait.
+func (s *Session) answerPing(pingID uint32) {
+	hdr := header(make([]byte, headerSize))
+	hdr.encode(typePing, flagACK, 0, pingID)
+	select {
+	case s.controlCh <- hdr:
+		return
+	default:
+	}
+	go func() {
+		if err := s.sendControl(hdr); err != nil {
+			s.logger.Printf("[WARN] yamux: failed to send ping reply: %v", err)
+		}
+	}()
+}
+
+func shorter(a, b time.Duration) time.Duration {
+	if a < b {
+		return a
+	}
+	return b
+}
