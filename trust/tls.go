@@ -284,18 +284,29 @@ func baseConfig(m *Material) *tls.Config {
 // checked against the current CRLs and (if enabled) OCSP on every
 // handshake, resumed ones included.
 func ServerConfig(creds *Credentials) *tls.Config {
+	// One config per material, shared by the handshakes that use it: each
+	// connection keeps its config for its life, and a hub holds thousands.
+	type built struct {
+		m   *Material
+		cfg *tls.Config
+	}
+	var cached atomic.Pointer[built]
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		CipherSuites: cipherSuites,
 		NextProtos:   []string{wire.ALPN},
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			m := creds.Load()
+			if b := cached.Load(); b != nil && b.m == m {
+				return b.cfg, nil
+			}
 			cfg := baseConfig(m)
 			cfg.ClientAuth = tls.RequireAndVerifyClientCert
 			cfg.ClientCAs = m.Roots
 			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 				return creds.verifyConnection(m, cs, SideServer, nil)
 			}
+			cached.Store(&built{m: m, cfg: cfg})
 			return cfg, nil
 		},
 	}

@@ -207,6 +207,26 @@ func (t *Tunnel) Accept() (*Stream, error) {
 	return &Stream{st: st, t: t}, nil
 }
 
+// Serve hands each stream the peer opens to handle, on a goroutine of its
+// own, without a goroutine waiting for them while the tunnel is idle (a
+// hub holds thousands of idle tunnels). A stream that cannot be accepted
+// ends the tunnel. Accept must not be used after Serve.
+func (t *Tunnel) Serve(handle func(*Stream)) {
+	t.sess.Serve(func(st *yamux.Stream, err error) {
+		if err != nil {
+			if !t.Closed() {
+				t.CloseFor(fmt.Sprintf("accept stream: %v", err))
+			}
+			return
+		}
+		handle(&Stream{st: st, t: t})
+	})
+}
+
+// AfterClose runs f on a goroutine of its own once the tunnel has ended
+// (at once if it has already).
+func (t *Tunnel) AfterClose(f func()) { t.sess.OnClose(f) }
+
 // Retire stops the tunnel taking new streams in both directions (the peer
 // is told to open none); streams already open carry on. Close it once
 // Streams is 0 (make-before-break renewal and failback).

@@ -20,27 +20,33 @@ import (
 // acceptQueue holds the streams the peer opened that wait for Accept, at
 // most max of them. Any number of goroutines may push and pop.
 type acceptQueue struct {
-	mu    sync.Mutex
-	q     []*Stream
-	max   int
-	ready chan struct{} // holds a token while q may be non-empty
+	mu      sync.Mutex
+	q       []*Stream
+	max     int
+	ready   chan struct{}        // holds a token while q may be non-empty
+	handler func(*Stream, error) // set by Serve: streams go to it, not to q
 }
 
 func newAcceptQueue(max int) *acceptQueue {
 	return &acceptQueue{max: max, ready: make(chan struct{}, 1)}
 }
 
-// push queues st; it reports false when the backlog is full.
-func (a *acceptQueue) push(st *Stream) bool {
+// push queues st; it reports false when the backlog is full. With a
+// handler set (Serve), it queues nothing and returns the handler.
+func (a *acceptQueue) push(st *Stream) (handler func(*Stream, error), ok bool) {
 	a.mu.Lock()
+	if a.handler != nil {
+		a.mu.Unlock()
+		return a.handler, true
+	}
 	if len(a.q) >= a.max {
 		a.mu.Unlock()
-		return false
+		return nil, false
 	}
 	a.q = append(a.q, st)
 	a.mu.Unlock()
 	a.signal()
-	return true
+	return nil, true
 }
 
 // pop takes the oldest queued stream, or returns nil.
@@ -85,6 +91,66 @@ func (a *acceptQueue) next(done, cancel <-chan struct{}) (*Stream, bool) {
 		case <-cancel:
 			return nil, false
 		}
+	}
+}
+
+// accepted takes a stream the peer opened: to the Serve handler, or into
+// the backlog for Accept. It reports false when the backlog is full.
+func (s *Session) accepted(st *Stream) bool {
+	h, ok := s.accepts.push(st)
+	if h != nil {
+		go s.handOver(st, h)
+	}
+	return ok
+}
+
+// handOver accepts st for handle, as AcceptStream would.
+func (s *Session) handOver(st *Stream, handle func(*Stream, error)) {
+	if err := st.updateWindow(true); err != nil {
+		handle(nil, err)
+		return
+	}
+	handle(st, nil)
+}
+
+// Serve hands every stream the peer opens, from now on and those waiting
+// for Accept, to handle on a goroutine of its own, so no goroutine waits
+// in Accept while the session is idle. A stream that cannot be accepted
+// (its ACK cannot be queued) reaches handle as an error, and the session
+// is then no longer usable. Accept must not be used after Serve.
+func (s *Session) Serve(handle func(*Stream, error)) {
+	a := s.accepts
+	a.mu.Lock()
+	a.handler = handle
+	waiting := a.q
+	a.q = nil
+	a.mu.Unlock()
+	for _, st := range waiting {
+		go s.handOver(st, handle)
+	}
+}
+
+// OnClose runs f on a goroutine of its own once the session has closed
+// (at once if it has already).
+func (s *Session) OnClose(f func()) {
+	s.closeHooksMu.Lock()
+	if !s.closeHooksRun {
+		s.closeHooks = append(s.closeHooks, f)
+		s.closeHooksMu.Unlock()
+		return
+	}
+	s.closeHooksMu.Unlock()
+	go f()
+}
+
+// runCloseHooks starts the OnClose functions; Close calls it once.
+func (s *Session) runCloseHooks() {
+	s.closeHooksMu.Lock()
+	hooks := s.closeHooks
+	s.closeHooks, s.closeHooksRun = nil, true
+	s.closeHooksMu.Unlock()
+	for _, f := range hooks {
+		go f()
 	}
 }
 

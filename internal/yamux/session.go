@@ -65,8 +65,12 @@ type Session struct {
 	// the client to avoid exceeding the backlog and instead blocks the open.
 	synCh chan struct{}
 
-	// Postern: accepts holds the streams that wait for Accept (idle.go).
-	accepts *acceptQueue
+	// Postern: accepts holds the streams that wait for Accept, and
+	// closeHooks are the OnClose functions (idle.go).
+	accepts       *acceptQueue
+	closeHooks    []func()
+	closeHooksRun bool
+	closeHooksMu  sync.Mutex
 
 	// sendCh is used to mark a stream as ready to send,
 	// or to send a header out directly.
@@ -315,6 +319,7 @@ func (s *Session) Close() error {
 		stream.releaseBuffer() // Postern
 	}
 	<-s.sendDoneCh
+	s.runCloseHooks() // Postern
 	return nil
 }
 
@@ -717,7 +722,7 @@ func (s *Session) incomingStream(id uint32) error {
 	s.streams[id] = stream
 
 	// Check if we've exceeded the backlog
-	if s.accepts.push(stream) { // Postern: idle.go
+	if s.accepted(stream) { // Postern: idle.go
 		return nil
 	}
 	// Backlog exceeded! RST the stream
