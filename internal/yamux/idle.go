@@ -198,15 +198,20 @@ func (s *Session) startKeepalive() {
 	first := interval/2 + rand.N(interval/2+1)
 	s.recvClock.last.Store(int64(time.Since(keepaliveEpoch)))
 	s.ka.mu.Lock() // a short first interval may fire before the timer is stored
+	defer s.ka.mu.Unlock()
+	if s.IsClosed() {
+		return // the receive loop ended the session already; Close found no timer
+	}
 	s.ka.timer = time.AfterFunc(first, s.keepaliveFire)
-	s.ka.mu.Unlock()
 }
 
 // stopKeepalive ends the keepalive when the session closes.
 func (s *Session) stopKeepalive() {
 	if s.ka != nil {
 		s.ka.mu.Lock()
-		s.ka.timer.Stop()
+		if s.ka.timer != nil {
+			s.ka.timer.Stop()
+		}
 		s.ka.mu.Unlock()
 	}
 }
