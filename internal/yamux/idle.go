@@ -232,8 +232,8 @@ func (s *Session) keepaliveFire() {
 		case <-ka.pending:
 			ka.pending = nil
 		default:
-			if wait := time.Until(ka.deadline); wait > 0 {
-				ka.timer.Reset(shorter(wait, interval))
+			if left := time.Until(ka.deadline); left > 0 {
+				ka.timer.Reset(shorter(left, interval))
 				return
 			}
 			s.pingLock.Lock()

@@ -75,8 +75,8 @@ type Config struct {
 	// own pings and their answers included, shows the peer is alive. A
 	// silent peer is still found dead KeepAliveInterval +
 	// KeepAliveTimeout after its last frame, and two sides that both set
-	// it share the pinging (each pings about every other interval). False:
-	// upstream behaviour, a ping every interval.
+	// it take turns (each pings about every other interval). False: upstream behaviour, a
+	// ping every interval.
 	KeepAliveOnlyWhenSilent bool
 
 	// Postern: ReadBufferSize is the size of the session's read buffer;

@@ -201,3 +201,27 @@ func TestServeAndOnClose(t *testing.T) {
 		t.Fatal("OnClose registered after Close did not run")
 	}
 }
+
+// TestKeepAliveTakesTurns: two idle sessions that both ping only a silent
+// peer take turns, so the link carries about one ping per interval, not
+// one from each side; and each side still pings (none leaves it all to
+// the other for good).
+func TestKeepAliveTakesTurns(t *testing.T) {
+	conf := testConf()
+	conf.KeepAliveInterval = 50 * time.Millisecond
+	conf.KeepAliveOnlyWhenSilent = true
+	c, sc := testConnTCP(t)
+	client, server := testClientServerConfig(t, c, sc, conf, conf.Clone())
+	began := time.Now()
+	waitUntil(t, 10*time.Second, "both sides pinged", func() bool {
+		return pingsSent(client) > 0 && pingsSent(server) > 0 && time.Since(began) > time.Second
+	})
+	elapsed := time.Since(began)
+	pings := pingsSent(client) + pingsSent(server)
+	// Each side pinging every interval would be two per interval; a
+	// loaded machine only delays timers, so it makes fewer, not more.
+	if most := uint32(1.5 * float64(elapsed) / float64(conf.KeepAliveInterval)); pings > most {
+		t.Fatalf("%d pings in %s at an interval of %s: both sides ping, they do not take turns (at most %d)",
+			pings, elapsed.Round(time.Millisecond), conf.KeepAliveInterval, most)
+	}
+}
