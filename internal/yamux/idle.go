@@ -186,6 +186,7 @@ type keepaliveTimer struct {
 	pending  chan struct{} // the unanswered ping's channel, or nil
 	id       uint32        // its id
 	deadline time.Time     // when it counts as unanswered
+	silence  time.Duration // KeepAliveOnlyWhenSilent: how long a silent peer may be before a ping
 	sent     bool          // a ping went out at sentAt and the next is not yet due
 	sentAt   time.Time
 }
@@ -199,6 +200,14 @@ func (s *Session) startKeepalive() {
 	s.recvClock.last.Store(int64(time.Since(keepaliveEpoch)))
 	s.ka.mu.Lock() // a short first interval may fire before the timer is stored
 	defer s.ka.mu.Unlock()
+	// Two sides that both wait for silence would ping at the same moment
+	// once their timers fell into step, each hearing the other too late:
+	// the server side waits a quarter interval more, so the client pings
+	// and the server (a hub with thousands of them) only answers.
+	s.ka.silence = interval
+	if s.nextStreamID%2 == 0 {
+		s.ka.silence += interval / 4
+	}
 	if s.IsClosed() {
 		return // the receive loop ended the session already; Close found no timer
 	}
@@ -245,8 +254,8 @@ func (s *Session) keepaliveFire() {
 		}
 	}
 	if s.config.KeepAliveOnlyWhenSilent {
-		if quiet := s.recvClock.silence(); quiet < interval {
-			ka.timer.Reset(interval - quiet)
+		if quiet := s.recvClock.silence(); quiet < ka.silence {
+			ka.timer.Reset(ka.silence - quiet)
 			return
 		}
 	} else if ka.sent {

@@ -74,8 +74,9 @@ type Config struct {
 	// nothing was received for KeepAliveInterval: any frame, the peer's
 	// own pings and their answers included, shows the peer is alive. A
 	// silent peer is still found dead KeepAliveInterval +
-	// KeepAliveTimeout after its last frame, and two sides that both set
-	// it take turns (each pings about every other interval). False: upstream behaviour, a
+	// KeepAliveTimeout after its last frame (the server side waits a
+	// quarter interval more, so of two sides that both set it the client
+	// pings and the server only answers). False: upstream behaviour, a
 	// ping every interval.
 	KeepAliveOnlyWhenSilent bool
 
