@@ -187,8 +187,6 @@ type keepaliveTimer struct {
 	id       uint32        // its id
 	deadline time.Time     // when it counts as unanswered
 	silence  time.Duration // KeepAliveOnlyWhenSilent: how long a silent peer may be before a ping
-	sent     bool          // a ping went out at sentAt and the next is not yet due
-	sentAt   time.Time
 }
 
 // startKeepalive arms the keepalive. The first ping goes out between half
@@ -236,13 +234,20 @@ func (s *Session) keepaliveFire() {
 	ka.mu.Lock()
 	defer ka.mu.Unlock()
 	interval := s.config.KeepAliveInterval
+	look := interval/4 + time.Millisecond // how soon to look again for a ping's answer
 	if ka.pending != nil {
 		select {
 		case <-ka.pending:
 			ka.pending = nil
+			if !s.config.KeepAliveOnlyWhenSilent {
+				// Upstream: the next ping an interval after the answer
+				// (here: after it was seen, at most a quarter later).
+				ka.timer.Reset(interval)
+				return
+			}
 		default:
 			if left := time.Until(ka.deadline); left > 0 {
-				ka.timer.Reset(shorter(left, interval))
+				ka.timer.Reset(shorter(left, look))
 				return
 			}
 			s.pingLock.Lock()
@@ -256,13 +261,6 @@ func (s *Session) keepaliveFire() {
 	if s.config.KeepAliveOnlyWhenSilent {
 		if quiet := s.recvClock.silence(); quiet < ka.silence {
 			ka.timer.Reset(ka.silence - quiet)
-			return
-		}
-	} else if ka.sent {
-		// Upstream: a ping every interval, whatever was received.
-		if wait := interval - time.Since(ka.sentAt); wait > 0 {
-			ka.sent = false
-			ka.timer.Reset(wait)
 			return
 		}
 	}
@@ -286,10 +284,9 @@ func (s *Session) keepaliveFire() {
 		timeout = s.config.KeepAliveTimeout
 	}
 	ka.pending, ka.id, ka.deadline = ch, id, time.Now().Add(timeout)
-	ka.sent, ka.sentAt = true, time.Now()
-	// Look again after an interval or the timeout, whichever comes
-	// first: an answered ping counts as the peer's last word.
-	ka.timer.Reset(shorter(timeout, interval))
+	// Look again after a quarter interval (or the timeout): for the answer,
+	// and then for the next ping.
+	ka.timer.Reset(shorter(timeout, look))
 }
 
 // answerPing queues the answer to the peer's ping from the receive loop

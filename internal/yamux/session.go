@@ -109,7 +109,13 @@ func newSession(config *Config, conn io.ReadWriteCloser, client bool) *Session {
 		logger = log.New(config.LogOutput, "", log.LstdFlags)
 	}
 
-	clock := &recvClock{r: conn} // Postern
+	// Postern: the keepalive of KeepAliveOnlyWhenSilent notes when the
+	// peer last sent anything; otherwise reads go straight to conn.
+	clock := &recvClock{r: conn}
+	var reader io.Reader = conn
+	if config.KeepAliveOnlyWhenSilent {
+		reader = clock
+	}
 	readBuf := config.ReadBufferSize
 	if readBuf <= 0 {
 		readBuf = 4096
@@ -118,7 +124,7 @@ func newSession(config *Config, conn io.ReadWriteCloser, client bool) *Session {
 		config:     config,
 		logger:     logger,
 		conn:       conn,
-		bufRead:    bufio.NewReaderSize(clock, readBuf), // Postern: through recvClock, sized by the config
+		bufRead:    bufio.NewReaderSize(reader, readBuf), // Postern: sized by the config
 		recvClock:  clock,
 		pings:      make(map[uint32]chan struct{}),
 		streams:    make(map[uint32]*Stream),
