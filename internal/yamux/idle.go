@@ -203,7 +203,7 @@ func (s *Session) startKeepalive() {
 	// the server side waits a quarter interval more, so the client pings
 	// and the server (a hub with thousands of them) only answers.
 	s.ka.silence = interval
-	if s.nextStreamID%2 == 0 {
+	if atomic.LoadUint32(&s.nextStreamID)%2 == 0 { // the server side
 		s.ka.silence += interval / 4
 	}
 	if s.IsClosed() {
