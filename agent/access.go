@@ -30,16 +30,21 @@ const otherLabel = "other"
 
 // observe is the agent's per-partner state. The zero value is ready.
 type observe struct {
-	once      sync.Once
-	patterns  []identity.Pattern // configured identities, in config order: allow entries, via
-	services  map[string]bool
-	endpoints sync.Map // "forward ADDR" or "service NAME" → *endpointStats
-	labels    sync.Map // *tunnel.Tunnel → peer label of an accepted tunnel
+	set       atomic.Pointer[labelSet] // the bounded label values; a reload swaps them
+	endpoints sync.Map                 // "forward ADDR" or "service NAME" → *endpointStats
+	labels    sync.Map                 // *tunnel.Tunnel → peer label of an accepted tunnel
 
 	streams  *prometheus.CounterVec // by side, peer, service, result
 	bytes    *prometheus.CounterVec // by side, peer, service, direction
 	open     *prometheus.GaugeVec   // by side, peer, service
 	tunnelEv *prometheus.CounterVec // by peer, event (up, down)
+}
+
+// labelSet is what the peer and service labels may be: the configured
+// identities (allow entries, reverse forwards' via) and service names.
+type labelSet struct {
+	patterns []identity.Pattern // in config order, "*" last
+	services map[string]bool
 }
 
 // endpointStats are one forward's or service's stream totals.
@@ -54,40 +59,62 @@ type LastError struct {
 	Time time.Time `json:"time"`
 }
 
-func (a *Agent) observe() *observe {
-	o := &a.obs
-	o.once.Do(func() {
-		o.services = map[string]bool{}
-		seen := map[string]bool{}
-		add := func(p identity.Pattern) {
-			if !seen[p.String()] {
-				seen[p.String()] = true
-				o.patterns = append(o.patterns, p)
-			}
+// observe is the label set in force: the running config's identities
+// and services (see relabel).
+func (a *Agent) observe() *labelSet {
+	if set := a.obs.set.Load(); set != nil {
+		return set
+	}
+	set := a.labelsOf()
+	a.obs.set.CompareAndSwap(nil, set)
+	return a.obs.set.Load()
+}
+
+// relabel makes the labels follow a reload: identities added to allow
+// lists or forwards get labels of their own, removed ones fall back to
+// a wider entry or "other", and tunnels are labeled afresh for their next
+// streams (a tunnel's up and down keep the label it came up with).
+func (a *Agent) relabel() {
+	a.mu.Lock()
+	set := a.labelsOf()
+	a.mu.Unlock()
+	a.obs.set.Store(set)
+	a.obs.labels.Clear()
+}
+
+// labelsOf builds the label set of the running config; a.mu is held, or
+// the agent is still being built.
+func (a *Agent) labelsOf() *labelSet {
+	set := &labelSet{services: map[string]bool{}}
+	seen := map[string]bool{}
+	add := func(p identity.Pattern) {
+		if !seen[p.String()] {
+			seen[p.String()] = true
+			set.patterns = append(set.patterns, p)
 		}
-		for _, sc := range a.cfg.Services { // config order: labels do not change between runs
-			s := a.services[sc.Name]
-			if s == nil {
-				continue
-			}
-			o.services[s.name] = true
-			for _, p := range s.allow {
-				add(p)
-			}
+	}
+	for _, sc := range a.cfg.Services { // config order: labels do not change between runs
+		s := a.services[sc.Name]
+		if s == nil {
+			continue
 		}
-		for _, f := range a.forwards {
-			o.services[f.service] = true
-			if ps, ok := f.source.(*peerSource); ok {
-				add(ps.pattern)
-			}
+		set.services[s.name] = true
+		for _, p := range s.allow {
+			add(p)
 		}
-		// "*" matches every peer: try it last, so a peer that a more
-		// specific entry names gets that entry as its label.
-		slices.SortStableFunc(o.patterns, func(x, y identity.Pattern) int {
-			return cmp.Compare(boolInt(x.String() == "*"), boolInt(y.String() == "*"))
-		})
+	}
+	for _, f := range a.forwards {
+		set.services[f.service] = true
+		if ps, ok := f.source.(*peerSource); ok {
+			add(ps.pattern)
+		}
+	}
+	// "*" matches every peer: try it last, so a peer that a more
+	// specific entry names gets that entry as its label.
+	slices.SortStableFunc(set.patterns, func(x, y identity.Pattern) int {
+		return cmp.Compare(boolInt(x.String() == "*"), boolInt(y.String() == "*"))
 	})
-	return o
+	return set
 }
 
 // registerPartnerMetrics adds the per-partner metrics to m's registry.

@@ -152,7 +152,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (_ *Agent, err erro
 	if err := a.buildForwards(); err != nil {
 		return nil, err
 	}
-	a.observe() // metric labels: from the config at start, before a reload may change it
+	a.observe() // metric labels: from the config at start; a reload recomputes them (relabel)
 	return a, nil
 }
 
@@ -457,7 +457,8 @@ func (a *Agent) name() string {
 	return h
 }
 
-// acceptedTunnel owns a tunnel a server accepted until it ends.
+// acceptedTunnel owns a tunnel a server accepted until it ends, and
+// returns once it is served.
 func (a *Agent) acceptedTunnel(t *tunnel.Tunnel) {
 	who := identity.Describe(t.Peer)
 	a.mu.Lock()
@@ -481,18 +482,20 @@ func (a *Agent) acceptedTunnel(t *tunnel.Tunnel) {
 	a.mu.Unlock()
 	log := a.log.With("peer_addr", t.RemoteAddr().String(), "peer", who)
 	log.Info("tunnel accepted")
-	a.serveTunnel(t)
-	a.mu.Lock()
-	delete(a.tunnels, t)
-	if t.Peer != nil {
-		if a.peerTunnels[who]--; a.peerTunnels[who] <= 0 {
-			delete(a.peerTunnels, who)
+	// No goroutine stays with the tunnel: what follows runs once it ended.
+	a.serveTunnelThen(t, func() {
+		a.mu.Lock()
+		delete(a.tunnels, t)
+		if t.Peer != nil {
+			if a.peerTunnels[who]--; a.peerTunnels[who] <= 0 {
+				delete(a.peerTunnels, who)
+			}
 		}
-	}
-	a.peerLeft(t)
-	a.tunnelsChanged.Notify()
-	a.mu.Unlock()
-	log.Info("tunnel closed")
+		a.peerLeft(t)
+		a.tunnelsChanged.Notify()
+		a.mu.Unlock()
+		log.Info("tunnel closed")
+	})
 }
 
 // errShutdownDeadline cuts the streams still open when shutdown_timeout

@@ -100,6 +100,16 @@ func TestPartnerCAReverseVia(t *testing.T) {
 
 	real := start(t, p.dir, "site-a", p.siteTOML(p.siteA, addr)+serviceTOML("echo", realTarget.Addr().String(), "dns:hub.test"))
 	real.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
+	// The site calls its tunnel connected once the hub answered a ping,
+	// which may be before the hub holds it: until then the reverse forward
+	// (its peer long gone) resets at once. Wait for the hub's side.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(hub.Status().Tunnels) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the hub holds %d tunnels, want 2 (B's site-a and A's)", len(hub.Status().Tunnels))
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition with a deadline
+	}
 	for i := range 5 {
 		if got := whoAnswers(t, fwd); got != "real" {
 			t.Fatalf("connection %d through the reverse forward reached %q, want real", i, got)

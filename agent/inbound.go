@@ -56,38 +56,41 @@ func (s *service) dial(ctx context.Context, dial func(context.Context, string, s
 	return c, addr, nil
 }
 
-// serveTunnel accepts the peer's streams until the tunnel ends, and ends
-// the tunnel when it can accept no more: a tunnel either accepts or is
-// closed. One acceptor is enough: accepting queues the stream's ACK ahead
-// of stream data without waiting for it, and each stream is handled on
-// its own goroutine, so accepting never waits for a stream's work.
+// serveTunnel serves the peer's streams until the tunnel ends (see
+// serveTunnelThen), and returns then.
 func (a *Agent) serveTunnel(t *tunnel.Tunnel) {
-	defer a.tunnelUp(t)()
+	ended := make(chan struct{})
+	a.serveTunnelThen(t, func() { close(ended) })
+	<-ended
+}
+
+// serveTunnelThen hands each stream the peer opens to a goroutine of its
+// own, and runs then once the tunnel has ended. No goroutine waits for
+// the peer's streams in between: an idle tunnel costs a hub its memory
+// only. A stream that cannot be accepted ends the tunnel: a tunnel either
+// accepts or is closed.
+func (a *Agent) serveTunnelThen(t *tunnel.Tunnel, then func()) {
+	down := a.tunnelUp(t)
 	a.controlOnConnect(t) // the [ca] CRL pushed, a waiting renewal tried (controlstream.go)
-	for {
-		st, err := t.Accept()
-		if err != nil {
-			if !t.Closed() {
-				t.CloseFor(fmt.Sprintf("accept stream: %v", err))
-			}
+	t.Serve(func(st *tunnel.Stream) {
+		a.streams.Add()
+		carry := a.handleStream(t, st)
+		if carry == nil {
+			a.streams.Done()
 			return
 		}
-		a.streams.Add()
+		// A fresh goroutine carries the stream from here: setting it up
+		// (dialing, logging) grew this one's stack, which a connection
+		// held open for hours would otherwise keep.
 		go func() {
-			carry := a.handleStream(t, st)
-			if carry == nil {
-				a.streams.Done()
-				return
-			}
-			// A fresh goroutine carries the stream from here: setting
-			// it up (dialing, logging) grew this one's stack, which a
-			// connection held open for hours would otherwise keep.
-			go func() {
-				defer a.streams.Done()
-				carry()
-			}()
+			defer a.streams.Done()
+			carry()
 		}()
-	}
+	})
+	t.AfterClose(func() {
+		down()
+		then()
+	})
 }
 
 // handleStream answers one open request and connects the stream's service

@@ -320,6 +320,7 @@ func (a *Agent) reloadConfig() ([]string, error) {
 	}
 	gone := a.commitClients(plan, nc)
 	skipped := a.applyForwards(nc, gone)
+	a.relabel() // metric labels follow the identities and services now configured
 	report = append(report, d.Applied...)
 	report = append(report, skipped...)
 	if len(d.Restart) > 0 {

@@ -16,7 +16,7 @@ import (
 )
 
 // answering is a service that writes name and then echoes.
-func answering(t *testing.T, name string) string {
+func answering(t testing.TB, name string) string {
 	ln := testnet.Listen(t)
 	testnet.Serve(t, ln, func(c *net.TCPConn) {
 		c.Write([]byte(name + ";"))
@@ -128,7 +128,7 @@ func longTransfer(t *testing.T, addr string, stop <-chan struct{}) <-chan error 
 	return res
 }
 
-func rewrite(t *testing.T, a *running, toml string) {
+func rewrite(t testing.TB, a *running, toml string) {
 	t.Helper()
 	testca.WriteFile(t, a.cfg.Path, []byte(toml))
 }
@@ -338,10 +338,8 @@ func TestReloadTime100(t *testing.T) {
 		defer c.Close()
 	}
 	hub.log.WaitFor(t, 10*time.Second, "stream refused", "service=new099", "no such service here")
+	// How long they take is measured by BenchmarkReload100, not asserted.
 	t.Logf("reload time: 100 services changed: %v; 100 forwards closed and 100 opened: %v", hubTook, siteTook)
-	if hubTook > 5*time.Second || siteTook > 5*time.Second {
-		t.Errorf("reload too slow: %v, %v", hubTook, siteTook)
-	}
 }
 
 // TestReloadClients: a [[client]] added by a reload dials and carries its

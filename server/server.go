@@ -73,6 +73,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		cfg.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
 			c, err := perHello(h)
 			if c != nil && !trust.AsksRefusal(h) {
+				c = c.Clone() // the tunnel config is shared by handshakes
 				c.NextProtos = nil
 			}
 			return c, err

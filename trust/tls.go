@@ -287,6 +287,13 @@ func baseConfig(m *Material) *tls.Config {
 // match one of them. A client that asks why it was refused (AsksRefusal)
 // gets the configuration of a refusal-reason connection (refusal.go).
 func ServerConfig(creds *Credentials, peers ...identity.Pattern) *tls.Config {
+	// One config per material, shared by the handshakes that use it: each
+	// connection keeps its config for its life, and a hub holds thousands.
+	type built struct {
+		m   *Material
+		cfg *tls.Config
+	}
+	var cached atomic.Pointer[built]
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		CipherSuites: cipherSuites,
@@ -296,12 +303,16 @@ func ServerConfig(creds *Credentials, peers ...identity.Pattern) *tls.Config {
 			if AsksRefusal(h) {
 				return creds.refusalConfig(m, h, peers), nil
 			}
+			if b := cached.Load(); b != nil && b.m == m {
+				return b.cfg, nil
+			}
 			cfg := baseConfig(m)
 			cfg.ClientAuth = tls.RequireAndVerifyClientCert
 			cfg.ClientCAs = m.Roots
 			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 				return creds.verifyConnection(m, cs, SideServer, peers)
 			}
+			cached.Store(&built{m: m, cfg: cfg})
 			return cfg, nil
 		},
 	}

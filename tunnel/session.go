@@ -74,6 +74,11 @@ func (o Options) yamuxConfig() *yamux.Config {
 	// ahead of stream data); any other queued write may wait write_timeout
 	// on a slow, full link before the tunnel is declared dead.
 	c.KeepAliveTimeout = o.KeepaliveTimeout
+	// Ping only a peer silent for an interval: its own pings and any data
+	// show it is alive, so a side that hears the peer's pings sends none,
+	// and an idle tunnel carries half the pings (a hub with thousands of
+	// idle partners spends its idle CPU on them).
+	c.KeepAliveOnlyWhenSilent = true
 	c.ConnectionWriteTimeout = max(o.WriteTimeout, o.KeepaliveTimeout)
 	// A stream's window grows past 256 KiB only once it is admitted: the
 	// open request was answered OK (see Stream.Admit).
@@ -84,7 +89,8 @@ func (o Options) yamuxConfig() *yamux.Config {
 	c.AcceptAfterGoAway = true
 	// The accept loop never blocks (each stream is handed to its own
 	// goroutine), so a generous backlog only absorbs bursts; every stream
-	// waiting in it counts against the tunnel's buffer budget.
+	// waiting in it counts against the tunnel's buffer budget. The backlog
+	// grows with use: an idle tunnel holds none of it.
 	c.AcceptBacklog = 1024
 	// Opening a stream waits for the peer's ACK; a peer that never answers
 	// is a dead tunnel.
@@ -148,6 +154,12 @@ func New(conn net.Conn, isClient bool, opts Options) (*Tunnel, error) {
 		}
 		cfg.Buffer = yamux.NewBudget(limit, parent)
 	}
+	if _, ok := conn.(*tls.Conn); ok {
+		// TLS buffers a whole decrypted record; the multiplexer's own
+		// read buffer then only saves small reads, and an idle tunnel
+		// would hold it for nothing.
+		cfg.ReadBufferSize = 16
+	}
 	ylog := &yamuxLog{}
 	cfg.LogOutput = ylog
 	var (
@@ -198,6 +210,26 @@ func (t *Tunnel) Accept() (*Stream, error) {
 	}
 	return &Stream{st: st, t: t}, nil
 }
+
+// Serve hands each stream the peer opens to handle, on a goroutine of its
+// own, without a goroutine waiting for them while the tunnel is idle (a
+// hub holds thousands of idle tunnels). A stream that cannot be accepted
+// ends the tunnel. Accept must not be used after Serve.
+func (t *Tunnel) Serve(handle func(*Stream)) {
+	t.sess.Serve(func(st *yamux.Stream, err error) {
+		if err != nil {
+			if !t.Closed() {
+				t.CloseFor(fmt.Sprintf("accept stream: %v", err))
+			}
+			return
+		}
+		handle(&Stream{st: st, t: t})
+	})
+}
+
+// AfterClose runs f on a goroutine of its own once the tunnel has ended
+// (at once if it has already).
+func (t *Tunnel) AfterClose(f func()) { t.sess.OnClose(f) }
 
 // Retire stops the tunnel taking new streams in both directions (the peer
 // is told to open none); streams already open carry on. Close it once

@@ -79,6 +79,22 @@ type Config struct {
 	// hold received and not yet read (see Budget).
 	Buffer *Budget
 
+	// Postern: KeepAliveOnlyWhenSilent sends a keepalive ping only when
+	// nothing was received for KeepAliveInterval: any frame, the peer's
+	// own pings and their answers included, shows the peer is alive. A
+	// silent peer is still found dead KeepAliveInterval +
+	// KeepAliveTimeout after its last frame (the server side waits a
+	// quarter interval more, so of two sides that both set it the client
+	// pings and the server only answers). False: upstream behaviour, a
+	// ping every interval.
+	KeepAliveOnlyWhenSilent bool
+
+	// Postern: ReadBufferSize is the size of the session's read buffer;
+	// 0 means 4096 (upstream). A connection that buffers its own reads
+	// (TLS holds a whole decrypted record) needs little more than a frame
+	// header here, and every idle session holds this buffer.
+	ReadBufferSize int
+
 	// LogOutput is used to control the log destination. Either Logger or
 	// LogOutput can be set, not both.
 	LogOutput io.Writer

@@ -43,6 +43,11 @@ type Session struct {
 	// bufRead is a buffered reader
 	bufRead *bufio.Reader
 
+	// Postern: recvClock notes when the peer last sent anything, and ka is
+	// the keepalive timer (idle.go).
+	recvClock *recvClock
+	ka        *keepaliveTimer
+
 	// pings is used to track inflight pings
 	pings    map[uint32]chan struct{}
 	pingID   uint32
@@ -60,8 +65,12 @@ type Session struct {
 	// the client to avoid exceeding the backlog and instead blocks the open.
 	synCh chan struct{}
 
-	// acceptCh is used to pass ready streams to the client
-	acceptCh chan *Stream
+	// Postern: accepts holds the streams that wait for Accept, and
+	// closeHooks are the OnClose functions (idle.go).
+	accepts       *acceptQueue
+	closeHooks    []func()
+	closeHooksRun bool
+	closeHooksMu  sync.Mutex
 
 	// sendCh is used to mark a stream as ready to send,
 	// or to send a header out directly.
@@ -104,16 +113,28 @@ func newSession(config *Config, conn io.ReadWriteCloser, client bool) *Session {
 		logger = log.New(config.LogOutput, "", log.LstdFlags)
 	}
 
+	// Postern: the keepalive of KeepAliveOnlyWhenSilent notes when the
+	// peer last sent anything; otherwise reads go straight to conn.
+	clock := &recvClock{r: conn}
+	var reader io.Reader = conn
+	if config.KeepAliveOnlyWhenSilent {
+		reader = clock
+	}
+	readBuf := config.ReadBufferSize
+	if readBuf <= 0 {
+		readBuf = 4096
+	}
 	s := &Session{
 		config:     config,
 		logger:     logger,
 		conn:       conn,
-		bufRead:    bufio.NewReader(conn),
+		bufRead:    bufio.NewReaderSize(reader, readBuf), // Postern: sized by the config
+		recvClock:  clock,
 		pings:      make(map[uint32]chan struct{}),
 		streams:    make(map[uint32]*Stream),
 		inflight:   make(map[uint32]struct{}),
 		synCh:      make(chan struct{}, config.AcceptBacklog),
-		acceptCh:   make(chan *Stream, config.AcceptBacklog),
+		accepts:    newAcceptQueue(config.AcceptBacklog), // Postern
 		sendCh:     make(chan *sendReady, 64),
 		controlCh:  make(chan header, 64),
 		recvDoneCh: make(chan struct{}),
@@ -125,10 +146,13 @@ func newSession(config *Config, conn io.ReadWriteCloser, client bool) *Session {
 	} else {
 		s.nextStreamID = 2
 	}
+	if config.EnableKeepAlive {
+		s.ka = &keepaliveTimer{} // Postern: a timer, not a goroutine (idle.go)
+	}
 	go s.recv()
 	go s.send()
 	if config.EnableKeepAlive {
-		go s.keepalive()
+		s.startKeepalive()
 	}
 	return s
 }
@@ -249,31 +273,30 @@ func (s *Session) Accept() (net.Conn, error) {
 // AcceptStream is used to block until the next available stream
 // is ready to be accepted.
 func (s *Session) AcceptStream() (*Stream, error) {
-	select {
-	case stream := <-s.acceptCh:
-		if err := stream.updateWindow(true); err != nil { // Postern: see updateWindow
-			return nil, err
-		}
-		return stream, nil
-	case <-s.shutdownCh:
+	stream, ok := s.accepts.next(s.shutdownCh, nil) // Postern: idle.go
+	if !ok {
 		return nil, s.shutdownErr
 	}
+	if err := stream.updateWindow(true); err != nil { // Postern: see updateWindow
+		return nil, err
+	}
+	return stream, nil
 }
 
 // AcceptStream is used to block until the next available stream
 // is ready to be accepted.
 func (s *Session) AcceptStreamWithContext(ctx context.Context) (*Stream, error) {
-	select {
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case stream := <-s.acceptCh:
-		if err := stream.sendWindowUpdate(); err != nil {
-			return nil, err
+	stream, ok := s.accepts.next(s.shutdownCh, ctx.Done()) // Postern: idle.go
+	if !ok {
+		if s.IsClosed() {
+			return nil, s.shutdownErr
 		}
-		return stream, nil
-	case <-s.shutdownCh:
-		return nil, s.shutdownErr
+		return nil, ctx.Err()
 	}
+	if err := stream.sendWindowUpdate(); err != nil {
+		return nil, err
+	}
+	return stream, nil
 }
 
 // Close is used to close the session and all streams.
@@ -294,6 +317,7 @@ func (s *Session) Close() error {
 	s.shutdownErrLock.Unlock()
 
 	close(s.shutdownCh)
+	s.stopKeepalive() // Postern
 
 	s.conn.Close()
 	<-s.recvDoneCh
@@ -305,6 +329,7 @@ func (s *Session) Close() error {
 		stream.releaseBuffer() // Postern
 	}
 	<-s.sendDoneCh
+	s.runCloseHooks() // Postern
 	return nil
 }
 
@@ -372,26 +397,6 @@ func (s *Session) Ping() (time.Duration, error) {
 
 	// Compute the RTT
 	return time.Since(start), nil
-}
-
-// keepalive is a long running goroutine that periodically does
-// a ping to keep the connection alive.
-func (s *Session) keepalive() {
-	for {
-		select {
-		case <-time.After(s.config.KeepAliveInterval):
-			_, err := s.Ping()
-			if err != nil {
-				if err != ErrSessionShutdown {
-					s.logger.Printf("[ERR] yamux: keepalive failed: %v", err)
-					s.exitErr(ErrKeepAliveTimeout)
-				}
-				return
-			}
-		case <-s.shutdownCh:
-			return
-		}
-	}
 }
 
 // waitForSendErr waits to send a header, checking for a potential shutdown
@@ -692,13 +697,7 @@ func (s *Session) handlePing(hdr header) error {
 	// Check if this is a query, respond back in a separate context so we
 	// don't interfere with the receiving thread blocking for the write.
 	if flags&flagSYN == flagSYN {
-		go func() {
-			hdr := header(make([]byte, headerSize))
-			hdr.encode(typePing, flagACK, 0, pingID)
-			if err := s.sendControl(hdr); err != nil { // Postern: ahead of stream data
-				s.logger.Printf("[WARN] yamux: failed to send ping reply: %v", err)
-			}
-		}()
+		s.answerPing(pingID) // Postern: no goroutine unless it must wait (idle.go)
 		return nil
 	}
 
@@ -761,17 +760,15 @@ func (s *Session) incomingStream(id uint32) error {
 	s.streams[id] = stream
 
 	// Check if we've exceeded the backlog
-	select {
-	case s.acceptCh <- stream:
+	if s.accepted(stream) { // Postern: idle.go
 		return nil
-	default:
-		// Backlog exceeded! RST the stream
-		s.logger.Printf("[WARN] yamux: backlog exceeded, forcing connection reset")
-		delete(s.streams, id)
-		hdr := header(make([]byte, headerSize))
-		hdr.encode(typeWindowUpdate, flagRST, id, 0)
-		return s.sendNoWait(hdr)
 	}
+	// Backlog exceeded! RST the stream
+	s.logger.Printf("[WARN] yamux: backlog exceeded, forcing connection reset")
+	delete(s.streams, id)
+	hdr := header(make([]byte, headerSize))
+	hdr.encode(typeWindowUpdate, flagRST, id, 0)
+	return s.sendNoWait(hdr)
 }
 
 // closeStream is used to close a stream once both sides have
