@@ -92,7 +92,10 @@ func TestEnrollInProcess(t *testing.T) {
 	if !e.Key.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(csr.PublicKey) {
 		t.Fatal("the CSR is not for the site's key")
 	}
-	secret := e.Key.(*ecdsa.PrivateKey).D.FillBytes(make([]byte, 32))
+	secret, err := e.Key.(*ecdsa.PrivateKey).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if bytes.Contains(received[0].CSR, secret) || bytes.Contains([]byte(received[0].Token), secret) {
 		t.Fatal("the request holds private key material")
 	}

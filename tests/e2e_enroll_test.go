@@ -185,7 +185,10 @@ func TestE2EEnroll(t *testing.T) {
 	}
 	// No file outside the site's folder holds the key.
 	// (the private scalar, raw and as the PEM body's text around it)
-	scalar := key.(*ecdsa.PrivateKey).D.FillBytes(make([]byte, 32))
+	scalar, err := key.(*ecdsa.PrivateKey).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
 	needles := [][]byte{scalar, []byte(strings.Split(string(keyPEM), "\n")[1][40:])}
 	filepath.WalkDir(hub.dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
