@@ -38,11 +38,11 @@ type Stream struct {
 	recvLock sync.Mutex
 
 	controlHdr     header
-	controlErr     chan error
+	controlErr     chan error // Postern: made when first needed (held.go)
 	controlHdrLock sync.Mutex
 
 	sendHdr  header
-	sendErr  chan error
+	sendErr  chan error // Postern: made when first needed (held.go)
 	sendLock sync.Mutex
 
 	recvNotifyCh chan struct{}
@@ -82,9 +82,7 @@ func newStream(session *Session, id uint32, state streamState) *Stream {
 		session:      session,
 		state:        state,
 		controlHdr:   header(make([]byte, headerSize)),
-		controlErr:   make(chan error, 1),
 		sendHdr:      header(make([]byte, headerSize)),
-		sendErr:      make(chan error, 1),
 		recvWindow:   initialStreamWindow,
 		sendWindow:   initialStreamWindow,
 		recvNotifyCh: make(chan struct{}, 1),
@@ -228,7 +226,7 @@ START:
 
 	// Send the header
 	s.sendHdr.encode(typeData, flags, s.id, max)
-	if err = s.session.waitForSendErr(s.sendHdr, body, s.sendErr); err != nil {
+	if err = s.session.waitForStreamSend(s.sendHdr, body, &s.sendErr); err != nil {
 		if errors.Is(err, ErrSessionShutdown) || errors.Is(err, ErrConnectionWriteTimeout) {
 			// Message left in ready queue, header re-use is unsafe.
 			s.sendHdr = header(make([]byte, headerSize))
@@ -331,7 +329,7 @@ func (s *Stream) updateWindow(control bool) error {
 
 	// Send the header
 	s.controlHdr.encode(typeWindowUpdate, flags, s.id, delta)
-	if err := s.session.waitForSendErr(s.controlHdr, nil, s.controlErr); err != nil {
+	if err := s.session.waitForStreamSend(s.controlHdr, nil, &s.controlErr); err != nil {
 		if errors.Is(err, ErrSessionShutdown) || errors.Is(err, ErrConnectionWriteTimeout) {
 			// Message left in ready queue, header re-use is unsafe.
 			s.controlHdr = header(make([]byte, headerSize))
@@ -349,7 +347,7 @@ func (s *Stream) sendClose() error {
 	flags := s.sendFlags()
 	flags |= flagFIN
 	s.controlHdr.encode(typeWindowUpdate, flags, s.id, 0)
-	if err := s.session.waitForSendErr(s.controlHdr, nil, s.controlErr); err != nil {
+	if err := s.session.waitForStreamSend(s.controlHdr, nil, &s.controlErr); err != nil {
 		if errors.Is(err, ErrSessionShutdown) || errors.Is(err, ErrConnectionWriteTimeout) {
 			// Message left in ready queue, header re-use is unsafe.
 			s.controlHdr = header(make([]byte, headerSize))
