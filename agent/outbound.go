@@ -186,7 +186,7 @@ func (f *forward) handleRaw(c net.Conn) {
 // log is the agent's logger with the attributes of one connection the
 // forward accepted.
 func (f *forward) log(c net.Conn) *slog.Logger {
-	l := f.agent.log.With("forward", f.ln.Addr().String(), "via", f.via)
+	l := lazyLog(f.agent.log).With("forward", f.ln.Addr().String(), "via", f.via)
 	if f.service != "" {
 		l = l.With("service", f.service)
 	}
