@@ -93,3 +93,10 @@ func (s *Stream) SetDeliver(fn func(p []byte) int) {
 // ends or its read deadline passes), offering what arrives meanwhile to
 // the SetDeliver function first.
 func (s *Stream) WaitDeliver() error { return s.st.WaitDeliver() }
+
+// WaitDeliverFunc is WaitDeliver for a reader that returns rather than
+// wait: true means read now; false means *wake runs once when there is
+// something to read (it must only start a goroutine), and the SetDeliver
+// function gets what arrives meanwhile. An idle held connection then
+// keeps no goroutine for this direction.
+func (s *Stream) WaitDeliverFunc(wake *func()) bool { return s.st.WaitDeliverFunc(wake) }

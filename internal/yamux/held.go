@@ -1,5 +1,7 @@
 package yamux
 
+import "time"
+
 // Postern: AdmitQueued is Admit with its window update queued for the send
 // loop (like an ACK) instead of written on the caller's goroutine. The
 // opener admits a stream on the goroutine that then waits for the stream's
@@ -31,4 +33,66 @@ func (s *Session) waitForStreamSend(hdr header, body []byte, errCh *chan error) 
 		*errCh = make(chan error, 1)
 	}
 	return s.waitForSendErr(hdr, body, *errCh)
+}
+
+// Postern: idle readers. A reader that waits for a stream's data holds a
+// goroutine, and with it a stack, for as long as nothing arrives: most of
+// what a held, idle connection costs. WaitDeliverFunc lets the reader
+// return instead, leaving a function that starts it again when there is
+// something to read. Meanwhile data frames are offered to the SetDeliver
+// function, as during WaitDeliver.
+//
+// WaitDeliverFunc returns true when a read would not wait now (data is
+// buffered, the stream or session ended, or a read deadline is set: a
+// deadline is honoured by reading as usual), and the caller reads.
+// Otherwise it returns false and *wake runs once, on the goroutine that
+// next notifies the stream's reader (data buffered, FIN, RST, a read
+// deadline set, the session closing), possibly with the stream's locks
+// held: it must do no more than start a goroutine. Whoever gets false must
+// not read again until *wake has run.
+func (s *Stream) WaitDeliverFunc(wake *func()) bool {
+	s.wake.Store(wake)
+	if !s.readable() {
+		return false
+	}
+	// Ready after all: take the wake-up back, unless a notification
+	// already ran it (then the goroutine it started reads instead).
+	return s.wake.CompareAndSwap(wake, nil)
+}
+
+// readable reports whether Read would return without waiting (or waits
+// for a deadline).
+func (s *Stream) readable() bool {
+	select {
+	case <-s.session.shutdownCh:
+		return true
+	default:
+	}
+	if !s.readDeadline.Load().(time.Time).IsZero() {
+		return true
+	}
+	// One lock at a time (elsewhere recvLock is held while stateLock is
+	// taken): a change after either check runs the wake-up, which
+	// WaitDeliverFunc stored before it called readable.
+	s.stateLock.Lock()
+	state := s.state
+	s.stateLock.Unlock()
+	switch state {
+	case streamRemoteClose, streamClosed, streamReset:
+		return true
+	}
+	s.recvLock.Lock()
+	defer s.recvLock.Unlock()
+	return s.recvBuf != nil && s.recvBuf.Len() > 0
+}
+
+// notifyRecv wakes the stream's reader: one waiting in Read, or an idle
+// one (WaitDeliverFunc).
+func (s *Stream) notifyRecv() {
+	asyncNotify(s.recvNotifyCh)
+	if s.wake.Load() != nil {
+		if fn := s.wake.Swap(nil); fn != nil {
+			(*fn)()
+		}
+	}
 }

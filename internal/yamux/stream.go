@@ -72,6 +72,10 @@ type Stream struct {
 	delivering bool
 	delivered  bool // the whole frame was taken
 	overBudget bool // what was not taken did not fit the budget
+
+	// Postern: an idle reader's wake-up (held.go), run once by the next
+	// notification of the stream's reader.
+	wake atomic.Pointer[func()]
 }
 
 // newStream is used to construct a new stream within
@@ -495,7 +499,7 @@ func (s *Stream) processFlags(flags uint16) error {
 
 // notifyWaiting notifies all the waiting channels
 func (s *Stream) notifyWaiting() {
-	asyncNotify(s.recvNotifyCh)
+	s.notifyRecv() // Postern: wakes an idle reader too (held.go)
 	asyncNotify(s.sendNotifyCh)
 	asyncNotify(s.establishCh)
 }
@@ -553,7 +557,7 @@ func (s *Stream) readData(hdr header, flags uint16, conn io.Reader) error {
 				s.session.logger.Printf("[WARN] yamux: window update for stream %d not queued: %v", s.id, err)
 			}
 		default:
-			asyncNotify(s.recvNotifyCh)
+			s.notifyRecv() // Postern: see held.go
 		}
 		return nil
 	}
@@ -590,7 +594,7 @@ func (s *Stream) readData(hdr header, flags uint16, conn io.Reader) error {
 	s.recvLock.Unlock()
 
 	// Unblock any readers
-	asyncNotify(s.recvNotifyCh)
+	s.notifyRecv() // Postern: see held.go
 	return nil
 }
 
@@ -608,7 +612,7 @@ func (s *Stream) SetDeadline(t time.Time) error {
 // SetReadDeadline sets the deadline for blocked and future Read calls.
 func (s *Stream) SetReadDeadline(t time.Time) error {
 	s.readDeadline.Store(t)
-	asyncNotify(s.recvNotifyCh)
+	s.notifyRecv() // Postern: see held.go
 	return nil
 }
 
