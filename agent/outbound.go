@@ -124,8 +124,9 @@ func (f *forward) handle(c net.Conn) (carry func()) {
 			return &wire.RefusedError{Status: s}
 		}
 		// The peer said OK: only now may the stream's window grow past
-		// 256 KiB, as on the accepting side. Queued: this goroutine
-		// waits for the peer's data as long as the connection is held.
+		// 256 KiB, as on the accepting side. Queued: where the relay's
+		// receive direction waits in a read (no direct delivery, as on
+		// Windows) this goroutine waits as long as the connection is held.
 		st.AdmitQueued()
 		return nil
 	}

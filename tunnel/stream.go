@@ -41,8 +41,9 @@ func (s *Stream) SetWriteDeadline(t time.Time) error { return s.st.SetWriteDeadl
 // can make this side buffer no more than 256 KiB for the stream.
 func (s *Stream) Admit() error { return s.st.Admit() }
 
-// AdmitQueued is Admit for a goroutine that goes on to wait for the
-// stream's data while the connection is held (the opener's relay): the
+// AdmitQueued is Admit for a goroutine that may go on to wait for the
+// stream's data while the connection is held (the opener's relay where
+// its receive direction cannot go idle, see WaitDeliverFunc): the
 // window update is queued for the tunnel's send goroutine rather than
 // written (and encrypted) on the caller's, whose stack would otherwise
 // stay grown for the connection's life.
