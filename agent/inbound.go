@@ -98,7 +98,7 @@ func (a *Agent) serveTunnelThen(t *tunnel.Tunnel, then func()) {
 // or failed.
 func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream) (carry func()) {
 	who := identity.Describe(t.Peer)
-	log := a.log.With("stream", st.ID(), "peer_addr", t.RemoteAddr().String(), "peer", who)
+	log := lazyLog(a.log).With("stream", st.ID(), "peer_addr", t.RemoteAddr().String(), "peer", who)
 	st.SetReadDeadline(time.Now().Add(a.cfg.Tunnel.OpenTimeout.D()))
 	req, ctl, err := wire.ReadRequest(st)
 	st.SetReadDeadline(time.Time{})

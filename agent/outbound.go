@@ -124,8 +124,10 @@ func (f *forward) handle(c net.Conn) (carry func()) {
 			return &wire.RefusedError{Status: s}
 		}
 		// The peer said OK: only now may the stream's window grow past
-		// 256 KiB, as on the accepting side.
-		st.Admit()
+		// 256 KiB, as on the accepting side. Queued: where the relay's
+		// receive direction waits in a read (no direct delivery, as on
+		// Windows) this goroutine waits as long as the connection is held.
+		st.AdmitQueued()
 		return nil
 	}
 	return func() {
@@ -185,7 +187,7 @@ func (f *forward) handleRaw(c net.Conn) {
 // log is the agent's logger with the attributes of one connection the
 // forward accepted.
 func (f *forward) log(c net.Conn) *slog.Logger {
-	l := f.agent.log.With("forward", f.ln.Addr().String(), "via", f.via)
+	l := lazyLog(f.agent.log).With("forward", f.ln.Addr().String(), "via", f.via)
 	if f.service != "" {
 		l = l.With("service", f.service)
 	}

@@ -68,25 +68,40 @@ type relayEvent struct {
 }
 
 // relay moves bytes between a plaintext TCP connection and a stream. The
-// goroutine that calls Stream runs the receive direction (stream→plain);
-// one more goroutine runs send (plain→stream). There is no third
-// goroutine to coordinate them: each direction reports what happened to
-// report, which decides under mu, and whichever direction ends last
-// finishes the relay (see exit). An idle relayed connection therefore costs
-// two goroutines and no buffer.
+// goroutine that calls Stream runs the send direction (plain→stream); the
+// receive direction (stream→plain) runs on goroutines of its own. There is
+// no third goroutine to coordinate them: each direction reports what
+// happened to report, which decides under mu, and whichever direction ends
+// last finishes the relay (see exit).
+//
+// On a tunnel stream with direct delivery (idleStream), the receive
+// direction keeps no goroutine while nothing waits to be read: it returns,
+// and the stream starts it again (wake) when data the deliverer could not
+// write, an end, or a deadline arrives. An idle relayed connection then
+// costs one goroutine, parked in the poller on the plaintext socket, and
+// no buffer.
 type relay struct {
 	plain  net.Conn
 	stream net.Conn
 
-	mu        sync.Mutex
-	sentCW    bool        // CLOSE_WRITE sent
-	recvCW    bool        // CLOSE_WRITE received
-	failure   *relayEvent // the abort that ends the relay, if any
-	live      int         // directions still running
-	grace     *time.Timer // armed when the peer closed while this side still sends
-	stopCtx   func() bool // unregisters the ctx watch
-	result    chan error  // the relay's outcome, sent by the last direction out
-	stopping  atomic.Bool // set before deadlines are forced, see receive
+	mu       sync.Mutex
+	sentCW   bool        // CLOSE_WRITE sent
+	recvCW   bool        // CLOSE_WRITE received
+	failure  *relayEvent // the abort that ends the relay, if any
+	live     int         // directions still running
+	grace    *time.Timer // armed when the peer closed while this side still sends
+	stopCtx  func() bool // unregisters the ctx watch
+	result   chan error  // the relay's outcome, sent by the last direction out
+	stopping atomic.Bool // set before deadlines are forced, see receive
+
+	// The receive direction's state, used by one goroutine at a time
+	// (each one started by the last, through wake).
+	fr     *wire.FrameReader
+	d      *deliverer
+	idle   idleStream // nil: the receive direction waits in a read
+	wake   func()     // starts the receive direction again (idle)
+	cwSeen bool       // CLOSE_WRITE received
+
 	lost      atomic.Bool // the session died after the peer's CLOSE_WRITE
 	midFrame  atomic.Bool // a stream write was cut inside a frame
 	plainShut atomic.Bool // this side sent its FIN to plain (a half-close)
@@ -113,10 +128,11 @@ func Stream(ctx context.Context, plain, stream net.Conn, before func() error) (S
 			Code: wire.AbortShutdown, Err: stopCause(ctx)}})
 	})
 	go func() {
-		r.send()
-		r.exit()
+		if r.receive(before) {
+			r.exit()
+		}
 	}()
-	r.receive(before)
+	r.send()
 	r.exit()
 	err := <-r.result
 	return Stats{Sent: r.sent.Load(), Received: r.received.Load()}, err
@@ -271,65 +287,103 @@ func (r *relay) sendCloseWrite() {
 	r.report(relayEvent{kind: evSentCloseWrite})
 }
 
-// receive is the stream→plain direction.
-func (r *relay) receive(before func() error) {
-	const dir = "stream→plain"
+// idleStream is a tunnel stream whose reader can return instead of
+// waiting (tunnel.Stream.WaitDeliverFunc).
+type idleStream interface {
+	WaitDeliverFunc(wake *func()) bool
+}
+
+// receive is the stream→plain direction. It returns true when the
+// direction has ended, false when it went idle (see relay).
+func (r *relay) receive(before func() error) (done bool) {
 	if before != nil {
 		if err := before(); err != nil {
 			r.report(relayEvent{kind: evAbort, abort: &AbortError{Code: wire.AbortProtocol, Err: err}})
-			return
+			return true
 		}
 		if r.stopping.Load() {
-			return
+			return true
 		}
 	}
-	d := newDeliverer(r) // small DATA frames may reach plain without this goroutine
-	fr := wire.NewFrameReader(d.source(r))
-	defer fr.Release()
-	closed := false // CLOSE_WRITE received
+	r.d = newDeliverer(r) // small DATA frames may reach plain without this goroutine
+	src := r.d.source(r)
+	if r.d != nil {
+		if is, ok := r.stream.(idleStream); ok {
+			// Frames are read only once WaitDeliverFunc said they are
+			// there: a plain read of the stream does the rest.
+			r.idle, src = is, r.stream
+			r.wake = func() { go r.resume() }
+		}
+	}
+	r.fr = wire.NewFrameReader(src)
+	return r.receiveFrames()
+}
+
+// resume runs the receive direction again after it went idle.
+func (r *relay) resume() {
+	if r.receiveFrames() {
+		r.exit()
+	}
+}
+
+func (r *relay) receiveFrames() (done bool) {
+	const dir = "stream→plain"
 	for {
-		f, err := fr.Next()
-		if err != nil {
-			r.reportReadEnd(err, closed)
-			return
+		if r.idle != nil && r.fr.Idle() && !r.idle.WaitDeliverFunc(&r.wake) {
+			return false // r.wake runs when there is something to read
 		}
-		switch f.Type {
-		case wire.FrameData:
-			if closed {
-				r.report(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{Dir: dir, Code: wire.AbortProtocol,
-					Err: fmt.Errorf("%w: DATA after CLOSE_WRITE", wire.ErrProtocol)}})
-				return
-			}
-			if _, err := r.plain.Write(f.Payload); err != nil {
-				r.report(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{Dir: dir, Code: wire.AbortReset, Err: err}})
-				return
-			}
-			r.received.Add(int64(len(f.Payload)))
-		case wire.FrameCloseWrite:
-			if !closed {
-				closed = true
-				d.closeWrite()
-				r.plainShut.Store(true) // before the FIN: see endedByReset
-				if err := closeWrite(r.plain); err != nil {
-					// The application reset its connection after its own
-					// half-close: what the peer sent may not have been
-					// read, so its transfer must not end as complete.
-					r.report(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{Dir: dir, Code: wire.AbortReset,
-						Err: fmt.Errorf("half-close toward the application: %w", err)}})
-					return
-				}
-				r.report(relayEvent{kind: evRecvCloseWrite})
-			}
-		case wire.FrameAbort:
-			code, reason := f.AbortInfo()
-			var cause error
-			if reason != "" {
-				cause = fmt.Errorf("%s: %s", code, reason)
-			}
-			r.report(relayEvent{kind: evAbort, abort: &AbortError{Dir: dir, Code: code, ByPeer: true, Err: cause}})
-			return
+		f, err := r.fr.Next()
+		if err != nil {
+			r.reportReadEnd(err, r.cwSeen)
+			r.fr.Release()
+			return true
+		}
+		if !r.frame(dir, f) {
+			r.fr.Release()
+			return true
 		}
 	}
+}
+
+// frame acts on one frame from the stream; false means the direction ended.
+func (r *relay) frame(dir string, f wire.Frame) bool {
+	switch f.Type {
+	case wire.FrameData:
+		if r.cwSeen {
+			r.report(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{Dir: dir, Code: wire.AbortProtocol,
+				Err: fmt.Errorf("%w: DATA after CLOSE_WRITE", wire.ErrProtocol)}})
+			return false
+		}
+		if _, err := r.plain.Write(f.Payload); err != nil {
+			r.report(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{Dir: dir, Code: wire.AbortReset, Err: err}})
+			return false
+		}
+		r.received.Add(int64(len(f.Payload)))
+	case wire.FrameCloseWrite:
+		if !r.cwSeen {
+			r.cwSeen = true
+			r.d.closeWrite()
+			r.plainShut.Store(true) // before the FIN: see endedByReset
+			if err := closeWrite(r.plain); err != nil {
+				// The application reset its connection after its own
+				// half-close: what the peer sent may not have been
+				// read, so its transfer must not end as complete.
+				r.report(relayEvent{kind: evAbort, notifyPeer: true, abort: &AbortError{Dir: dir, Code: wire.AbortReset,
+					Err: fmt.Errorf("half-close toward the application: %w", err)}})
+				return false
+			}
+			r.report(relayEvent{kind: evRecvCloseWrite})
+		}
+	case wire.FrameAbort:
+		code, reason := f.AbortInfo()
+		var cause error
+		if reason != "" {
+			cause = fmt.Errorf("%s: %s", code, reason)
+		}
+		r.report(relayEvent{kind: evAbort, abort: &AbortError{Dir: dir, Code: code, ByPeer: true, Err: cause}})
+		return false
+	}
+	return true
 }
 
 func (r *relay) reportReadEnd(err error, closed bool) {

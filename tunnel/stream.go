@@ -41,6 +41,14 @@ func (s *Stream) SetWriteDeadline(t time.Time) error { return s.st.SetWriteDeadl
 // can make this side buffer no more than 256 KiB for the stream.
 func (s *Stream) Admit() error { return s.st.Admit() }
 
+// AdmitQueued is Admit for a goroutine that may go on to wait for the
+// stream's data while the connection is held (the opener's relay where
+// its receive direction cannot go idle, see WaitDeliverFunc): the
+// window update is queued for the tunnel's send goroutine rather than
+// written (and encrypted) on the caller's, whose stack would otherwise
+// stay grown for the connection's life.
+func (s *Stream) AdmitQueued() error { return s.st.AdmitQueued() }
+
 // Reset ends the stream at once in both directions: the peer reads a
 // reset (never a clean end), and what this side buffered is dropped.
 func (s *Stream) Reset() error { return s.st.Reset() }
@@ -86,3 +94,10 @@ func (s *Stream) SetDeliver(fn func(p []byte) int) {
 // ends or its read deadline passes), offering what arrives meanwhile to
 // the SetDeliver function first.
 func (s *Stream) WaitDeliver() error { return s.st.WaitDeliver() }
+
+// WaitDeliverFunc is WaitDeliver for a reader that returns rather than
+// wait: true means read now; false means *wake runs once when there is
+// something to read (it must only start a goroutine), and the SetDeliver
+// function gets what arrives meanwhile. An idle held connection then
+// keeps no goroutine for this direction.
+func (s *Stream) WaitDeliverFunc(wake *func()) bool { return s.st.WaitDeliverFunc(wake) }

@@ -231,6 +231,22 @@ func (fr *FrameReader) reset() {
 	}
 }
 
+// Idle readies a reader that holds no unread bytes to wait for its stream
+// elsewhere (the relay's receive direction returns rather than wait): it
+// gives its buffer back and lets the stream release its receive buffer, as
+// Next does before it waits. It returns false, changing nothing, when the
+// reader still holds bytes Next has not returned.
+func (fr *FrameReader) Idle() bool {
+	if fr.end != fr.start {
+		return false
+	}
+	fr.reset()
+	if sh, ok := fr.r.(interface{ Shrink() }); ok && fr.batch < shrinkBelow {
+		sh.Shrink()
+	}
+	return true
+}
+
 // Release returns any buffer; the reader must not be used afterwards.
 func (fr *FrameReader) Release() {
 	fr.reset()

@@ -48,7 +48,9 @@ func (s *Stream) WaitDeliver() error {
 // held.
 func (s *Stream) tryDeliver(length uint32, conn io.Reader) (bool, error) {
 	br, ok := conn.(peeker)
-	if !ok || !s.delivering || s.discard || int(length) > br.Size() ||
+	// Postern: an idle reader (WaitDeliverFunc) delivers too.
+	idle := s.deliver != nil && s.wake.Load() != nil
+	if !ok || !(s.delivering || idle) || s.discard || int(length) > br.Size() ||
 		(s.recvBuf != nil && s.recvBuf.Len() > 0) {
 		return false, nil
 	}

@@ -38,11 +38,11 @@ type Stream struct {
 	recvLock sync.Mutex
 
 	controlHdr     header
-	controlErr     chan error
+	controlErr     chan error // Postern: made when first needed (held.go)
 	controlHdrLock sync.Mutex
 
 	sendHdr  header
-	sendErr  chan error
+	sendErr  chan error // Postern: made when first needed (held.go)
 	sendLock sync.Mutex
 
 	recvNotifyCh chan struct{}
@@ -72,6 +72,10 @@ type Stream struct {
 	delivering bool
 	delivered  bool // the whole frame was taken
 	overBudget bool // what was not taken did not fit the budget
+
+	// Postern: an idle reader's wake-up (held.go), run once by the next
+	// notification of the stream's reader.
+	wake atomic.Pointer[func()]
 }
 
 // newStream is used to construct a new stream within
@@ -82,9 +86,7 @@ func newStream(session *Session, id uint32, state streamState) *Stream {
 		session:      session,
 		state:        state,
 		controlHdr:   header(make([]byte, headerSize)),
-		controlErr:   make(chan error, 1),
 		sendHdr:      header(make([]byte, headerSize)),
-		sendErr:      make(chan error, 1),
 		recvWindow:   initialStreamWindow,
 		sendWindow:   initialStreamWindow,
 		recvNotifyCh: make(chan struct{}, 1),
@@ -228,7 +230,7 @@ START:
 
 	// Send the header
 	s.sendHdr.encode(typeData, flags, s.id, max)
-	if err = s.session.waitForSendErr(s.sendHdr, body, s.sendErr); err != nil {
+	if err = s.session.waitForStreamSend(s.sendHdr, body, &s.sendErr); err != nil {
 		if errors.Is(err, ErrSessionShutdown) || errors.Is(err, ErrConnectionWriteTimeout) {
 			// Message left in ready queue, header re-use is unsafe.
 			s.sendHdr = header(make([]byte, headerSize))
@@ -331,7 +333,7 @@ func (s *Stream) updateWindow(control bool) error {
 
 	// Send the header
 	s.controlHdr.encode(typeWindowUpdate, flags, s.id, delta)
-	if err := s.session.waitForSendErr(s.controlHdr, nil, s.controlErr); err != nil {
+	if err := s.session.waitForStreamSend(s.controlHdr, nil, &s.controlErr); err != nil {
 		if errors.Is(err, ErrSessionShutdown) || errors.Is(err, ErrConnectionWriteTimeout) {
 			// Message left in ready queue, header re-use is unsafe.
 			s.controlHdr = header(make([]byte, headerSize))
@@ -349,7 +351,7 @@ func (s *Stream) sendClose() error {
 	flags := s.sendFlags()
 	flags |= flagFIN
 	s.controlHdr.encode(typeWindowUpdate, flags, s.id, 0)
-	if err := s.session.waitForSendErr(s.controlHdr, nil, s.controlErr); err != nil {
+	if err := s.session.waitForStreamSend(s.controlHdr, nil, &s.controlErr); err != nil {
 		if errors.Is(err, ErrSessionShutdown) || errors.Is(err, ErrConnectionWriteTimeout) {
 			// Message left in ready queue, header re-use is unsafe.
 			s.controlHdr = header(make([]byte, headerSize))
@@ -497,7 +499,7 @@ func (s *Stream) processFlags(flags uint16) error {
 
 // notifyWaiting notifies all the waiting channels
 func (s *Stream) notifyWaiting() {
-	asyncNotify(s.recvNotifyCh)
+	s.notifyRecv() // Postern: wakes an idle reader too (held.go)
 	asyncNotify(s.sendNotifyCh)
 	asyncNotify(s.establishCh)
 }
@@ -555,7 +557,7 @@ func (s *Stream) readData(hdr header, flags uint16, conn io.Reader) error {
 				s.session.logger.Printf("[WARN] yamux: window update for stream %d not queued: %v", s.id, err)
 			}
 		default:
-			asyncNotify(s.recvNotifyCh)
+			s.notifyRecv() // Postern: see held.go
 		}
 		return nil
 	}
@@ -592,7 +594,7 @@ func (s *Stream) readData(hdr header, flags uint16, conn io.Reader) error {
 	s.recvLock.Unlock()
 
 	// Unblock any readers
-	asyncNotify(s.recvNotifyCh)
+	s.notifyRecv() // Postern: see held.go
 	return nil
 }
 
@@ -610,7 +612,7 @@ func (s *Stream) SetDeadline(t time.Time) error {
 // SetReadDeadline sets the deadline for blocked and future Read calls.
 func (s *Stream) SetReadDeadline(t time.Time) error {
 	s.readDeadline.Store(t)
-	asyncNotify(s.recvNotifyCh)
+	s.notifyRecv() // Postern: see held.go
 	return nil
 }
 
