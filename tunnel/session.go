@@ -155,10 +155,10 @@ func New(conn net.Conn, isClient bool, opts Options) (*Tunnel, error) {
 		cfg.Buffer = yamux.NewBudget(limit, parent)
 	}
 	if _, ok := conn.(*tls.Conn); ok {
-		// TLS buffers a whole decrypted record; the multiplexer's own
-		// read buffer then only saves small reads, and an idle tunnel
-		// would hold it for nothing.
-		cfg.ReadBufferSize = 16
+		// TLS buffers a whole decrypted record: the multiplexer's own
+		// read buffer is lent to it only while it holds a frame (for
+		// direct delivery), so an idle tunnel holds none.
+		cfg.ReadBufferSize = yamux.LendReadBuffer
 	}
 	ylog := &yamuxLog{}
 	cfg.LogOutput = ylog

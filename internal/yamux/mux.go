@@ -90,9 +90,10 @@ type Config struct {
 	KeepAliveOnlyWhenSilent bool
 
 	// Postern: ReadBufferSize is the size of the session's read buffer;
-	// 0 means 4096 (upstream). A connection that buffers its own reads
-	// (TLS holds a whole decrypted record) needs little more than a frame
-	// header here, and every idle session holds this buffer.
+	// 0 means 4096 (upstream). LendReadBuffer lends it from a pool only
+	// while it holds bytes: a connection that buffers its own reads (TLS
+	// holds a whole decrypted record) needs none while it waits, and every
+	// idle session would hold it.
 	ReadBufferSize int
 
 	// LogOutput is used to control the log destination. Either Logger or

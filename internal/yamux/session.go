@@ -1,7 +1,6 @@
 package yamux
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -41,7 +40,8 @@ type Session struct {
 	conn io.ReadWriteCloser
 
 	// bufRead is a buffered reader
-	bufRead *bufio.Reader
+	// Postern: a bufio.Reader, or a lendReader (lendbuf.go)
+	bufRead sessionReader
 
 	// Postern: recvClock notes when the peer last sent anything, and ka is
 	// the keepalive timer (idle.go).
@@ -121,14 +121,14 @@ func newSession(config *Config, conn io.ReadWriteCloser, client bool) *Session {
 		reader = clock
 	}
 	readBuf := config.ReadBufferSize
-	if readBuf <= 0 {
+	if readBuf == 0 || (readBuf < 0 && readBuf != LendReadBuffer) {
 		readBuf = 4096
 	}
 	s := &Session{
 		config:     config,
 		logger:     logger,
 		conn:       conn,
-		bufRead:    bufio.NewReaderSize(reader, readBuf), // Postern: sized by the config
+		bufRead:    newSessionReader(reader, readBuf), // Postern: sized by the config
 		recvClock:  clock,
 		pings:      make(map[uint32]chan struct{}),
 		streams:    make(map[uint32]*Stream),
