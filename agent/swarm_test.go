@@ -343,7 +343,7 @@ func BenchmarkSwarm(b *testing.B) {
 	for _, c := range []struct {
 		n         int
 		keepalive time.Duration
-	}{{1000, 10 * time.Second}, {2000, 10 * time.Second}, {5000, 10 * time.Second},
+	}{{1000, 10 * time.Second}, {2000, 10 * time.Second}, {3000, 10 * time.Second}, {5000, 10 * time.Second},
 		{10000, 10 * time.Second}, {10000, 30 * time.Second}} {
 		n := c.n
 		b.Run(fmt.Sprintf("n=%d/keepalive=%s", n, c.keepalive), func(b *testing.B) {

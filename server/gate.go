@@ -2,9 +2,11 @@ package server
 
 import (
 	"container/list"
+	"context"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 )
 
 // gate bounds the connections that have not finished their TLS handshake:
@@ -12,12 +14,17 @@ import (
 // address, or an IPv6 /64, which one host usually holds whole). When a
 // bound is reached, the oldest connection that has not yet sent its
 // ClientHello makes room for the new one: a partner sends its hello at
-// once, so silent connections, however many, cannot keep it out. Only
-// when every connection in progress has sent its hello is the new one
-// dropped.
+// once, so silent connections, however many, cannot keep it out. A
+// connection whose whole ClientHello already waits in its socket, unread
+// because its handshake's goroutine has not run yet (a hub busy with a
+// reconnect storm), is not silent and is not evicted. When every
+// connection in progress has sent its hello, waitRoom holds the accept
+// loop until one finishes, so new connections wait in the listen backlog
+// instead of being dropped and dialed again; the per-source bound still
+// drops (one source must not hold up the others).
 //
-// A gate is safe for concurrent use; every method takes its lock briefly
-// and none of them blocks.
+// A gate is safe for concurrent use; every method but waitRoom takes its
+// lock briefly and none of them blocks.
 type gate struct {
 	max       int
 	perSource int // 0: no bound per source
@@ -25,7 +32,8 @@ type gate struct {
 	mu      sync.Mutex
 	total   int
 	sources map[netip.Prefix]*sourceSlots
-	silent  list.List // of *pending that have sent no ClientHello, oldest first
+	silent  list.List     // of *pending that have sent no ClientHello, oldest first
+	room    chan struct{} // signalled (without blocking) when a slot frees
 }
 
 // sourceSlots are one source's connections in progress.
@@ -43,10 +51,15 @@ type pending struct {
 	inGate, inSource *list.Element
 	released         bool
 	evicted          bool // closed to make room; read by the handshake's goroutine after the handshake returns
+	// reading is set by the handshake's goroutine before its first read:
+	// from then on the socket no longer holds the whole hello, so the gate
+	// does not look into it (helloConn reports the hello instead).
+	reading atomic.Bool
 }
 
 func newGate(max, perSource int) *gate {
-	return &gate{max: max, perSource: perSource, sources: map[netip.Prefix]*sourceSlots{}}
+	return &gate{max: max, perSource: perSource, sources: map[netip.Prefix]*sourceSlots{},
+		room: make(chan struct{}, 1)}
 }
 
 // admit takes a slot for conn, making room if a bound is reached by
@@ -67,18 +80,20 @@ func (g *gate) admit(conn net.Conn) (*pending, Cause) {
 		s = &sourceSlots{}
 	}
 	if g.perSource > 0 && s.n >= g.perSource {
-		if s.silent.Len() == 0 {
+		v := g.silentLocked(&s.silent)
+		if v == nil {
 			g.dropEmpty(src, s)
 			return nil, CauseSourceBusy
 		}
-		victims = append(victims, g.evictLocked(s.silent.Front().Value.(*pending)))
+		victims = append(victims, g.evictLocked(v))
 	}
 	if g.total >= g.max {
-		if g.silent.Len() == 0 {
+		v := g.silentLocked(&g.silent)
+		if v == nil {
 			g.dropEmpty(src, s)
 			return nil, CauseBusy
 		}
-		victims = append(victims, g.evictLocked(g.silent.Front().Value.(*pending)))
+		victims = append(victims, g.evictLocked(v))
 	}
 	g.sources[src] = s
 	p := &pending{conn: conn, source: src}
@@ -87,6 +102,43 @@ func (g *gate) admit(conn net.Conn) (*pending, Cause) {
 	s.n++
 	g.total++
 	return p, ""
+}
+
+// silentLocked returns the oldest connection of l (a silent list) that
+// is really silent: one whose whole ClientHello waits unread in its socket
+// is taken off the silent lists on the way, as if its hello had arrived.
+// Each connection is looked at once at most.
+func (g *gate) silentLocked(l *list.List) *pending {
+	for e := l.Front(); e != nil; e = l.Front() {
+		p := e.Value.(*pending)
+		if p.reading.Load() || !helloWaiting(p.conn) {
+			return p
+		}
+		g.unlistLocked(p)
+	}
+	return nil
+}
+
+// waitRoom returns once a new connection could be admitted without being
+// dropped for the total bound: a slot is free, or a silent connection can
+// make room. Until then (every connection in progress has sent its hello)
+// it waits, so the caller stops accepting and new connections wait in the
+// listen backlog, for at most handshake_timeout: each handshake in
+// progress ends by then. It returns early when ctx is done.
+func (g *gate) waitRoom(ctx context.Context) {
+	for {
+		g.mu.Lock()
+		ok := g.total < g.max || g.silentLocked(&g.silent) != nil
+		g.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-g.room:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // dropEmpty forgets a source with no connections.
@@ -127,6 +179,10 @@ func (g *gate) releaseLocked(p *pending) {
 	p.released = true
 	g.unlistLocked(p)
 	g.total--
+	select {
+	case g.room <- struct{}{}:
+	default:
+	}
 	if s := g.sources[p.source]; s != nil {
 		s.n--
 		g.dropEmpty(p.source, s)

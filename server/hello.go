@@ -2,6 +2,7 @@ package server
 
 import (
 	"net"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,6 +20,9 @@ type helloConn struct {
 	net.Conn
 	until time.Time // read deadline once the first record is whole
 	done  func()
+	// reading, if set, is set before the first read (the gate then stops
+	// peeking into the socket for the hello).
+	reading *atomic.Bool
 
 	got    int     // bytes read so far, counted up to the first record's end
 	header [5]byte // the first record's header
@@ -26,6 +30,16 @@ type helloConn struct {
 }
 
 func (c *helloConn) Read(p []byte) (int, error) {
+	if c.reading != nil && !c.seen && c.got == 0 && !c.reading.Load() {
+		// The first read: a hello already whole in the socket frees the
+		// connection from eviction before it is read in pieces; otherwise
+		// the gate stops looking into the socket, as the reads below take
+		// the hello out of it.
+		if helloWaiting(c.Conn) {
+			c.done()
+		}
+		c.reading.Store(true)
+	}
 	n, err := c.Conn.Read(p)
 	if !c.seen && n > 0 {
 		c.count(p[:n])

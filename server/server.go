@@ -99,6 +99,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer stop()
 	var backoff time.Duration
 	for {
+		// Every handshake in progress past its hello: leave new connections
+		// in the listen backlog until one ends, rather than drop them.
+		s.gate.waitRoom(ctx)
 		conn, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
@@ -160,7 +163,7 @@ func (s *Server) handshake(ctx context.Context, p *pending, cfg *tls.Config) {
 	if s.HelloTimeout > 0 && s.HelloTimeout < s.HandshakeTimeout {
 		helloDeadline = start.Add(s.HelloTimeout)
 	}
-	hc := &helloConn{Conn: p.conn, until: deadline, done: func() { s.gate.hello(p) }}
+	hc := &helloConn{Conn: p.conn, until: deadline, done: func() { s.gate.hello(p) }, reading: &p.reading}
 	hc.SetWriteDeadline(deadline)
 	hc.SetReadDeadline(helloDeadline)
 	var conn net.Conn = hc
