@@ -18,13 +18,13 @@ import (
 // connection whose whole ClientHello already waits in its socket, unread
 // because its handshake's goroutine has not run yet (a hub busy with a
 // reconnect storm), is not silent and is not evicted. When every
-// connection in progress has sent its hello, waitRoom holds the accept
-// loop until one finishes, so new connections wait in the listen backlog
-// instead of being dropped and dialed again; the per-source bound still
-// drops (one source must not hold up the others).
+// connection in progress has sent its hello, admitWaiting holds the
+// accept loop until one finishes, so new connections wait in the listen
+// backlog instead of being dropped and dialed again; the per-source bound
+// still drops (one source must not hold up the others).
 //
-// A gate is safe for concurrent use; every method but waitRoom takes its
-// lock briefly and none of them blocks.
+// A gate is safe for concurrent use; every method takes its lock briefly
+// and only admitWaiting blocks.
 type gate struct {
 	max       int
 	perSource int // 0: no bound per source
@@ -51,11 +51,19 @@ type pending struct {
 	inGate, inSource *list.Element
 	released         bool
 	evicted          bool // closed to make room; read by the handshake's goroutine after the handshake returns
-	// reading is set by the handshake's goroutine before its first read:
-	// from then on the socket no longer holds the whole hello, so the gate
-	// does not look into it (helloConn reports the hello instead).
-	reading atomic.Bool
+	// reading is where the handshake's first read is (readNone, readBusy,
+	// readDone), set by its goroutine: once it has read, the socket no
+	// longer holds the whole hello, so the gate does not look into it
+	// (helloConn reports the hello instead).
+	reading atomic.Int32
 }
+
+// The first read of a connection's handshake, as the gate sees it.
+const (
+	readNone int32 = iota // not read: the hello, if sent, is in the socket
+	readBusy              // reading from the socket right now
+	readDone              // read: helloConn reports the hello once whole
+)
 
 func newGate(max, perSource int) *gate {
 	return &gate{max: max, perSource: perSource, sources: map[netip.Prefix]*sourceSlots{},
@@ -105,38 +113,51 @@ func (g *gate) admit(conn net.Conn) (*pending, Cause) {
 }
 
 // silentLocked returns the oldest connection of l (a silent list) that
-// is really silent: one whose whole ClientHello waits unread in its socket
-// is taken off the silent lists on the way, as if its hello had arrived.
-// Each connection is looked at once at most.
+// is really silent. One whose whole ClientHello waits unread in its
+// socket is taken off the silent lists on the way, as if its hello had
+// arrived; one whose handshake is reading from its socket at this moment
+// is passed over (the read either brings its hello or finds nothing and
+// waits again).
 func (g *gate) silentLocked(l *list.List) *pending {
-	for e := l.Front(); e != nil; e = l.Front() {
+	for e := l.Front(); e != nil; {
 		p := e.Value.(*pending)
-		if p.reading.Load() || !helloWaiting(p.conn) {
+		e = e.Next()
+		switch p.reading.Load() {
+		case readNone:
+			if !helloWaiting(p.conn) {
+				return p
+			}
+			g.unlistLocked(p)
+		case readBusy:
+		default:
 			return p
 		}
-		g.unlistLocked(p)
 	}
 	return nil
 }
 
-// waitRoom returns once a new connection could be admitted without being
-// dropped for the total bound: a slot is free, or a silent connection can
-// make room. Until then (every connection in progress has sent its hello)
-// it waits, so the caller stops accepting and new connections wait in the
-// listen backlog, for at most handshake_timeout: each handshake in
-// progress ends by then. It returns early when ctx is done.
-func (g *gate) waitRoom(ctx context.Context) {
+// admitWaiting admits conn as admit does, except that when the total
+// bound stands in the way (every connection in progress has sent its
+// hello) it waits for a slot to free, holding the accept loop, so new
+// connections wait in the listen backlog instead of being dropped and
+// dialed again. Each handshake in progress ends within
+// handshake_timeout, so the wait is bounded. It returns nil and
+// CauseBusy when ctx is done first.
+//
+// A silent connection is still evicted at once: making it wait for a
+// little silence first (50 ms was tried) lets a renewed flood of silent
+// connections fill the listen backlog, and a partner's connection then
+// waited seconds for the kernel to take it.
+func (g *gate) admitWaiting(ctx context.Context, conn net.Conn) (*pending, Cause) {
 	for {
-		g.mu.Lock()
-		ok := g.total < g.max || g.silentLocked(&g.silent) != nil
-		g.mu.Unlock()
-		if ok {
-			return
+		p, cause := g.admit(conn)
+		if p != nil || cause != CauseBusy {
+			return p, cause
 		}
 		select {
 		case <-g.room:
 		case <-ctx.Done():
-			return
+			return nil, CauseBusy
 		}
 	}
 }

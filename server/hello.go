@@ -20,9 +20,14 @@ type helloConn struct {
 	net.Conn
 	until time.Time // read deadline once the first record is whole
 	done  func()
-	// reading, if set, is set before the first read (the gate then stops
-	// peeking into the socket for the hello).
-	reading *atomic.Bool
+	// reading, if set, tells the gate where the first read is (readNone,
+	// readBusy, readDone).
+	reading *atomic.Int32
+
+	// The first read takes what the socket holds into buf (pooled), and
+	// later reads take the rest of it from stash first.
+	buf   *[helloBufSize]byte
+	stash []byte
 
 	got    int     // bytes read so far, counted up to the first record's end
 	header [5]byte // the first record's header
@@ -30,17 +35,31 @@ type helloConn struct {
 }
 
 func (c *helloConn) Read(p []byte) (int, error) {
-	if c.reading != nil && !c.seen && c.got == 0 && !c.reading.Load() {
-		// The first read: a hello already whole in the socket frees the
-		// connection from eviction before it is read in pieces; otherwise
-		// the gate stops looking into the socket, as the reads below take
-		// the hello out of it.
-		if helloWaiting(c.Conn) {
-			c.done()
+	var n int
+	var err error
+	switch {
+	case len(c.stash) > 0:
+		n = copy(p, c.stash)
+		c.stash = c.stash[n:]
+		if len(c.stash) == 0 {
+			c.stash = nil
+			helloBufs.Put(c.buf)
+			c.buf = nil
 		}
-		c.reading.Store(true)
+	case c.reading != nil && c.reading.Load() == readNone:
+		// The first read takes all the socket holds, so a whole hello
+		// that waits there is counted at once (not between two reads);
+		// readFirst tells the gate while it reads, and from then on the
+		// gate stops looking into the socket.
+		n, err = c.readFirst(p)
+		if !c.seen && n > 0 {
+			c.count(p[:n])
+		}
+		c.reading.Store(readDone)
+		return n, err
+	default:
+		n, err = c.Conn.Read(p)
 	}
-	n, err := c.Conn.Read(p)
 	if !c.seen && n > 0 {
 		c.count(p[:n])
 	}

@@ -99,9 +99,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer stop()
 	var backoff time.Duration
 	for {
-		// Every handshake in progress past its hello: leave new connections
-		// in the listen backlog until one ends, rather than drop them.
-		s.gate.waitRoom(ctx)
 		conn, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
@@ -118,9 +115,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 		}
 		backoff = 0
-		p, cause := s.gate.admit(conn)
+		// Every handshake in progress past its hello: wait for one to end
+		// (later connections wait in the listen backlog) rather than drop.
+		p, cause := s.gate.admitWaiting(ctx, conn)
 		if p == nil {
-			s.refused(conn.RemoteAddr(), cause, s.busyReason(cause))
+			if ctx.Err() == nil {
+				s.refused(conn.RemoteAddr(), cause, s.busyReason(cause))
+			}
 			conn.Close()
 			continue
 		}
