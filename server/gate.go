@@ -33,7 +33,7 @@ type gate struct {
 	total   int
 	sources map[netip.Prefix]*sourceSlots
 	silent  list.List     // of *pending that have sent no ClientHello, oldest first
-	room    chan struct{} // signalled (without blocking) when a slot frees
+	room    chan struct{} // signalled (without blocking) by wake
 }
 
 // sourceSlots are one source's connections in progress.
@@ -162,6 +162,15 @@ func (g *gate) admitWaiting(ctx context.Context, conn net.Conn) (*pending, Cause
 	}
 }
 
+// wake tells admitWaiting to look again: a slot freed, or a connection
+// it passed over while reading has read.
+func (g *gate) wake() {
+	select {
+	case g.room <- struct{}{}:
+	default:
+	}
+}
+
 // dropEmpty forgets a source with no connections.
 func (g *gate) dropEmpty(src netip.Prefix, s *sourceSlots) {
 	if s.n == 0 {
@@ -200,10 +209,7 @@ func (g *gate) releaseLocked(p *pending) {
 	p.released = true
 	g.unlistLocked(p)
 	g.total--
-	select {
-	case g.room <- struct{}{}:
-	default:
-	}
+	g.wake()
 	if s := g.sources[p.source]; s != nil {
 		s.n--
 		g.dropEmpty(p.source, s)

@@ -23,6 +23,7 @@ type helloConn struct {
 	// reading, if set, tells the gate where the first read is (readNone,
 	// readBusy, readDone).
 	reading *atomic.Int32
+	wake    func() // called once the first read is done
 
 	// The first read takes what the socket holds into buf (pooled), and
 	// later reads take the rest of it from stash first.
@@ -56,6 +57,9 @@ func (c *helloConn) Read(p []byte) (int, error) {
 			c.count(p[:n])
 		}
 		c.reading.Store(readDone)
+		if c.wake != nil {
+			c.wake() // the gate may have passed this connection over while it read
+		}
 		return n, err
 	default:
 		n, err = c.Conn.Read(p)

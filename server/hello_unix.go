@@ -37,6 +37,9 @@ func (c *helloConn) readFirst(p []byte) (int, error) {
 		n, rerr = syscall.Read(int(fd), buf[:])
 		if errors.Is(rerr, syscall.EAGAIN) || errors.Is(rerr, syscall.EINTR) {
 			c.reading.Store(readNone)
+			if c.wake != nil {
+				c.wake() // the gate may have passed this connection over while it read
+			}
 			helloBufs.Put(buf)
 			buf = nil
 			return false

@@ -164,7 +164,7 @@ func (s *Server) handshake(ctx context.Context, p *pending, cfg *tls.Config) {
 	if s.HelloTimeout > 0 && s.HelloTimeout < s.HandshakeTimeout {
 		helloDeadline = start.Add(s.HelloTimeout)
 	}
-	hc := &helloConn{Conn: p.conn, until: deadline, done: func() { s.gate.hello(p) }, reading: &p.reading}
+	hc := &helloConn{Conn: p.conn, until: deadline, done: func() { s.gate.hello(p) }, reading: &p.reading, wake: s.gate.wake}
 	hc.SetWriteDeadline(deadline)
 	hc.SetReadDeadline(helloDeadline)
 	var conn net.Conn = hc
