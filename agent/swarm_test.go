@@ -28,8 +28,11 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/postern-tunnel/postern/internal/testca"
 	"github.com/postern-tunnel/postern/internal/testnet"
+	"github.com/postern-tunnel/postern/server"
 	"github.com/postern-tunnel/postern/tunnel"
 	"github.com/postern-tunnel/postern/wire"
 )
@@ -343,7 +346,7 @@ func BenchmarkSwarm(b *testing.B) {
 	for _, c := range []struct {
 		n         int
 		keepalive time.Duration
-	}{{1000, 10 * time.Second}, {2000, 10 * time.Second}, {5000, 10 * time.Second},
+	}{{1000, 10 * time.Second}, {2000, 10 * time.Second}, {3000, 10 * time.Second}, {5000, 10 * time.Second},
 		{10000, 10 * time.Second}, {10000, 30 * time.Second}} {
 		n := c.n
 		b.Run(fmt.Sprintf("n=%d/keepalive=%s", n, c.keepalive), func(b *testing.B) {
@@ -375,6 +378,12 @@ func BenchmarkSwarm(b *testing.B) {
 				b.ReportMetric(float64(runtime.NumGoroutine()-g0)/float64(n), "goroutines/tunnel")
 				b.ReportMetric(100*cpu.Seconds()/wall.Seconds(), "%core-idle")
 				b.ReportMetric(float64(cpu.Microseconds())/wall.Seconds()/float64(n), "cpu-us/tunnel/s")
+				// Why attempts failed, as the hub counted them.
+				for _, c := range []server.Cause{server.CauseBusy, server.CauseSourceBusy, server.CauseTimeout, server.CauseClosed} {
+					var m dto.Metric
+					hub.metrics.refused.WithLabelValues(string(c)).Write(&m)
+					b.ReportMetric(m.GetCounter().GetValue(), "refused-"+string(c))
+				}
 				if ms, ok := statusLatency(b, hub, n); ok {
 					b.ReportMetric(ms, "status-ms")
 				}

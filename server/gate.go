@@ -2,9 +2,11 @@ package server
 
 import (
 	"container/list"
+	"context"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 )
 
 // gate bounds the connections that have not finished their TLS handshake:
@@ -12,12 +14,17 @@ import (
 // address, or an IPv6 /64, which one host usually holds whole). When a
 // bound is reached, the oldest connection that has not yet sent its
 // ClientHello makes room for the new one: a partner sends its hello at
-// once, so silent connections, however many, cannot keep it out. Only
-// when every connection in progress has sent its hello is the new one
-// dropped.
+// once, so silent connections, however many, cannot keep it out. A
+// connection whose whole ClientHello already waits in its socket, unread
+// because its handshake's goroutine has not run yet (a hub busy with a
+// reconnect storm), is not silent and is not evicted. When every
+// connection in progress has sent its hello, admitWaiting holds the
+// accept loop until one finishes, so new connections wait in the listen
+// backlog instead of being dropped and dialed again; the per-source bound
+// still drops (one source must not hold up the others).
 //
 // A gate is safe for concurrent use; every method takes its lock briefly
-// and none of them blocks.
+// and only admitWaiting blocks.
 type gate struct {
 	max       int
 	perSource int // 0: no bound per source
@@ -25,7 +32,8 @@ type gate struct {
 	mu      sync.Mutex
 	total   int
 	sources map[netip.Prefix]*sourceSlots
-	silent  list.List // of *pending that have sent no ClientHello, oldest first
+	silent  list.List     // of *pending that have sent no ClientHello, oldest first
+	room    chan struct{} // signalled (without blocking) by wake
 }
 
 // sourceSlots are one source's connections in progress.
@@ -43,10 +51,23 @@ type pending struct {
 	inGate, inSource *list.Element
 	released         bool
 	evicted          bool // closed to make room; read by the handshake's goroutine after the handshake returns
+	// reading is where the handshake's first read is (readNone, readBusy,
+	// readDone), set by its goroutine: once it has read, the socket no
+	// longer holds the whole hello, so the gate does not look into it
+	// (helloConn reports the hello instead).
+	reading atomic.Int32
 }
 
+// The first read of a connection's handshake, as the gate sees it.
+const (
+	readNone int32 = iota // not read: the hello, if sent, is in the socket
+	readBusy              // reading from the socket right now
+	readDone              // read: helloConn reports the hello once whole
+)
+
 func newGate(max, perSource int) *gate {
-	return &gate{max: max, perSource: perSource, sources: map[netip.Prefix]*sourceSlots{}}
+	return &gate{max: max, perSource: perSource, sources: map[netip.Prefix]*sourceSlots{},
+		room: make(chan struct{}, 1)}
 }
 
 // admit takes a slot for conn, making room if a bound is reached by
@@ -67,18 +88,20 @@ func (g *gate) admit(conn net.Conn) (*pending, Cause) {
 		s = &sourceSlots{}
 	}
 	if g.perSource > 0 && s.n >= g.perSource {
-		if s.silent.Len() == 0 {
+		v := g.silentLocked(&s.silent)
+		if v == nil {
 			g.dropEmpty(src, s)
 			return nil, CauseSourceBusy
 		}
-		victims = append(victims, g.evictLocked(s.silent.Front().Value.(*pending)))
+		victims = append(victims, g.evictLocked(v))
 	}
 	if g.total >= g.max {
-		if g.silent.Len() == 0 {
+		v := g.silentLocked(&g.silent)
+		if v == nil {
 			g.dropEmpty(src, s)
 			return nil, CauseBusy
 		}
-		victims = append(victims, g.evictLocked(g.silent.Front().Value.(*pending)))
+		victims = append(victims, g.evictLocked(v))
 	}
 	g.sources[src] = s
 	p := &pending{conn: conn, source: src}
@@ -87,6 +110,65 @@ func (g *gate) admit(conn net.Conn) (*pending, Cause) {
 	s.n++
 	g.total++
 	return p, ""
+}
+
+// silentLocked returns the oldest connection of l (a silent list) that
+// is really silent. One whose whole ClientHello waits unread in its
+// socket is taken off the silent lists on the way, as if its hello had
+// arrived; one whose handshake is reading from its socket at this moment
+// is passed over (the read either brings its hello or finds nothing and
+// waits again).
+func (g *gate) silentLocked(l *list.List) *pending {
+	for e := l.Front(); e != nil; {
+		p := e.Value.(*pending)
+		e = e.Next()
+		switch p.reading.Load() {
+		case readNone:
+			if !helloWaiting(p.conn) {
+				return p
+			}
+			g.unlistLocked(p)
+		case readBusy:
+		default:
+			return p
+		}
+	}
+	return nil
+}
+
+// admitWaiting admits conn as admit does, except that when the total
+// bound stands in the way (every connection in progress has sent its
+// hello) it waits for a slot to free, holding the accept loop, so new
+// connections wait in the listen backlog instead of being dropped and
+// dialed again. Each handshake in progress ends within
+// handshake_timeout, so the wait is bounded. It returns nil and
+// CauseBusy when ctx is done first.
+//
+// A silent connection is still evicted at once: making it wait for a
+// little silence first (50 ms was tried) lets a renewed flood of silent
+// connections fill the listen backlog, and a partner's connection then
+// waited seconds for the kernel to take it.
+func (g *gate) admitWaiting(ctx context.Context, conn net.Conn) (*pending, Cause) {
+	for {
+		p, cause := g.admit(conn)
+		if p != nil || cause != CauseBusy {
+			return p, cause
+		}
+		select {
+		case <-g.room:
+		case <-ctx.Done():
+			return nil, CauseBusy
+		}
+	}
+}
+
+// wake tells admitWaiting to look again: a slot freed, or a connection
+// it passed over while reading has read.
+func (g *gate) wake() {
+	select {
+	case g.room <- struct{}{}:
+	default:
+	}
 }
 
 // dropEmpty forgets a source with no connections.
@@ -127,6 +209,7 @@ func (g *gate) releaseLocked(p *pending) {
 	p.released = true
 	g.unlistLocked(p)
 	g.total--
+	g.wake()
 	if s := g.sources[p.source]; s != nil {
 		s.n--
 		g.dropEmpty(p.source, s)

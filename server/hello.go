@@ -2,6 +2,7 @@ package server
 
 import (
 	"net"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,6 +20,15 @@ type helloConn struct {
 	net.Conn
 	until time.Time // read deadline once the first record is whole
 	done  func()
+	// reading, if set, tells the gate where the first read is (readNone,
+	// readBusy, readDone).
+	reading *atomic.Int32
+	wake    func() // called once the first read is done
+
+	// The first read takes what the socket holds into buf (pooled), and
+	// later reads take the rest of it from stash first.
+	buf   *[helloBufSize]byte
+	stash []byte
 
 	got    int     // bytes read so far, counted up to the first record's end
 	header [5]byte // the first record's header
@@ -26,7 +36,34 @@ type helloConn struct {
 }
 
 func (c *helloConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
+	var n int
+	var err error
+	switch {
+	case len(c.stash) > 0:
+		n = copy(p, c.stash)
+		c.stash = c.stash[n:]
+		if len(c.stash) == 0 {
+			c.stash = nil
+			helloBufs.Put(c.buf)
+			c.buf = nil
+		}
+	case c.reading != nil && c.reading.Load() == readNone:
+		// The first read takes all the socket holds, so a whole hello
+		// that waits there is counted at once (not between two reads);
+		// readFirst tells the gate while it reads, and from then on the
+		// gate stops looking into the socket.
+		n, err = c.readFirst(p)
+		if !c.seen && n > 0 {
+			c.count(p[:n])
+		}
+		c.reading.Store(readDone)
+		if c.wake != nil {
+			c.wake() // the gate may have passed this connection over while it read
+		}
+		return n, err
+	default:
+		n, err = c.Conn.Read(p)
+	}
 	if !c.seen && n > 0 {
 		c.count(p[:n])
 	}

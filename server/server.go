@@ -115,9 +115,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 		}
 		backoff = 0
-		p, cause := s.gate.admit(conn)
+		// Every handshake in progress past its hello: wait for one to end
+		// (later connections wait in the listen backlog) rather than drop.
+		p, cause := s.gate.admitWaiting(ctx, conn)
 		if p == nil {
-			s.refused(conn.RemoteAddr(), cause, s.busyReason(cause))
+			if ctx.Err() == nil {
+				s.refused(conn.RemoteAddr(), cause, s.busyReason(cause))
+			}
 			conn.Close()
 			continue
 		}
@@ -160,7 +164,7 @@ func (s *Server) handshake(ctx context.Context, p *pending, cfg *tls.Config) {
 	if s.HelloTimeout > 0 && s.HelloTimeout < s.HandshakeTimeout {
 		helloDeadline = start.Add(s.HelloTimeout)
 	}
-	hc := &helloConn{Conn: p.conn, until: deadline, done: func() { s.gate.hello(p) }}
+	hc := &helloConn{Conn: p.conn, until: deadline, done: func() { s.gate.hello(p) }, reading: &p.reading, wake: s.gate.wake}
 	hc.SetWriteDeadline(deadline)
 	hc.SetReadDeadline(helloDeadline)
 	var conn net.Conn = hc

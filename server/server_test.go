@@ -33,6 +33,14 @@ type testServer struct {
 
 func startServer(t *testing.T, set func(s *Server)) *testServer {
 	t.Helper()
+	ts := newTestServer(t, set)
+	ts.serve(t, testnet.Listen(t))
+	return ts
+}
+
+// newTestServer is startServer's server, not yet serving.
+func newTestServer(t *testing.T, set func(s *Server)) *testServer {
+	t.Helper()
 	dir := t.TempDir()
 	ca := testca.New(t, "Test Partners CA")
 	hub := ca.Issue(t, testca.Options{CN: "hub", IPs: []string{"127.0.0.1"}}).Write(t, dir, "hub", ca)
@@ -73,7 +81,11 @@ func startServer(t *testing.T, set func(s *Server)) *testServer {
 		},
 	}
 	set(ts.Server)
-	ln := testnet.Listen(t)
+	return ts
+}
+
+// serve runs the server on ln until the test ends.
+func (ts *testServer) serve(t *testing.T, ln net.Listener) {
 	ts.addr = ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -85,7 +97,6 @@ func startServer(t *testing.T, set func(s *Server)) *testServer {
 		cancel()
 		<-done
 	})
-	return ts
 }
 
 // dialFrom connects to the server from a loopback source address.

@@ -289,22 +289,83 @@ func (s *Session) keepaliveFire() {
 	ka.timer.Reset(shorter(timeout, look))
 }
 
-// answerPing queues the answer to the peer's ping from the receive loop
-// when the control queue has room, and from a goroutine of its own only
-// when it must wait.
-func (s *Session) answerPing(pingID uint32) {
+// answerPing answers the peer's ping. Postern: on a session with no
+// streams (an idle partner tunnel: nothing else to write in either
+// direction, so a 12-byte write cannot block behind data) the answer is
+// written here on the receive goroutine, when nothing is queued and the
+// write lock is free, so no other goroutine wakes for it. Otherwise it is
+// queued for the send loop ahead of stream data (counted as queued, as
+// sendControl counts), and only when the control queue is full does a
+// goroutine of its own wait for room. An error from the direct write ends
+// the receive loop, which ends the session.
+func (s *Session) answerPing(pingID uint32) error {
+	s.keepaliveHeard()
 	hdr := header(make([]byte, headerSize))
 	hdr.encode(typePing, flagACK, 0, pingID)
+	if ok, err := s.answerDirect(hdr); ok {
+		return err
+	}
+	s.direct.queued.Add(1)
 	select {
 	case s.controlCh <- hdr:
-		return
+		return nil
 	default:
 	}
+	s.direct.queued.Add(-1) // sendControl counts it again
 	go func() {
 		if err := s.sendControl(hdr); err != nil {
 			s.logger.Printf("[WARN] yamux: failed to send ping reply: %v", err)
 		}
 	}()
+	return nil
+}
+
+// keepaliveHeard runs when the peer pinged (KeepAliveOnlyWhenSilent): the
+// peer is alive, so this side's keepalive, waiting for an interval of
+// silence, moves its next look to a whole silence from now. Between a
+// partner that pings every interval and a hub that waits a quarter
+// interval longer, the hub's timer then never fires while the partner
+// lives: no goroutine per interval per tunnel just to find the peer was
+// heard. A keepalive busy (its lock held) or waiting for its own ping's
+// answer is left alone.
+func (s *Session) keepaliveHeard() {
+	ka := s.ka
+	if ka == nil || !s.config.KeepAliveOnlyWhenSilent || !ka.mu.TryLock() {
+		return
+	}
+	if ka.timer != nil && ka.pending == nil {
+		ka.timer.Reset(ka.silence)
+	}
+	ka.mu.Unlock()
+}
+
+// answerDirect writes hdr on the caller's goroutine (the receive loop)
+// if the session has no stream, DirectWrite is on, nothing is queued and
+// the write lock is free; ok is false when the caller must queue it. A
+// write that takes longer than ConnectionWriteTimeout ends the session
+// (writeStuck), which closes the connection and so unblocks it.
+func (s *Session) answerDirect(hdr header) (ok bool, err error) {
+	d := &s.direct
+	if !s.config.DirectWrite || d.queued.Load() != 0 || s.NumStreams() != 0 || !d.mu.TryLock() {
+		return false, nil
+	}
+	if d.queued.Load() != 0 {
+		d.mu.Unlock()
+		return false, nil
+	}
+	if d.stuck == nil {
+		d.stuck = time.AfterFunc(time.Hour, s.writeStuck)
+	}
+	d.start.Store(time.Now().UnixNano())
+	d.stuck.Reset(s.config.ConnectionWriteTimeout)
+	_, err = s.conn.Write(hdr)
+	d.stuck.Stop()
+	d.start.Store(0)
+	d.mu.Unlock()
+	if err != nil && d.timedOut.Load() {
+		err = ErrConnectionWriteTimeout
+	}
+	return true, err
 }
 
 func shorter(a, b time.Duration) time.Duration {

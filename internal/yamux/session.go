@@ -697,8 +697,7 @@ func (s *Session) handlePing(hdr header) error {
 	// Check if this is a query, respond back in a separate context so we
 	// don't interfere with the receiving thread blocking for the write.
 	if flags&flagSYN == flagSYN {
-		s.answerPing(pingID) // Postern: no goroutine unless it must wait (idle.go)
-		return nil
+		return s.answerPing(pingID) // Postern: no goroutine unless it must wait (idle.go)
 	}
 
 	// Handle a response
