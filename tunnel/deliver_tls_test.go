@@ -14,25 +14,7 @@ import (
 // still takes a whole frame.
 func TestSmallFramesDeliveredOverTLS(t *testing.T) {
 	client, server := tlsTunnelPair(t, testOpts())
-	accepted := make(chan *Stream, 1)
-	go func() {
-		st, err := server.Accept()
-		if err != nil {
-			close(accepted)
-			return
-		}
-		st.Admit()
-		accepted <- st
-	}()
-	cst, err := client.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cst.Admit()
-	sst := <-accepted
-	if sst == nil {
-		t.Fatal("accept failed")
-	}
+	cst, sst := admittedStreams(t, client, server)
 
 	delivered := make(chan []byte, 16)
 	sst.SetDeliver(func(p []byte) int {

@@ -72,25 +72,7 @@ func benchRoundTrip(b *testing.B, conns int) {
 	for i := range apps {
 		app, plain := tcpPair(b)
 		targetPlain, target := tcpPair(b)
-		accepted := make(chan *Stream, 1)
-		go func() {
-			st, err := server.Accept()
-			if err != nil {
-				close(accepted)
-				return
-			}
-			st.Admit()
-			accepted <- st
-		}()
-		opened, err := client.Open()
-		if err != nil {
-			b.Fatal(err)
-		}
-		opened.Admit()
-		st := <-accepted
-		if st == nil {
-			b.Fatal("accept failed")
-		}
+		opened, st := admittedStreams(b, client, server)
 		relays.Add(2)
 		go func() { defer relays.Done(); relay.Stream(ctx, plain, opened, nil) }()
 		go func() { defer relays.Done(); relay.Stream(ctx, targetPlain, st, nil) }()
@@ -143,4 +125,30 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// admittedStreams opens a stream from client, accepts it on server, and
+// admits both ends (as the agents do once the open request is answered).
+func admittedStreams(t testing.TB, client, server *Tunnel) (opened, accepted *Stream) {
+	t.Helper()
+	acc := make(chan *Stream, 1)
+	go func() {
+		st, err := server.Accept()
+		if err != nil {
+			close(acc)
+			return
+		}
+		st.Admit()
+		acc <- st
+	}()
+	opened, err := client.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened.Admit()
+	accepted = <-acc
+	if accepted == nil {
+		t.Fatal("accept failed")
+	}
+	return opened, accepted
 }
