@@ -2,14 +2,10 @@ package agent
 
 import (
 	"net"
-	"net/http"
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
+	"github.com/postern-tunnel/postern/internal/testmetrics"
 	"github.com/postern-tunnel/postern/internal/testnet"
 )
 
@@ -95,37 +91,5 @@ func waitMetric(t *testing.T, url, name string, labels map[string]string, want f
 
 func scrapeValue(t *testing.T, url, name string, labels map[string]string) (float64, bool) {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parse %s: %v", url, err)
-	}
-	f := fams[name]
-	if f == nil {
-		return 0, false
-	}
-next:
-	for _, m := range f.Metric {
-		have := map[string]string{}
-		for _, l := range m.Label {
-			have[l.GetName()] = l.GetValue()
-		}
-		for k, v := range labels {
-			if have[k] != v {
-				continue next
-			}
-		}
-		switch f.GetType() {
-		case dto.MetricType_COUNTER:
-			return m.Counter.GetValue(), true
-		case dto.MetricType_GAUGE:
-			return m.Gauge.GetValue(), true
-		}
-	}
-	return 0, false
+	return testmetrics.Scrape(t, url).Value(name, labels)
 }

@@ -21,10 +21,8 @@ import (
 	"github.com/postern-tunnel/postern/agent"
 	"github.com/postern-tunnel/postern/config"
 	"github.com/postern-tunnel/postern/internal/testca"
+	"github.com/postern-tunnel/postern/internal/testmetrics"
 	"github.com/postern-tunnel/postern/internal/testnet"
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 // statusPair is a hub and a site in this process, JSON-logging, with a
@@ -296,41 +294,8 @@ func TestStatusMetricsAccessLog(t *testing.T) {
 
 func checkMetrics(t *testing.T, p *statusPair) {
 	t.Helper()
-	resp, err := http.Get("http://" + p.hub.AdminAddr().String() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parse /metrics: %v", err)
-	}
-	value := func(name string, labels map[string]string) (float64, bool) {
-		f := fams[name]
-		if f == nil {
-			return 0, false
-		}
-	next:
-		for _, m := range f.Metric {
-			have := map[string]string{}
-			for _, l := range m.Label {
-				have[l.GetName()] = l.GetValue()
-			}
-			for k, v := range labels {
-				if have[k] != v {
-					continue next
-				}
-			}
-			switch f.GetType() {
-			case dto.MetricType_COUNTER:
-				return m.Counter.GetValue(), true
-			case dto.MetricType_GAUGE:
-				return m.Gauge.GetValue(), true
-			}
-		}
-		return 0, false
-	}
+	fams := testmetrics.Scrape(t, "http://"+p.hub.AdminAddr().String()+"/metrics")
+	value := fams.Value
 	const peer = "dns:site-a.test"
 	for _, c := range []struct {
 		name   string
