@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -146,12 +147,13 @@ type e2eUpload struct {
 	hub, site *e2eAgent
 	app       *net.TCPConn
 	targetEnd chan error
+	appEnd    chan error // the first error the application's reads or writes returned
 }
 
 func e2eStartUpload(t *testing.T, siteShutdownTimeout string) *e2eUpload {
 	t.Helper()
 	e2eBinary(t)
-	u := &e2eUpload{targetEnd: make(chan error, 1)}
+	u := &e2eUpload{targetEnd: make(chan error, 1), appEnd: make(chan error, 1)}
 	target := e2eServe(t, func(c *net.TCPConn) {
 		c.SetDeadline(time.Now().Add(60 * time.Second))
 		c.Write([]byte(e2ePartOne))
@@ -172,13 +174,25 @@ func e2eStartUpload(t *testing.T, siteShutdownTimeout string) *e2eUpload {
 	if _, err := io.ReadFull(u.app, got); err != nil || string(got) != e2ePartOne {
 		t.Fatalf("start of the answer: %q, %v", got, err)
 	}
-	go func() { // an upload that outlasts the drain
+	// An upload that outlasts the drain, and a read between chunks, on one
+	// goroutine: the kernel reports a reset to one call only (the socket's
+	// pending error is cleared when returned), so a reader and a writer on
+	// two goroutines could each miss it. In order, the first call after a
+	// reset fails with ECONNRESET, while after a FIN a read returns
+	// end-of-stream (and writes still succeed).
+	go func() {
 		chunk := make([]byte, 16<<10)
+		buf := make([]byte, 4<<10)
 		for {
 			if _, err := u.app.Write(chunk); err != nil {
+				u.appEnd <- err
 				return
 			}
-			time.Sleep(10 * time.Millisecond) // pacing, not synchronisation: keeps the transfer going
+			u.app.SetReadDeadline(time.Now().Add(10 * time.Millisecond)) // pacing, not synchronisation: keeps the transfer going
+			if _, err := u.app.Read(buf); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				u.appEnd <- err
+				return
+			}
 		}
 	}()
 	return u
@@ -187,8 +201,13 @@ func e2eStartUpload(t *testing.T, siteShutdownTimeout string) *e2eUpload {
 // wantResets asserts that both ends of the transfer see a reset.
 func (u *e2eUpload) wantResets(t *testing.T, when string) {
 	t.Helper()
-	if err := testnet.Drain(u.app); !errors.Is(err, syscall.ECONNRESET) {
-		t.Errorf("the application's transfer ended with %v %s, want connection reset", err, when)
+	select {
+	case err := <-u.appEnd:
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("the application's transfer ended with %v %s, want connection reset", err, when)
+		}
+	case <-time.After(20 * time.Second):
+		t.Errorf("the application saw no end of the transfer %s", when)
 	}
 	select {
 	case err := <-u.targetEnd:
