@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/postern-tunnel/postern/identity"
+	"github.com/postern-tunnel/postern/internal/rawio"
 	"github.com/postern-tunnel/postern/relay"
 	"github.com/postern-tunnel/postern/trust"
 	"github.com/postern-tunnel/postern/tunnel"
@@ -281,7 +282,7 @@ func (c *Client) dialTLS(ctx context.Context, addr string, mux bool) (*tls.Conn,
 	}
 	cfg := c.tlsConfig(addr, mux)
 	if mux {
-		conn = tunnel.WrapConn(conn)
+		conn = tunnel.WrapConn(rawio.Wrap(conn))
 	} else {
 		conn = relay.WatchEOF(conn) // so relay.Raw can tell close_notify from a cut
 	}

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/postern-tunnel/postern/internal/rawio"
 	"github.com/postern-tunnel/postern/wire"
 )
 
@@ -101,14 +102,8 @@ func (d *deliverer) writePlain(b []byte) int {
 }
 
 func (d *deliverer) writeFD(fd uintptr) bool {
-	for {
-		n, err := syscall.Write(int(fd), d.p)
-		if err == syscall.EINTR {
-			continue
-		}
-		d.n = max(n, 0)
-		return true // never wait: the caller is the tunnel's receive goroutine
-	}
+	d.n, _ = rawio.Write(fd, d.p)
+	return true // never wait: the caller is the tunnel's receive goroutine
 }
 
 // waitReader is the stream as the receive direction's FrameReader sees

@@ -7,6 +7,7 @@ import (
 	"net"
 	"syscall"
 
+	"github.com/postern-tunnel/postern/internal/rawio"
 	"github.com/postern-tunnel/postern/wire"
 )
 
@@ -44,12 +45,7 @@ func (p *plainReader) tryRead(fd uintptr) bool {
 	if p.buf == nil {
 		p.buf = wire.GetBuffer()
 	}
-	for {
-		p.n, p.err = syscall.Read(int(fd), (*p.buf)[wire.FrameHeaderSize:])
-		if p.err != syscall.EINTR {
-			break
-		}
-	}
+	p.n, p.err = rawio.Read(fd, (*p.buf)[wire.FrameHeaderSize:])
 	if p.err == syscall.EAGAIN || p.err == syscall.EWOULDBLOCK {
 		wire.PutBuffer(p.buf)
 		p.buf = nil

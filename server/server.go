@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/postern-tunnel/postern/identity"
+	"github.com/postern-tunnel/postern/internal/rawio"
 	"github.com/postern-tunnel/postern/relay"
 	"github.com/postern-tunnel/postern/trust"
 	"github.com/postern-tunnel/postern/tunnel"
@@ -169,6 +170,7 @@ func (s *Server) handshake(ctx context.Context, p *pending, cfg *tls.Config) {
 	hc.SetReadDeadline(helloDeadline)
 	var conn net.Conn = hc
 	if s.Raw == nil {
+		hc.Conn = rawio.Wrap(hc.Conn)
 		conn = tunnel.WrapConn(conn)
 	} else {
 		conn = relay.WatchEOF(conn) // so relay.Raw can tell close_notify from a cut

@@ -1,0 +1,143 @@
+//go:build unix
+
+package rawio_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/postern-tunnel/postern/internal/rawio"
+)
+
+// pair returns a wrapped client end and the plain server end of a loopback
+// TCP connection.
+func pair(t *testing.T) (*rawio.Conn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	w, ok := rawio.Wrap(c).(*rawio.Conn)
+	if !ok {
+		if rawio.Supported {
+			t.Fatalf("Wrap of a TCP connection gave %T", rawio.Wrap(c))
+		}
+		t.Skip("raw system calls are not used on this system")
+	}
+	return w, s.(*net.TCPConn)
+}
+
+// TestConnCarriesBytesBothWays: a large write completes whole while the
+// reader lags (the writer waits in the poller, not in a busy loop), and
+// reads return what was sent, in order, then end-of-stream at the FIN.
+func TestConnCarriesBytesBothWays(t *testing.T) {
+	c, s := pair(t)
+	want := make([]byte, 8<<20) // larger than both socket buffers: the write must wait
+	rand.Read(want)
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(s)
+		got <- b
+	}()
+	n, err := c.Write(want)
+	if err != nil || n != len(want) {
+		t.Fatalf("Write: %d, %v; want %d, nil", n, err, len(want))
+	}
+	c.CloseWrite()
+	if b := <-got; !bytes.Equal(b, want) {
+		t.Fatalf("the other end read %d bytes, not the %d written", len(b), len(want))
+	}
+
+	go func() {
+		s.Write(want[:100000])
+		s.CloseWrite()
+	}()
+	b, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(b, want[:100000]) {
+		t.Fatalf("ReadAll: %d bytes, %v; want 100000 bytes, nil", len(b), err)
+	}
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("Read after the end: %d, %v; want 0, EOF", n, err)
+	}
+}
+
+// TestConnErrorsAsTCP: deadlines, a reset and a local close give the errors
+// a TCP connection gives, so callers' checks hold.
+func TestConnErrorsAsTCP(t *testing.T) {
+	c, s := pair(t)
+
+	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	_, err := c.Read(make([]byte, 10))
+	var ne net.Error
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("Read past its deadline: %v; want a timeout", err)
+	}
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "read" || oe.Net != "tcp" || oe.Addr.String() != s.LocalAddr().String() {
+		t.Fatalf("Read past its deadline: %#v; want a read OpError naming the peer", err)
+	}
+	c.SetReadDeadline(time.Time{})
+
+	s.SetLinger(0)
+	s.Close() // a reset
+	_, err = c.Read(make([]byte, 10))
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("Read after the peer's reset: %v; want ECONNRESET", err)
+	}
+	var se *os.SyscallError
+	if !errors.As(err, &se) || se.Syscall != "read" {
+		t.Fatalf("Read after the peer's reset: %#v; want the read system call named", err)
+	}
+	if _, err := c.Write([]byte("x")); err == nil {
+		t.Fatal("Write after the peer's reset succeeded")
+	}
+
+	c.Close()
+	if _, err := c.Read(make([]byte, 10)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Read after Close: %v; want net.ErrClosed", err)
+	}
+	if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Write after Close: %v; want net.ErrClosed", err)
+	}
+}
+
+// TestConnWriteDeadline: a write that cannot finish by its deadline returns
+// what the socket took and a timeout.
+func TestConnWriteDeadline(t *testing.T) {
+	c, _ := pair(t) // the other end never reads
+	c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	n, err := c.Write(make([]byte, 64<<20))
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Write past its deadline: %d, %v; want a timeout", n, err)
+	}
+	if n <= 0 || n >= 64<<20 {
+		t.Fatalf("Write past its deadline took %d bytes; want what the socket buffers held", n)
+	}
+}
+
+// TestWrapLeavesOthers: only TCP connections are wrapped.
+func TestWrapLeavesOthers(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if got := rawio.Wrap(a); got != a {
+		t.Fatalf("Wrap(net.Pipe end) = %T, want it unchanged", got)
+	}
+}
