@@ -119,7 +119,7 @@ func copyPooled(dst, src net.Conn, plainShut *atomic.Bool) (int64, error) {
 			}
 			total += int64(n)
 		}
-		if err == io.EOF && endedByReset(src, plainShut.Load()) {
+		if err == io.EOF && endedByReset(src, plainShut) {
 			return total, syscall.ECONNRESET // the reset a concurrent write reported
 		}
 		if err == io.EOF {

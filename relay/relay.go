@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/postern-tunnel/postern/internal/rawio"
 	"github.com/postern-tunnel/postern/wire"
 )
 
@@ -121,6 +122,7 @@ type relay struct {
 // plain is armed to close with a reset (ArmReset) until both directions
 // have ended cleanly. Stream closes both plain and stream before it returns.
 func Stream(ctx context.Context, plain, stream net.Conn, before func() error) (Stats, error) {
+	plain = rawio.Wrap(plain) // writes that cannot be delivered directly: see internal/rawio
 	ArmReset(plain)
 	r := &relay{plain: plain, stream: stream, live: 2, result: make(chan error, 1)}
 	r.stopCtx = context.AfterFunc(ctx, func() {
@@ -242,7 +244,7 @@ func (r *relay) send() {
 	for {
 		buf, n, err := pr.read()
 		if err != nil {
-			if errors.Is(err, io.EOF) && !endedByReset(r.plain, r.plainShut.Load()) {
+			if errors.Is(err, io.EOF) && !endedByReset(r.plain, &r.plainShut) {
 				r.sendCloseWrite()
 				return
 			}

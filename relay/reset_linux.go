@@ -2,6 +2,7 @@ package relay
 
 import (
 	"net"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -16,7 +17,12 @@ import (
 // then the last ACK); no write of ours is then under way to take a reset,
 // so the read's EOF is taken at its word. A connection already closed here
 // (the relay's other direction reset it) did not end cleanly either.
-func endedByReset(c net.Conn, shut bool) bool {
+//
+// shut is read after the state: it is set before this side's FIN, so a
+// CLOSE that our own FIN led to finds it set. Read before the state, a FIN
+// sent in between (the other direction's half-close) would leave a clean
+// end in both directions looking like a reset.
+func endedByReset(c net.Conn, shut *atomic.Bool) bool {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return false
@@ -27,13 +33,20 @@ func endedByReset(c net.Conn, shut bool) bool {
 	}
 	reset := false
 	if err := rc.Control(func(fd uintptr) {
+		if testHookBeforeState != nil {
+			testHookBeforeState()
+		}
 		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-		reset = err == nil && info.State == tcpClose && !shut
+		reset = err == nil && info.State == tcpClose && !shut.Load()
 	}); err != nil {
 		return true // closed by the relay: an abort is under way
 	}
 	return reset
 }
+
+// testHookBeforeState, when set by a test, runs just before endedByReset
+// reads the socket's state.
+var testHookBeforeState func()
 
 // tcpClose is Linux's TCP_CLOSE state (include/net/tcp_states.h).
 const tcpClose = 7

@@ -5,9 +5,13 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"runtime"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // unixPair is a connected pair of Unix stream sockets: the app's end and
@@ -60,4 +64,52 @@ func TestResetConnUnix(t *testing.T) {
 			t.Fatalf("app write after the cut: %v, want EPIPE", err)
 		}
 	})
+}
+
+// TestEndedByResetReadsShutAfterState: the plaintext side half-closes, the
+// relay reads its end, and just then (between that read and the look at
+// the socket's state) the other direction sends this side's FIN and the
+// application acknowledges it, which leaves the socket in CLOSE, as a reset
+// would. Both directions ended cleanly; endedByReset must see the FIN it
+// was told about, not a reset.
+func TestEndedByResetReadsShutAfterState(t *testing.T) {
+	app, plain := tcpPair(t)
+	app.CloseWrite()
+	plain.SetReadDeadline(time.Now().Add(testWait))
+	if n, err := plain.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("relay's read of the half-closed side: %d, %v; want end-of-stream", n, err)
+	}
+	var shut atomic.Bool
+	testHookBeforeState = func() {
+		shut.Store(true) // as the receive direction does, before its FIN
+		plain.CloseWrite()
+		deadline := time.Now().Add(testWait)
+		for tcpState(t, plain) != tcpClose { // the application's kernel acknowledges the FIN
+			if time.Now().After(deadline) {
+				t.Errorf("socket state %d, never CLOSE after both FINs", tcpState(t, plain))
+				return
+			}
+			runtime.Gosched()
+		}
+	}
+	defer func() { testHookBeforeState = nil }()
+	if endedByReset(plain, &shut) {
+		t.Fatal("a clean end in both directions was taken for a reset")
+	}
+}
+
+func tcpState(t *testing.T, c *net.TCPConn) uint8 {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st uint8
+	rc.Control(func(fd uintptr) {
+		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err == nil {
+			st = info.State
+		}
+	})
+	return st
 }
