@@ -284,7 +284,7 @@ func (c *Client) dialTLS(ctx context.Context, addr string, mux bool) (*tls.Conn,
 	if mux {
 		conn = tunnel.WrapConn(rawio.Wrap(conn))
 	} else {
-		conn = relay.WatchEOF(conn) // so relay.Raw can tell close_notify from a cut
+		conn = relay.WatchEOF(rawio.Wrap(conn)) // so relay.Raw can tell close_notify from a cut
 	}
 	tc := tls.Client(conn, cfg)
 	if err := tc.HandshakeContext(dctx); err != nil {

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/postern-tunnel/postern/internal/rawio"
 	"github.com/postern-tunnel/postern/wire"
 )
 
@@ -26,6 +27,7 @@ import (
 // directions have ended cleanly. It returns nil when they did, and closes
 // both connections before returning.
 func Raw(ctx context.Context, plain net.Conn, peer *tls.Conn) (Stats, error) {
+	plain = rawio.Wrap(plain) // see internal/rawio
 	ArmReset(plain)
 	ArmReset(peer.NetConn())
 	type result struct {

@@ -168,9 +168,9 @@ func (s *Server) handshake(ctx context.Context, p *pending, cfg *tls.Config) {
 	hc := &helloConn{Conn: p.conn, until: deadline, done: func() { s.gate.hello(p) }, reading: &p.reading, wake: s.gate.wake}
 	hc.SetWriteDeadline(deadline)
 	hc.SetReadDeadline(helloDeadline)
+	hc.Conn = rawio.Wrap(hc.Conn) // reads and writes that do not wake the runtime's monitor: see internal/rawio
 	var conn net.Conn = hc
 	if s.Raw == nil {
-		hc.Conn = rawio.Wrap(hc.Conn)
 		conn = tunnel.WrapConn(conn)
 	} else {
 		conn = relay.WatchEOF(conn) // so relay.Raw can tell close_notify from a cut
