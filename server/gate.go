@@ -34,6 +34,8 @@ type gate struct {
 	sources map[netip.Prefix]*sourceSlots
 	silent  list.List     // of *pending that have sent no ClientHello, oldest first
 	room    chan struct{} // signalled (without blocking) by wake
+
+	beforePeek func(*pending) // for tests: runs before the gate looks into a socket
 }
 
 // sourceSlots are one source's connections in progress.
@@ -115,19 +117,29 @@ func (g *gate) admit(conn net.Conn) (*pending, Cause) {
 // silentLocked returns the oldest connection of l (a silent list) that
 // is really silent. One whose whole ClientHello waits unread in its
 // socket is taken off the silent lists on the way, as if its hello had
-// arrived; one whose handshake is reading from its socket at this moment
-// is passed over (the read either brings its hello or finds nothing and
-// waits again).
+// arrived; one whose handshake is reading from its socket at this moment,
+// or began to while the gate looked, is passed over (the read either
+// brings its hello or finds nothing and waits again).
 func (g *gate) silentLocked(l *list.List) *pending {
 	for e := l.Front(); e != nil; {
 		p := e.Value.(*pending)
 		e = e.Next()
 		switch p.reading.Load() {
 		case readNone:
-			if !helloWaiting(p.conn) {
-				return p
+			if g.beforePeek != nil {
+				g.beforePeek(p)
 			}
-			g.unlistLocked(p)
+			if helloWaiting(p.conn) {
+				g.unlistLocked(p)
+				continue
+			}
+			if p.reading.Load() != readNone {
+				// The handshake's first read began while the gate
+				// looked, and may have taken the hello out of the socket
+				// just before the look: pass it over as while reading.
+				continue
+			}
+			return p
 		case readBusy:
 		default:
 			return p
