@@ -37,8 +37,17 @@ type Server struct {
 	// MaxHandshakesPerAddress bounds the handshakes in progress from one
 	// IPv4 address or IPv6 /64; 0: no bound of its own.
 	MaxHandshakesPerAddress int
-	Options                 tunnel.Options
-	Log                     *slog.Logger
+	// DeferAccept, on Linux, has the kernel hand over a connection only
+	// once its first bytes (the ClientHello) arrived, or about a second
+	// after it was opened without any (TCP_DEFER_ACCEPT): a connection
+	// whose client has not written yet takes no handshake slot, so in a
+	// reconnect storm the hub does not accept partners faster than they
+	// send their hellos and evict them as silent. A probe that resets
+	// its connection before sending a byte is then not seen at all (one
+	// that closes is). Elsewhere it does nothing.
+	DeferAccept bool
+	Options     tunnel.Options
+	Log         *slog.Logger
 	// Handle runs for each established tunnel, on its own goroutine, and
 	// owns it from then on (Serve does not wait for it).
 	Handle func(t *tunnel.Tunnel)
@@ -96,6 +105,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		<-logDone
 	}()
 
+	if s.DeferAccept {
+		if err := deferAccept(ln, 1); err != nil {
+			s.Log.Warn("tunnel listener: cannot defer accepting connections until their first bytes; silent connections take handshake slots", "listen", ln.Addr().String(), "err", err)
+		}
+	}
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var backoff time.Duration
