@@ -3,7 +3,7 @@
 // bench/results/swarm.md, and links it from latest.md. bench/swarm.sh runs
 // the benchmark and then this; see docs/scaling.md.
 //
-//	swarmreport [-mode full|quick] [-failed N] [-out FILE] [-latest FILE] < go-test-output
+//	swarmreport [-mode full|quick] [-failed N] [-note WORDS] [-out FILE] [-latest FILE] < go-test-output
 package main
 
 import (
@@ -131,7 +131,7 @@ var columns = []column{
 // report is swarm.md.
 // failed is the number of runs that did not finish (a partner gave up,
 // or the hub failed).
-func report(runs []run, failed int, cpu, mode string, now time.Time) string {
+func report(runs []run, failed int, cpu, mode, note string, now time.Time) string {
 	byN := map[int][]run{}
 	var ns []int
 	for _, r := range runs {
@@ -153,6 +153,9 @@ func report(runs []run, failed int, cpu, mode string, now time.Time) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Postern partner swarm, %s mode, %s\n\n", mode, now.UTC().Format(time.RFC3339))
 	fmt.Fprintf(&b, "Machine: %s, %d cores, %s\n\n", cpuName(cpu), runtime.NumCPU(), runtime.Version())
+	if note != "" {
+		fmt.Fprintf(&b, "Network: %s\n\n", note)
+	}
 	b.WriteString("One hub agent with default settings (max_handshakes = 128, keepalive_interval = 10s),\n" +
 		"and a child process of N partner sites (a certificate each, from 250 loopback addresses)\n" +
 		"dialing it at once, on the same cores: TLS, the multiplexer, one ping. `BenchmarkSwarm`\n" +
@@ -240,6 +243,7 @@ func link(path string) error {
 func main() {
 	mode := flag.String("mode", "full", "`mode` named in the report: full or quick")
 	out := flag.String("out", "bench/results/swarm.md", "`file` to write")
+	note := flag.String("note", "", "`words` on the network the runs had (bench/swarm.sh: the listen queues)")
 	failed := flag.Int("failed", 0, "`runs` of the benchmark that failed (told by bench/swarm.sh)")
 	latest := flag.String("latest", "bench/results/latest.md", "`file` to link swarm.md from (left alone if missing)")
 	flag.Parse()
@@ -248,7 +252,7 @@ func main() {
 		err = errors.New("no BenchmarkSwarm results on standard input: did the benchmark fail?")
 	}
 	if err == nil {
-		err = os.WriteFile(*out, []byte(report(runs, *failed, cpu, *mode, time.Now())), 0o644)
+		err = os.WriteFile(*out, []byte(report(runs, *failed, cpu, *mode, *note, time.Now())), 0o644)
 	}
 	if err == nil && filepath.Dir(*latest) == filepath.Dir(*out) {
 		err = link(*latest)

@@ -30,7 +30,7 @@ func TestReport(t *testing.T) {
 	if runs[1].n != 10000 || runs[1].metrics["retries"] != 3774 || runs[1].metrics["%core-idle"] != 2.386 {
 		t.Fatalf("second run parsed as %+v", runs[1])
 	}
-	md := report(runs, 1, cpu, "full", time.Date(2026, 12, 1, 7, 0, 0, 0, time.UTC))
+	md := report(runs, 1, cpu, "full", "a private network namespace", time.Date(2026, 12, 1, 7, 0, 0, 0, time.UTC))
 	for _, want := range []string{
 		"| 1,000 | 3 | 1,780 (1,700–1,900) | 1 (0–2) | 28 (28–29) |",
 		"| 10,000 | 1 | 1,307 | 3,774 | 287 | 29.4 |",
@@ -39,6 +39,7 @@ func TestReport(t *testing.T) {
 		"no partner gave up: not met (4 of 5 runs had every partner up)",
 		"≤ 5 % of a core: met (2.39 %)",
 		"2026-12-01T07:00:00Z",
+		"Network: a private network namespace",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q:\n%s", want, md)
