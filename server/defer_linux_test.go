@@ -51,7 +51,9 @@ func waitDeferring(t *testing.T, ln net.Listener) {
 	for {
 		var v int
 		var gerr error
-		rc.Control(func(fd uintptr) { v, gerr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT) })
+		rc.Control(func(fd uintptr) {
+			v, gerr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT)
+		})
 		if gerr != nil {
 			t.Fatal(gerr)
 		}
@@ -78,6 +80,7 @@ func TestDeferAcceptLateHellos(t *testing.T) {
 		s.MaxHandshakes = max
 		s.MaxHandshakesPerAddress = 0
 		s.DeferAccept = true
+		s.deferSeconds = 10 // the kernel holds silent connections well past the test's steps, however slow the machine
 	})
 	ln := testnet.Listen(t)
 	ts.serve(t, ln)

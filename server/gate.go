@@ -21,7 +21,10 @@ import (
 // connection in progress has sent its hello, admitWaiting holds the
 // accept loop until one finishes, so new connections wait in the listen
 // backlog instead of being dropped and dialed again; the per-source bound
-// still drops (one source must not hold up the others).
+// still drops (one source must not hold up the others). With
+// Server.DeferAccept (Linux), connections reach the gate only once their
+// first bytes arrived, or a second after they were opened without any, so
+// the silent ones are mostly those.
 //
 // A gate is safe for concurrent use; every method takes its lock briefly
 // and only admitWaiting blocks.

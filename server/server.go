@@ -63,6 +63,8 @@ type Server struct {
 	// Enroll, if set, also serves enrollment connections (enroll.go).
 	Enroll *Enrollment
 
+	deferSeconds int // DeferAccept's wait for a first byte, if not 1 s (tests)
+
 	failures  *refusalLog
 	gate      *gate
 	enrolling sync.Map       // net.Conn → struct{}: handshakes that asked for enrollment (enroll.go)
@@ -106,7 +108,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}()
 
 	if s.DeferAccept {
-		if err := deferAccept(ln, 1); err != nil {
+		secs := 1
+		if s.deferSeconds > 0 {
+			secs = s.deferSeconds
+		}
+		if err := deferAccept(ln, secs); err != nil {
 			s.Log.Warn("tunnel listener: cannot defer accepting connections until their first bytes; silent connections take handshake slots", "listen", ln.Addr().String(), "err", err)
 		}
 	}
