@@ -19,8 +19,9 @@ import (
 // because its handshake's goroutine has not run yet (a hub busy with a
 // reconnect storm), is not silent and is not evicted. When every
 // connection in progress has sent its hello, admitWaiting holds the
-// accept loop until one finishes, so new connections wait in the listen
-// backlog instead of being dropped and dialed again; the per-source bound
+// server's dispatch until one finishes, so new connections wait in its
+// queue (and past it, in the listen backlog) instead of being dropped and
+// dialed again; the per-source bound
 // still drops (one source must not hold up the others). With
 // Server.DeferAccept (Linux), connections reach the gate only once their
 // first bytes arrived, or a second after they were opened without any, so
@@ -153,9 +154,9 @@ func (g *gate) silentLocked(l *list.List) *pending {
 
 // admitWaiting admits conn as admit does, except that when the total
 // bound stands in the way (every connection in progress has sent its
-// hello) it waits for a slot to free, holding the accept loop, so new
-// connections wait in the listen backlog instead of being dropped and
-// dialed again. Each handshake in progress ends within
+// hello) it waits for a slot to free, holding the server's dispatch, so
+// new connections wait in its queue instead of being dropped and dialed
+// again. Each handshake in progress ends within
 // handshake_timeout, so the wait is bounded. It returns nil and
 // CauseBusy when ctx is done first.
 //

@@ -118,6 +118,22 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	// Accepted connections queue here for the gate (dispatch), so that
+	// while every handshake slot is taken the kernel's listen queues stay
+	// empty: a storm larger than them (net.core.somaxconn) would overflow
+	// them, and the kernel drop SYNs (dialed again seconds later) or
+	// answer with SYN cookies (connections that arrive before their
+	// hellos). The queue is bounded; when it is full, accepting waits.
+	queue := make(chan *queued, s.queueBound())
+	dispatched := make(chan struct{})
+	go func() {
+		defer close(dispatched)
+		s.dispatch(ctx, queue, cfg, &wg)
+	}()
+	defer func() {
+		close(queue)
+		<-dispatched
+	}()
 	var backoff time.Duration
 	for {
 		conn, err := ln.Accept()
@@ -136,14 +152,48 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 		}
 		backoff = 0
-		// Every handshake in progress past its hello: wait for one to end
-		// (later connections wait in the listen backlog) rather than drop.
-		p, cause := s.gate.admitWaiting(ctx, conn)
+		select {
+		case queue <- &queued{conn: conn, at: time.Now()}:
+		case <-ctx.Done():
+			conn.Close()
+			return nil
+		}
+	}
+}
+
+// queued is an accepted connection waiting for the gate.
+type queued struct {
+	conn net.Conn
+	at   time.Time // accepted
+}
+
+// queueBound is how many accepted connections may wait for the gate: 64
+// per handshake slot (8,192 for the default 128), as many as the hub
+// handshakes in a few seconds.
+func (s *Server) queueBound() int { return 64 * max(s.MaxHandshakes, 1) }
+
+// dispatch admits the queued connections to the gate in order, and starts
+// a handshake for each. When every handshake in progress is past its
+// hello it waits for one to end, rather than drop. A connection that
+// waited longer than handshake_timeout is dropped: its client has most
+// likely given up.
+func (s *Server) dispatch(ctx context.Context, queue <-chan *queued, cfg *tls.Config, wg *sync.WaitGroup) {
+	for q := range queue {
+		if ctx.Err() != nil {
+			q.conn.Close()
+			continue
+		}
+		if waited := time.Since(q.at); s.HandshakeTimeout > 0 && waited > s.HandshakeTimeout {
+			s.refused(q.conn.RemoteAddr(), CauseBusy, fmt.Sprintf("waited %s for a handshake slot, longer than handshake_timeout (%s); connection dropped", shortDuration(waited), shortDuration(s.HandshakeTimeout)))
+			q.conn.Close()
+			continue
+		}
+		p, cause := s.gate.admitWaiting(ctx, q.conn)
 		if p == nil {
 			if ctx.Err() == nil {
-				s.refused(conn.RemoteAddr(), cause, s.busyReason(cause))
+				s.refused(q.conn.RemoteAddr(), cause, s.busyReason(cause))
 			}
-			conn.Close()
+			q.conn.Close()
 			continue
 		}
 		wg.Add(1)
