@@ -109,7 +109,7 @@ func TestQueueDrainsListenBacklog(t *testing.T) {
 		}()
 	}
 	for _, c := range conns {
-		<-c.wrote // bounded by the handshakes' deadline
+		<-c.wrote                // bounded by the handshakes' deadline
 		waitDelivered(t, c.Conn) // every hello in the server's socket: none is taken for silent
 	}
 	// The slot stays taken (handshake_timeout is 10s here); the kernel's
