@@ -262,7 +262,7 @@ func (a *Agent) buildServers() error {
 			MaxHandshakes: sc.MaxHandshakes, MaxHandshakesPerAddress: sc.MaxHandshakesPerAddress,
 			Options: a.tun, Log: a.log,
 			Handle: a.acceptedTunnel, Refused: a.metrics.countRefused,
-			Enroll: a.enrollment(),
+			Enroll: a.enrollment(), DeferAccept: true,
 		}
 		if !*sc.Mux {
 			if a.services[sc.Service] == nil {

@@ -10,7 +10,9 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -187,6 +189,7 @@ func TestSwarmChild(t *testing.T) {
 		retries atomic.Int64
 		wg      sync.WaitGroup
 		failed  atomic.Int64
+		st      swarmStats
 	)
 	deadline := time.Now().Add(within)
 	start := time.Now()
@@ -199,7 +202,7 @@ func TestSwarmChild(t *testing.T) {
 				Certificates: []tls.Certificate{certs[i]}}
 			backoff := 100 * time.Millisecond
 			for attempt := 0; ; attempt++ {
-				tun, err := swarmDial(addr, src, cfg, opts)
+				tun, err := swarmDial(addr, src, cfg, opts, &st)
 				if err == nil {
 					mu.Lock()
 					held = append(held, tun)
@@ -221,7 +224,9 @@ func TestSwarmChild(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	fmt.Printf("swarm: up=%d took=%d retries=%d\n", len(held), time.Since(start), retries.Load())
+	took := time.Since(start)
+	fmt.Printf("swarm: up=%d took=%d retries=%d\n", len(held), took, retries.Load())
+	fmt.Fprintf(os.Stderr, "swarm child: %s\n", st.String())
 	// Hold the tunnels until the parent closes stdin.
 	bufio.NewReader(os.Stdin).ReadString('\n')
 	for _, tun := range held {
@@ -232,15 +237,19 @@ func TestSwarmChild(t *testing.T) {
 
 // swarmDial makes one partner tunnel: TCP from src, TLS, the multiplexer,
 // one ping answered.
-func swarmDial(addr string, src *net.TCPAddr, cfg *tls.Config, opts tunnel.Options) (*tunnel.Tunnel, error) {
+func swarmDial(addr string, src *net.TCPAddr, cfg *tls.Config, opts tunnel.Options, st *swarmStats) (*tunnel.Tunnel, error) {
 	d := net.Dialer{LocalAddr: src, Timeout: 10 * time.Second}
+	began := time.Now()
 	nc, err := d.Dial("tcp", addr)
+	st.dialed(time.Since(began), err)
 	if err != nil {
 		return nil, err
 	}
 	nc.SetDeadline(time.Now().Add(15 * time.Second))
-	tc := tls.Client(nc, cfg)
+	fw := &firstWrite{Conn: nc, connected: time.Now(), st: st}
+	tc := tls.Client(fw, cfg)
 	if err := tc.Handshake(); err != nil {
+		st.failed(&st.handshake, err)
 		nc.Close()
 		return nil, err
 	}
@@ -253,10 +262,105 @@ func swarmDial(addr string, src *net.TCPAddr, cfg *tls.Config, opts tunnel.Optio
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	if err := tun.Confirm(ctx); err != nil {
+		st.failed(&st.confirm, err)
 		tun.Close()
 		return nil, err
 	}
 	return tun, nil
+}
+
+// swarmStats counts, in the swarm's child, why attempts failed and how
+// long the steps took, so that a slow storm can be told apart: connections
+// the kernel did not take at once (a dial of a second or more is a SYN
+// sent again after the listen backlog overflowed), hellos written late
+// (the partner's own CPU), or attempts the hub closed.
+type swarmStats struct {
+	mu        sync.Mutex
+	dials     []time.Duration // each successful dial's time
+	hellos    []time.Duration // from connected to the ClientHello written
+	dialErr   map[string]int
+	handshake map[string]int
+	confirm   map[string]int
+}
+
+func (s *swarmStats) dialed(d time.Duration, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		if s.dialErr == nil {
+			s.dialErr = map[string]int{}
+		}
+		s.dialErr[errKind(err)]++
+		return
+	}
+	s.dials = append(s.dials, d)
+}
+
+func (s *swarmStats) failed(m *map[string]int, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if *m == nil {
+		*m = map[string]int{}
+	}
+	(*m)[errKind(err)]++
+}
+
+// errKind names an error by what the socket saw.
+func errKind(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, io.EOF):
+		return "eof"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "reset"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	case errors.Is(err, syscall.EPIPE):
+		return "pipe"
+	case errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	}
+	return "other: " + err.Error()
+}
+
+func (s *swarmStats) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := func(ds []time.Duration) string {
+		if len(ds) == 0 {
+			return "none"
+		}
+		slices.Sort(ds)
+		slow := 0
+		for _, d := range ds {
+			if d >= 900*time.Millisecond {
+				slow++
+			}
+		}
+		at := func(f float64) time.Duration { return ds[int(f*float64(len(ds)-1))].Round(time.Millisecond) }
+		return fmt.Sprintf("n=%d p50=%s p90=%s p99=%s max=%s over-0.9s=%d", len(ds), at(.5), at(.9), at(.99), at(1), slow)
+	}
+	return fmt.Sprintf("dials[%s] hello-written-after[%s] dial-errors=%v handshake-errors=%v confirm-errors=%v",
+		q(s.dials), q(s.hellos), s.dialErr, s.handshake, s.confirm)
+}
+
+// firstWrite notes when the first write (the ClientHello) went out.
+type firstWrite struct {
+	net.Conn
+	connected time.Time
+	st        *swarmStats
+	done      bool
+}
+
+func (c *firstWrite) Write(p []byte) (int, error) {
+	if !c.done {
+		c.done = true
+		d := time.Since(c.connected)
+		c.st.mu.Lock()
+		c.st.hellos = append(c.st.hellos, d)
+		c.st.mu.Unlock()
+	}
+	return c.Conn.Write(p)
 }
 
 // hubTunnels is the number of partner tunnels the hub holds.

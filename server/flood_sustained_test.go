@@ -16,10 +16,15 @@ import (
 // flood is in full swing still gets its tunnel at the first attempt or
 // soon after (the accept loop keeps up: evicting a silent connection
 // costs it one look into that connection's socket).
-func TestSilentFloodSustained(t *testing.T) {
+func TestSilentFloodSustained(t *testing.T) { silentFloodSustained(t, false) }
+
+// silentFloodSustained is TestSilentFloodSustained, with the server's
+// DeferAccept as given.
+func silentFloodSustained(t *testing.T, deferAccept bool) {
 	ts := startServer(t, func(s *Server) {
 		s.MaxHandshakes = 16
 		s.MaxHandshakesPerAddress = 4
+		s.DeferAccept = deferAccept
 	})
 	stop := make(chan struct{})
 	var dialers, readers sync.WaitGroup

@@ -19,9 +19,13 @@ import (
 // because its handshake's goroutine has not run yet (a hub busy with a
 // reconnect storm), is not silent and is not evicted. When every
 // connection in progress has sent its hello, admitWaiting holds the
-// accept loop until one finishes, so new connections wait in the listen
-// backlog instead of being dropped and dialed again; the per-source bound
-// still drops (one source must not hold up the others).
+// server's dispatch until one finishes, so new connections wait in its
+// queue (and past it, in the listen backlog) instead of being dropped and
+// dialed again; the per-source bound
+// still drops (one source must not hold up the others). With
+// Server.DeferAccept (Linux), connections reach the gate only once their
+// first bytes arrived, or a second after they were opened without any, so
+// the silent ones are mostly those.
 //
 // A gate is safe for concurrent use; every method takes its lock briefly
 // and only admitWaiting blocks.
@@ -34,6 +38,8 @@ type gate struct {
 	sources map[netip.Prefix]*sourceSlots
 	silent  list.List     // of *pending that have sent no ClientHello, oldest first
 	room    chan struct{} // signalled (without blocking) by wake
+
+	beforePeek func(*pending) // for tests: runs before the gate looks into a socket
 }
 
 // sourceSlots are one source's connections in progress.
@@ -115,19 +121,29 @@ func (g *gate) admit(conn net.Conn) (*pending, Cause) {
 // silentLocked returns the oldest connection of l (a silent list) that
 // is really silent. One whose whole ClientHello waits unread in its
 // socket is taken off the silent lists on the way, as if its hello had
-// arrived; one whose handshake is reading from its socket at this moment
-// is passed over (the read either brings its hello or finds nothing and
-// waits again).
+// arrived; one whose handshake is reading from its socket at this moment,
+// or began to while the gate looked, is passed over (the read either
+// brings its hello or finds nothing and waits again).
 func (g *gate) silentLocked(l *list.List) *pending {
 	for e := l.Front(); e != nil; {
 		p := e.Value.(*pending)
 		e = e.Next()
 		switch p.reading.Load() {
 		case readNone:
-			if !helloWaiting(p.conn) {
-				return p
+			if g.beforePeek != nil {
+				g.beforePeek(p)
 			}
-			g.unlistLocked(p)
+			if helloWaiting(p.conn) {
+				g.unlistLocked(p)
+				continue
+			}
+			if p.reading.Load() != readNone {
+				// The handshake's first read began while the gate
+				// looked, and may have taken the hello out of the socket
+				// just before the look: pass it over as while reading.
+				continue
+			}
+			return p
 		case readBusy:
 		default:
 			return p
@@ -138,9 +154,9 @@ func (g *gate) silentLocked(l *list.List) *pending {
 
 // admitWaiting admits conn as admit does, except that when the total
 // bound stands in the way (every connection in progress has sent its
-// hello) it waits for a slot to free, holding the accept loop, so new
-// connections wait in the listen backlog instead of being dropped and
-// dialed again. Each handshake in progress ends within
+// hello) it waits for a slot to free, holding the server's dispatch, so
+// new connections wait in its queue instead of being dropped and dialed
+// again. Each handshake in progress ends within
 // handshake_timeout, so the wait is bounded. It returns nil and
 // CauseBusy when ctx is done first.
 //

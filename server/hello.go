@@ -40,6 +40,7 @@ func (c *helloConn) Read(p []byte) (int, error) {
 	var err error
 	switch {
 	case len(c.stash) > 0:
+		// Counted when it was read from the socket.
 		n = copy(p, c.stash)
 		c.stash = c.stash[n:]
 		if len(c.stash) == 0 {
@@ -47,14 +48,22 @@ func (c *helloConn) Read(p []byte) (int, error) {
 			helloBufs.Put(c.buf)
 			c.buf = nil
 		}
+		return n, nil
 	case c.reading != nil && c.reading.Load() == readNone:
 		// The first read takes all the socket holds, so a whole hello
 		// that waits there is counted at once (not between two reads);
 		// readFirst tells the gate while it reads, and from then on the
-		// gate stops looking into the socket.
+		// gate stops looking into the socket. What did not fit in p
+		// (TLS asks for about 512 bytes first, and a hello with a
+		// post-quantum key share is 1.5–2 KiB) is counted too: it has
+		// left the socket, so until it is counted the gate would take the
+		// connection for silent and could evict it.
 		n, err = c.readFirst(p)
 		if !c.seen && n > 0 {
 			c.count(p[:n])
+		}
+		if !c.seen && len(c.stash) > 0 {
+			c.count(c.stash)
 		}
 		c.reading.Store(readDone)
 		if c.wake != nil {

@@ -37,8 +37,17 @@ type Server struct {
 	// MaxHandshakesPerAddress bounds the handshakes in progress from one
 	// IPv4 address or IPv6 /64; 0: no bound of its own.
 	MaxHandshakesPerAddress int
-	Options                 tunnel.Options
-	Log                     *slog.Logger
+	// DeferAccept, on Linux, has the kernel hand over a connection only
+	// once its first bytes (the ClientHello) arrived, or about a second
+	// after it was opened without any (TCP_DEFER_ACCEPT): a connection
+	// whose client has not written yet takes no handshake slot, so in a
+	// reconnect storm the hub does not accept partners faster than they
+	// send their hellos and evict them as silent. A probe that resets
+	// its connection before sending a byte is then not seen at all (one
+	// that closes is). Elsewhere it does nothing.
+	DeferAccept bool
+	Options     tunnel.Options
+	Log         *slog.Logger
 	// Handle runs for each established tunnel, on its own goroutine, and
 	// owns it from then on (Serve does not wait for it).
 	Handle func(t *tunnel.Tunnel)
@@ -53,6 +62,8 @@ type Server struct {
 	Refused func(cause Cause)
 	// Enroll, if set, also serves enrollment connections (enroll.go).
 	Enroll *Enrollment
+
+	deferSeconds int // DeferAccept's wait for a first byte, if not 1 s (tests)
 
 	failures  *refusalLog
 	gate      *gate
@@ -96,8 +107,33 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		<-logDone
 	}()
 
+	if s.DeferAccept {
+		secs := 1
+		if s.deferSeconds > 0 {
+			secs = s.deferSeconds
+		}
+		if err := deferAccept(ln, secs); err != nil {
+			s.Log.Warn("tunnel listener: cannot defer accepting connections until their first bytes; silent connections take handshake slots", "listen", ln.Addr().String(), "err", err)
+		}
+	}
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	// Accepted connections queue here for the gate (dispatch), so that
+	// while every handshake slot is taken the kernel's listen queues stay
+	// empty: a storm larger than them (net.core.somaxconn) would overflow
+	// them, and the kernel drop SYNs (dialed again seconds later) or
+	// answer with SYN cookies (connections that arrive before their
+	// hellos). The queue is bounded; when it is full, accepting waits.
+	queue := make(chan *queued, s.queueBound())
+	dispatched := make(chan struct{})
+	go func() {
+		defer close(dispatched)
+		s.dispatch(ctx, queue, cfg, &wg)
+	}()
+	defer func() {
+		close(queue)
+		<-dispatched
+	}()
 	var backoff time.Duration
 	for {
 		conn, err := ln.Accept()
@@ -116,14 +152,48 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 		}
 		backoff = 0
-		// Every handshake in progress past its hello: wait for one to end
-		// (later connections wait in the listen backlog) rather than drop.
-		p, cause := s.gate.admitWaiting(ctx, conn)
+		select {
+		case queue <- &queued{conn: conn, at: time.Now()}:
+		case <-ctx.Done():
+			conn.Close()
+			return nil
+		}
+	}
+}
+
+// queued is an accepted connection waiting for the gate.
+type queued struct {
+	conn net.Conn
+	at   time.Time // accepted
+}
+
+// queueBound is how many accepted connections may wait for the gate: 64
+// per handshake slot (8,192 for the default 128), as many as the hub
+// handshakes in a few seconds.
+func (s *Server) queueBound() int { return 64 * max(s.MaxHandshakes, 1) }
+
+// dispatch admits the queued connections to the gate in order, and starts
+// a handshake for each. When every handshake in progress is past its
+// hello it waits for one to end, rather than drop. A connection that
+// waited longer than handshake_timeout is dropped: its client has most
+// likely given up.
+func (s *Server) dispatch(ctx context.Context, queue <-chan *queued, cfg *tls.Config, wg *sync.WaitGroup) {
+	for q := range queue {
+		if ctx.Err() != nil {
+			q.conn.Close()
+			continue
+		}
+		if waited := time.Since(q.at); s.HandshakeTimeout > 0 && waited > s.HandshakeTimeout {
+			s.refused(q.conn.RemoteAddr(), CauseBusy, fmt.Sprintf("waited %s for a handshake slot, longer than handshake_timeout (%s); connection dropped", shortDuration(waited), shortDuration(s.HandshakeTimeout)))
+			q.conn.Close()
+			continue
+		}
+		p, cause := s.gate.admitWaiting(ctx, q.conn)
 		if p == nil {
 			if ctx.Err() == nil {
-				s.refused(conn.RemoteAddr(), cause, s.busyReason(cause))
+				s.refused(q.conn.RemoteAddr(), cause, s.busyReason(cause))
 			}
-			conn.Close()
+			q.conn.Close()
 			continue
 		}
 		wg.Add(1)

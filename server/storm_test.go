@@ -29,7 +29,9 @@ func (c *firstWrite) Write(b []byte) (int, error) {
 // max_handshakes partners, whose hellos all wait in their sockets before
 // the server accepts any, all come up at the first attempt: none is
 // evicted as silent (its hello is in the socket, merely unread) and none
-// is dropped (the accept loop waits for a slot instead).
+// is dropped (the accept loop waits for a slot instead). The server
+// starts once every hello is in its socket, not merely written: on a busy
+// machine loopback delivers a little later.
 func TestStormPastMaxHandshakes(t *testing.T) {
 	const max, n = 4, 40
 	ts := newTestServer(t, func(s *Server) {
@@ -39,6 +41,7 @@ func TestStormPastMaxHandshakes(t *testing.T) {
 	ln := testnet.Listen(t)
 	errs := make(chan error, n)
 	var wrote sync.WaitGroup
+	var conns []net.Conn
 	for i := range n {
 		d := net.Dialer{Timeout: 5 * time.Second}
 		c, err := d.Dial("tcp", ln.Addr().String()) // completed by the kernel: in the backlog
@@ -46,6 +49,7 @@ func TestStormPastMaxHandshakes(t *testing.T) {
 			t.Fatalf("partner %d: %v", i, err)
 		}
 		t.Cleanup(func() { c.Close() })
+		conns = append(conns, c)
 		fw := &firstWrite{Conn: c, wrote: make(chan struct{})}
 		wrote.Add(1)
 		go func() {
@@ -59,6 +63,9 @@ func TestStormPastMaxHandshakes(t *testing.T) {
 		}()
 	}
 	wrote.Wait() // every hello sent; the handshakes' deadline bounds the wait
+	for _, c := range conns {
+		waitDelivered(t, c) // and in the server's socket
+	}
 	ts.serve(t, ln)
 	for i := range n {
 		if err := <-errs; err != nil {
