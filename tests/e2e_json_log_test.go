@@ -29,9 +29,8 @@ func TestE2EJSONLog(t *testing.T) {
 	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub", "addr="+hubAddr)
 
 	c := testnet.Dial(t, fwd)
-	c.Write([]byte("let me in"))
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if err := testnet.Drain(c); !e2eIsReset(err) {
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := testnet.WriteDrain(c, []byte("let me in")); !e2eIsReset(err) {
 		t.Fatalf("refused stream: the app's read ended with %v, want connection reset", err)
 	}
 

@@ -85,3 +85,17 @@ func Drain(c net.Conn) error {
 	}
 	return err
 }
+
+// WriteDrain writes p to c, then reads c until an error, and returns the
+// first error either returned: io.EOF for a clean end. A test that writes
+// and then asserts how the connection ended needs the write's error too:
+// the kernel reports a reset (RST) to one call only (the socket's pending
+// error is cleared when a call returns it), so when the reset arrives
+// before the write (a refusal can be that quick), the write returns
+// ECONNRESET and a read after it only end-of-stream.
+func WriteDrain(c net.Conn, p []byte) error {
+	if _, err := c.Write(p); err != nil {
+		return err
+	}
+	return Drain(c)
+}
