@@ -48,17 +48,12 @@ func TestDenied(t *testing.T) {
 			// connect or the write (the kernel reports it to the first
 			// call only); wherever it lands the app must see a reset.
 			start := time.Now()
-			c, err := net.Dial("tcp", site.ForwardAddrs()[i].String())
-			if err == nil {
-				defer c.Close()
-				c.SetReadDeadline(time.Now().Add(5 * time.Second))
-				err = testnet.WriteDrain(c, []byte("let me in"))
-			}
+			err := testnet.DialWriteDrain(t, site.ForwardAddrs()[i].String(), []byte("let me in"), 5*time.Second)
 			if elapsed := time.Since(start); elapsed > time.Second {
 				t.Errorf("connection closed after %s, want within 1s", elapsed)
 			}
 			if !errors.Is(err, syscall.ECONNRESET) {
-				t.Errorf("app read ended with %v, want connection reset", err)
+				t.Errorf("the app's connection ended with %v, want connection reset", err)
 			}
 			hub.log.WaitFor(t, 5*time.Second, tc.hubLog...)
 			site.log.WaitFor(t, 5*time.Second, tc.siteLog...)

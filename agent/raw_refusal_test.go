@@ -25,9 +25,7 @@ func TestRawRefusalReason(t *testing.T) {
 		"mux = false\n", "mux = false\npeer = [\"dns:partner-b.test\"]\n", 1))
 	site := start(t, dir, "site", rawSiteTOML(p, hub.ServerAddrs()[0].String(), "sink"))
 
-	c := testnet.Dial(t, site.ForwardAddrs()[0].String())
-	c.SetDeadline(time.Now().Add(testWaitRaw))
-	if err := testnet.WriteDrain(c, []byte("hello")); !errors.Is(err, syscall.ECONNRESET) {
+	if err := testnet.DialWriteDrain(t, site.ForwardAddrs()[0].String(), []byte("hello"), testWaitRaw); !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("the application's connection ended with %v, want a connection reset", err)
 	}
 	site.log.WaitFor(t, 10*time.Second, "raw TLS connection reset",

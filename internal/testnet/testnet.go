@@ -99,3 +99,19 @@ func WriteDrain(c net.Conn, p []byte) error {
 	}
 	return Drain(c)
 }
+
+// DialWriteDrain dials addr, writes p and reads to the end, all within
+// timeout, and returns the first error of the three: io.EOF for a clean
+// end. For a connection the test expects to be refused with a reset: the
+// reset can be quick enough to reach the dial itself (the connect's
+// pending-error check takes it), or the write.
+func DialWriteDrain(t testing.TB, addr string, p []byte, timeout time.Duration) error {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	return WriteDrain(c, p)
+}

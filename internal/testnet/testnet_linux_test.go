@@ -90,3 +90,16 @@ func TestWriteDrainResetBeforeWrite(t *testing.T) {
 		t.Errorf("WriteDrain after a clean close: %v, want io.EOF", err)
 	}
 }
+
+// TestDialWriteDrainResetAtOnce: a listener that resets each connection as
+// soon as it accepts it. The reset lands on the dial, the write or the
+// read, whichever comes first; DialWriteDrain reports it every time.
+func TestDialWriteDrainResetAtOnce(t *testing.T) {
+	ln := Listen(t)
+	Serve(t, ln, func(c *net.TCPConn) { c.SetLinger(0) })
+	for i := range 20 {
+		if err := DialWriteDrain(t, ln.Addr().String(), []byte("let me in"), 10*time.Second); !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("connection %d: %v, want ECONNRESET", i, err)
+		}
+	}
+}
