@@ -374,9 +374,7 @@ func TestDrainDeadline(t *testing.T) {
 func TestNoTunnelUp(t *testing.T) {
 	dir := t.TempDir()
 	p := newPKI(t, dir)
-	hub := start(t, dir, "hub", hubTOML(p, ""))
-	addr := hub.ServerAddrs()[0].String()
-	hub.stop(t) // nothing listens there any more
+	addr := testnet.RefusedAddr(t) // the hub is down
 	site := start(t, dir, "site", strings.Replace(siteTOML(p, addr, "svc"), `tunnel_wait = "3s"`, `tunnel_wait = "300ms"`, 1))
 	c := testnet.Dial(t, site.ForwardAddrs()[0].String())
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))

@@ -103,3 +103,21 @@ func TestDialWriteDrainResetAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedAddr: a dial to RefusedAddr is refused, and the port cannot
+// be taken by a listener while the test runs.
+func TestRefusedAddr(t *testing.T) {
+	addr := RefusedAddr(t)
+	for i := range 3 {
+		if c, err := net.DialTimeout("tcp", addr, 10*time.Second); err == nil {
+			c.Close()
+			t.Fatalf("dial %d to %s connected, want it refused", i, addr)
+		} else if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("dial %d to %s: %v, want connection refused", i, addr, err)
+		}
+	}
+	if ln, err := net.Listen("tcp", addr); err == nil {
+		ln.Close()
+		t.Fatalf("a listener took %s while it was held", addr)
+	}
+}
