@@ -206,6 +206,11 @@ func TestParallelTunnels(t *testing.T) {
 	results := make(chan outcome, streams)
 	var started sync.WaitGroup
 	for i := range streams {
+		// One at a time: a stream counts toward its tunnel's load once it
+		// is open, so the least loaded tunnel takes each in turn and each
+		// carries streams/4. Opened at once, several could pick the same
+		// tunnel before any counted.
+		started.Wait()
 		started.Add(1)
 		go func() {
 			c := testnet.Dial(t, site.ForwardAddrs()[0].String())
