@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"math/big"
-	"net"
 	"net/http"
 	"path/filepath"
 	"sync"
@@ -118,15 +117,9 @@ func issueWithOCSP(t *testing.T, ca *testca.CA, dir, name, cn, responder string)
 	return f, cert
 }
 
-// closedURL is an OCSP URL where nothing listens.
+// closedURL is an OCSP URL where connections are refused.
 func closedURL(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return "http://" + addr + "/ocsp"
+	return "http://" + testnet.RefusedAddr(t) + "/ocsp"
 }
 
 // TestOCSP: the hub asks the site certificate's OCSP responder on every

@@ -149,6 +149,7 @@ service = "pp"
 via = "hub"
 `, tlsTOML(siteFiles), hubAddr)+serviceTOML("site-echo", siteEcho.Addr().String(), "dns:hub.test"))
 	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub", "addr="+hubAddr)
+	waitTunnels(t, site, 1) // logged when dialed; /readyz counts it once published
 
 	fwds := site.ForwardAddrs()
 	t.Run("admin", func(t *testing.T) {

@@ -199,11 +199,7 @@ func TestConnectSilentProxyTimesOut(t *testing.T) {
 }
 
 func TestProxyUnreachable(t *testing.T) {
-	// A listener closed at once leaves a port that refuses; it is not
-	// used for anything else.
-	ln := testnet.Listen(t)
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testnet.RefusedAddr(t)
 	for _, scheme := range []string{"http", "socks5"} {
 		p := newProxy(t, config.Client{Proxy: scheme + "://" + addr}, nil)
 		err := roundTrip(t, p.Dial(direct), "10.9.9.9:7443")

@@ -290,10 +290,25 @@ func wantReset(t *testing.T, c *net.TCPConn) {
 
 // wantResetOnWrite asserts that c was reset, for an application that has
 // already read to EOF: a write fails (ECONNRESET, or EPIPE when the reset
-// came after the peer's FIN).
+// came after the peer's FIN). A write alone cannot tell a reset from a
+// plain close: after the peer's FIN and close, the application's write
+// draws a reset from the closed socket all the same. So where the kernel
+// says (Linux), the reset must first arrive by itself: the connection's
+// TCP state turns CLOSE, where after a FIN alone it stays CLOSE_WAIT.
 func wantResetOnWrite(t *testing.T, c *net.TCPConn) {
 	t.Helper()
 	deadline := time.Now().Add(testWait)
+	if _, known := tcpClosed(c); known {
+		for {
+			if closed, _ := tcpClosed(c); closed {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("application connection not reset within %s: its TCP state is not CLOSE (a FIN alone leaves CLOSE_WAIT)", testWait)
+			}
+			time.Sleep(time.Millisecond) // polling a condition with a deadline
+		}
+	}
 	c.SetWriteDeadline(deadline)
 	for time.Now().Before(deadline) {
 		// The first write may be accepted before the reset arrives.

@@ -28,11 +28,8 @@ func TestE2EJSONLog(t *testing.T) {
 	fwd := site.forwardAddr(t, "secret")
 	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub", "addr="+hubAddr)
 
-	c := testnet.Dial(t, fwd)
-	c.Write([]byte("let me in"))
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if err := testnet.Drain(c); !e2eIsReset(err) {
-		t.Fatalf("refused stream: the app's read ended with %v, want connection reset", err)
+	if err := testnet.DialWriteDrain(t, fwd, []byte("let me in"), 5*time.Second); !e2eIsReset(err) {
+		t.Fatalf("refused stream: the app's connection ended with %v, want connection reset", err)
 	}
 
 	line := hub.log.WaitFor(t, 5*time.Second, `"msg":"stream refused"`)

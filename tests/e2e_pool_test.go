@@ -217,70 +217,50 @@ tunnel_wait = "5s"
 }
 
 // poolStartHAProxy runs haproxy in TCP mode with two frontends: one for
-// the hubs' tunnel servers and one for their reverse forwards. HAProxy
-// takes its ports from its config file, so they are chosen by listening
-// on port 0 and closing: the one place where a test cannot hand a
-// listener over. If another process takes a port in between, haproxy
-// cannot bind and exits; the start is then retried with new ports.
+// the hubs' tunnel servers and one for their reverse forwards. The test
+// listens on both addresses itself and hands the sockets to haproxy
+// (bind fd@3, fd@4), so no port is chosen by opening and closing it.
 func poolStartHAProxy(t *testing.T, haproxy, dir string, tunnels, reverse []string) (lbTunnels, lbApp string) {
 	t.Helper()
-	for attempt := range 5 {
-		lbTunnels, lbApp = poolFreeAddr(t), poolFreeAddr(t)
-		conf := filepath.Join(dir, fmt.Sprintf("haproxy-%d.cfg", attempt))
-		testca.WriteFile(t, conf, []byte(poolHAProxyConfig(lbTunnels, lbApp, tunnels, reverse)))
-		a := &e2eAgent{name: "haproxy", log: &testnet.LogBuffer{}, done: make(chan struct{})}
-		a.cmd = exec.Command(haproxy, "-f", conf, "-db")
-		a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
-		a.cmd.WaitDelay = 5 * time.Second
-		if err := a.cmd.Start(); err != nil {
-			t.Fatalf("start haproxy: %v", err)
+	files := make([]*os.File, 2)
+	addrs := make([]string, 2)
+	for i := range files {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
 		}
-		go func() {
-			defer close(a.done)
-			a.cmd.Wait()
-		}()
-		t.Cleanup(func() {
-			if !a.exited() {
-				a.cmd.Process.Kill()
-				<-a.done
-			}
-			if t.Failed() || testing.Verbose() {
-				t.Logf("haproxy output:\n%s", a.log.String())
-			}
-		})
-		if poolListening(a, lbTunnels, lbApp) {
-			return lbTunnels, lbApp
+		f, err := ln.(*net.TCPListener).File() // a duplicate of the listening socket, for haproxy
+		ln.Close()                             // haproxy's copy keeps the socket listening
+		if err != nil {
+			t.Fatal(err)
 		}
-		if !strings.Contains(a.log.String(), "cannot bind") {
-			t.Fatalf("haproxy did not start:\n%s", a.log.String())
-		}
-		t.Logf("haproxy could not bind its ports (taken in between); trying others")
+		defer f.Close() // haproxy has its own once started
+		files[i], addrs[i] = f, ln.Addr().String()
 	}
-	t.Fatal("haproxy could not bind free ports in 5 attempts")
-	return "", ""
-}
-
-// poolListening waits until haproxy accepts on both addresses, or exits.
-func poolListening(a *e2eAgent, addrs ...string) bool {
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		up := 0
-		for _, addr := range addrs {
-			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-				c.Close()
-				up++
-			}
-		}
-		if up == len(addrs) {
-			return true
-		}
-		select {
-		case <-a.done:
-			return false
-		case <-time.After(20 * time.Millisecond): // poll interval, not synchronisation
-		}
+	conf := filepath.Join(dir, "haproxy.cfg")
+	testca.WriteFile(t, conf, []byte(poolHAProxyConfig("fd@3", "fd@4", tunnels, reverse)))
+	a := &e2eAgent{name: "haproxy", log: &testnet.LogBuffer{}, done: make(chan struct{})}
+	a.cmd = exec.Command(haproxy, "-f", conf, "-db")
+	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
+	a.cmd.ExtraFiles = files // fd 3 and fd 4 in haproxy
+	a.cmd.WaitDelay = 5 * time.Second
+	if err := a.cmd.Start(); err != nil {
+		t.Fatalf("start haproxy: %v", err)
 	}
-	return false
+	go func() {
+		defer close(a.done)
+		a.cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if !a.exited() {
+			a.cmd.Process.Kill()
+			<-a.done
+		}
+		if t.Failed() || testing.Verbose() {
+			t.Logf("haproxy output:\n%s", a.log.String())
+		}
+	})
+	return addrs[0], addrs[1]
 }
 
 func poolHAProxyConfig(lbTunnels, lbApp string, tunnels, reverse []string) string {
@@ -318,18 +298,6 @@ backend hub_forwards
 		fmt.Fprintf(&b, "    server hub%d %s\n", i, a)
 	}
 	return b.String()
-}
-
-// poolFreeAddr is a loopback address that was free a moment ago (see
-// poolStartHAProxy for why a test does this here).
-func poolFreeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 type poolConn struct {

@@ -85,3 +85,35 @@ func Drain(c net.Conn) error {
 	}
 	return err
 }
+
+// WriteDrain writes p to c, then reads c until an error, and returns the
+// first error either returned: io.EOF for a clean end. A test that writes
+// and then asserts how the connection ended needs the write's error too:
+// the kernel reports a reset (RST) to one call only (the socket's pending
+// error is cleared when a call returns it), so when the reset arrives
+// before the write (a refusal can be that quick), the write returns
+// ECONNRESET and a read after it only end-of-stream.
+func WriteDrain(c net.Conn, p []byte) error {
+	if len(p) > 0 { // an empty write is no call at all on some connections
+		if _, err := c.Write(p); err != nil {
+			return err
+		}
+	}
+	return Drain(c)
+}
+
+// DialWriteDrain dials addr, writes p (if any) and reads to the end, all
+// within timeout, and returns the first error of the three: io.EOF for a
+// clean end. For a connection the test expects to be refused with a reset: the
+// reset can be quick enough to reach the dial itself (the connect's
+// pending-error check takes it), or the write.
+func DialWriteDrain(t testing.TB, addr string, p []byte, timeout time.Duration) error {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	return WriteDrain(c, p)
+}
