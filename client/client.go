@@ -441,9 +441,26 @@ func (c *Client) lost(slot int, t *tunnel.Tunnel) {
 func (c *Client) retire(t *tunnel.Tunnel) {
 	t.Retire()
 	go func() {
+		// Streams the peer opened before it read the GoAway are still on
+		// their way: its answer to a ping, sent once it has read the
+		// GoAway, follows them, and the tunnel is idle only when it has
+		// been so for a whole tick after that answer (an open the peer
+		// had queued may still be behind the answer).
+		ctx, cancel := context.WithTimeout(context.Background(), retireConfirmWait)
+		err := t.Confirm(ctx)
+		cancel()
+		if err != nil {
+			t.Close()
+			return
+		}
 		tick := time.NewTicker(500 * time.Millisecond)
 		defer tick.Stop()
-		for t.Streams() > 0 {
+		for quiet := 0; quiet < 2; { // checks in a row that found no stream
+			if t.Streams() > 0 {
+				quiet = 0
+			} else if quiet++; quiet == 2 {
+				break
+			}
 			select {
 			case <-t.Done():
 				return
@@ -453,6 +470,10 @@ func (c *Client) retire(t *tunnel.Tunnel) {
 		t.Close()
 	}()
 }
+
+// retireConfirmWait bounds the wait for the retired tunnel's peer to answer
+// the ping that follows the GoAway.
+const retireConfirmWait = 10 * time.Second
 
 func (c *Client) preferInterval() time.Duration {
 	return min(max(c.BackoffMax, time.Second), 30*time.Second)

@@ -122,8 +122,9 @@ func TestConnErrorsAsTCP(t *testing.T) {
 // what the socket took and a timeout.
 func TestConnWriteDeadline(t *testing.T) {
 	c, _ := pair(t) // the other end never reads
+	big := make([]byte, 64<<20) // before the deadline starts: the write itself must begin in time
 	c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
-	n, err := c.Write(make([]byte, 64<<20))
+	n, err := c.Write(big)
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("Write past its deadline: %d, %v; want a timeout", n, err)
 	}
