@@ -669,16 +669,6 @@ func (s *Stream) reserve(n int) bool {
 	if s.session.config.AdmitStreams && !s.admitted {
 		limit = int(initialStreamWindow)
 	}
-	if s.recvBuf != nil && old >= limit && used+n <= old {
-		// At its largest already: move what is unread to the front of
-		// the same array (an overlapping copy) rather than allocate an
-		// array of the same size and copy into that. A bulk stream whose
-		// reader lags came here once per frame.
-		unread := s.recvBuf.Bytes()
-		s.recvBuf.Reset()
-		s.recvBuf.Write(unread)
-		return true
-	}
 	want := 2 * old
 	if want > limit {
 		want = limit
