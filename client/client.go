@@ -455,7 +455,7 @@ func (c *Client) retire(t *tunnel.Tunnel) {
 		}
 		tick := time.NewTicker(500 * time.Millisecond)
 		defer tick.Stop()
-		for quiet := 0; quiet < 2; { // checks in a row that found no stream
+		for quiet := 0; ; { // checks in a row that found no stream
 			if t.Streams() > 0 {
 				quiet = 0
 			} else if quiet++; quiet == 2 {
