@@ -121,7 +121,7 @@ func TestConnErrorsAsTCP(t *testing.T) {
 // TestConnWriteDeadline: a write that cannot finish by its deadline returns
 // what the socket took and a timeout.
 func TestConnWriteDeadline(t *testing.T) {
-	c, _ := pair(t) // the other end never reads
+	c, _ := pair(t)             // the other end never reads
 	big := make([]byte, 64<<20) // before the deadline starts: the write itself must begin in time
 	c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
 	n, err := c.Write(big)
