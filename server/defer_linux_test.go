@@ -117,23 +117,7 @@ func TestDeferAcceptLateHellos(t *testing.T) {
 			errs <- tc.Handshake()
 		}()
 	}
-	for i := range n {
-		if err := <-errs; err != nil {
-			t.Fatalf("partner handshake %d of %d: %v; log:\n%s", i+1, n, err, ts.logs)
-		}
-	}
-	for i := range n {
-		select {
-		case <-ts.tunnels:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%d of %d tunnels handed over", i, n)
-		}
-	}
-	select {
-	case c := <-ts.refused:
-		t.Fatalf("a partner was refused (%s); log:\n%s", c, ts.logs)
-	default:
-	}
+	ts.wantAllUp(t, errs, n)
 }
 
 // TestDeferAcceptProbe: with DeferAccept, a load balancer's probe that

@@ -67,6 +67,16 @@ func TestStormPastMaxHandshakes(t *testing.T) {
 		waitDelivered(t, c) // and in the server's socket
 	}
 	ts.serve(t, ln)
+	ts.wantAllUp(t, errs, n)
+	if strings.Contains(ts.logs.String(), "tunnel refused") {
+		t.Fatalf("a partner was refused; log:\n%s", ts.logs)
+	}
+}
+
+// wantAllUp waits for n partners' handshakes (errs) and their tunnels, and
+// fails if a handshake failed or any partner was refused.
+func (ts *testServer) wantAllUp(t *testing.T, errs <-chan error, n int) {
+	t.Helper()
 	for i := range n {
 		if err := <-errs; err != nil {
 			t.Fatalf("partner handshake %d of %d: %v; log:\n%s", i+1, n, err, ts.logs)
@@ -83,8 +93,5 @@ func TestStormPastMaxHandshakes(t *testing.T) {
 	case c := <-ts.refused:
 		t.Fatalf("a partner was refused (%s); log:\n%s", c, ts.logs)
 	default:
-	}
-	if strings.Contains(ts.logs.String(), "tunnel refused") {
-		t.Fatalf("a partner was refused; log:\n%s", ts.logs)
 	}
 }
