@@ -21,8 +21,8 @@ import (
 // connection in progress has sent its hello, admitWaiting holds the
 // server's dispatch until one finishes, so new connections wait in its
 // queue (and past it, in the listen backlog) instead of being dropped and
-// dialed again; the per-source bound
-// still drops (one source must not hold up the others). With
+// dialed again; the per-source bound still drops (one source must not
+// hold up the others). With
 // Server.DeferAccept (Linux), connections reach the gate only once their
 // first bytes arrived, or a second after they were opened without any, so
 // the silent ones are mostly those.

@@ -235,10 +235,10 @@ func (s *Server) handshake(ctx context.Context, p *pending, cfg *tls.Config) {
 	if s.HelloTimeout > 0 && s.HelloTimeout < s.HandshakeTimeout {
 		helloDeadline = start.Add(s.HelloTimeout)
 	}
-	hc := &helloConn{Conn: p.conn, until: deadline, done: func() { s.gate.hello(p) }, reading: &p.reading, wake: s.gate.wake}
+	// rawio: reads and writes that do not wake the runtime's monitor thread.
+	hc := &helloConn{Conn: rawio.Wrap(p.conn), until: deadline, done: func() { s.gate.hello(p) }, reading: &p.reading, wake: s.gate.wake}
 	hc.SetWriteDeadline(deadline)
 	hc.SetReadDeadline(helloDeadline)
-	hc.Conn = rawio.Wrap(hc.Conn) // reads and writes that do not wake the runtime's monitor: see internal/rawio
 	var conn net.Conn = hc
 	if s.Raw == nil {
 		conn = tunnel.WrapConn(conn)
