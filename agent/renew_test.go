@@ -12,6 +12,7 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -303,6 +304,24 @@ func TestRenewalRefused(t *testing.T) {
 			if st := site.renewals(p.site.Cert); !strings.Contains(st.LastError, tc.reason) || st.Renewals != 0 {
 				t.Errorf("status: %+v", st)
 			}
+			// Exported as metrics: two failed attempts by now, each refused
+			// by the hub, and the next renewal due at the retry.
+			if n := counterValue(site.renew.own.WithLabelValues("failed")); n < 2 {
+				t.Errorf("postern_cert_renewal_total{result=failed} = %v, want at least 2", n)
+			}
+			if n := counterValue(site.renew.own.WithLabelValues("renewed")); n != 0 {
+				t.Errorf("postern_cert_renewal_total{result=renewed} = %v, want 0", n)
+			}
+			if n := counterValue(hub.renew.signed.WithLabelValues("refused")); n < 2 {
+				t.Errorf("postern_cert_renewal_signed_total{result=refused} = %v, want at least 2", n)
+			}
+			if n := counterValue(hub.renew.signed.WithLabelValues("signed")); n != 0 {
+				t.Errorf("postern_cert_renewal_signed_total{result=signed} = %v, want 0", n)
+			}
+			next := gaugeValue(t, site, "postern_cert_renewal_next_seconds")
+			if at := site.renewals(p.site.Cert).NextAttempt; at.IsZero() || math.Abs(next-time.Until(at).Seconds()) > 0.5 {
+				t.Errorf("postern_cert_renewal_next_seconds = %.1f, want the seconds until the retry at %v", next, at)
+			}
 		})
 	}
 	t.Run("identity changed", func(t *testing.T) {
@@ -451,6 +470,44 @@ func TestHubRenewalAnnounced(t *testing.T) {
 	_, err = askPeer(tn, wire.OpCertUpdate, payload)
 	if err == nil || !strings.Contains(err.Error(), "not signed by the new certificate's key over this tunnel") {
 		t.Errorf("forged announcement: %v", err)
+	}
+}
+
+// gaugeValue reads the gauge name from the agent's registry, as /metrics
+// would show it.
+func gaugeValue(t *testing.T, r *running, name string) float64 {
+	t.Helper()
+	mfs, err := r.metrics.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no gauge %s", name)
+	return 0
+}
+
+// TestRenewAt: renewal is due renew_before ahead of expiry, or with a third
+// of the lifetime left when renew_before is unset or not shorter than the
+// lifetime (docs/certificates.md, Renewal over the tunnel).
+func TestRenewAt(t *testing.T) {
+	nb := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	leaf := &x509.Certificate{NotBefore: nb, NotAfter: nb.Add(90 * 24 * time.Hour)}
+	for _, tc := range []struct {
+		before time.Duration
+		want   time.Time
+	}{
+		{0, nb.Add(60 * 24 * time.Hour)},
+		{10 * 24 * time.Hour, nb.Add(80 * 24 * time.Hour)},
+		{90 * 24 * time.Hour, nb.Add(60 * 24 * time.Hour)},
+		{365 * 24 * time.Hour, nb.Add(60 * 24 * time.Hour)},
+	} {
+		if got := renewAt(leaf, tc.before); !got.Equal(tc.want) {
+			t.Errorf("renew_before %v: renewAt = %v, want %v", tc.before, got, tc.want)
+		}
 	}
 }
 
