@@ -115,6 +115,14 @@ via = "b"
 	}
 	siteB.log.WaitFor(t, 10*time.Second, `msg="tunnel refused"`, revoked)
 	hub.log.WaitFor(t, 10*time.Second, `msg="tunnel refused"`, revoked)
+	// Counted: the empty CRL and the one with site-a, each sent by the hub
+	// and received by site-b.
+	if n := counterValue(hub.crls.metric.WithLabelValues("sent")); n < 2 {
+		t.Errorf("hub: postern_crl_push_total{result=sent} = %v, want at least 2", n)
+	}
+	if n := counterValue(siteB.crls.metric.WithLabelValues("received")); n != 2 {
+		t.Errorf("site-b: postern_crl_push_total{result=received} = %v, want 2", n)
+	}
 
 	// Kept beside site-b's CA bundle, read again at start: with the hub
 	// gone, a restarted site-b still refuses site-a.
