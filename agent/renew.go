@@ -76,6 +76,7 @@ type renewTarget struct {
 	lastErr           string
 	retryAt           time.Time
 	backoff           time.Duration
+	failures          int // failed attempts since the last renewal (waiting for a signer does not count)
 	renewals          int
 	gotSerial         string // serial of the last certificate this loop obtained
 	waitTunnel        bool   // due, and waiting for a tunnel to come up
@@ -341,7 +342,7 @@ func (a *Agent) renewOne(tg *renewTarget, leaf *x509.Certificate, now time.Time)
 			a.log.Info("certificate renewal waits for a tunnel", "cert", tg.cert, "serial", leaf.SerialNumber.Text(16),
 				"expires_in", trust.RoundDuration(leaf.NotAfter.Sub(now)))
 		}
-		tg.lastErr, tg.retryAt, tg.backoff = err.Error(), now.Add(renewIdle), 0
+		tg.lastErr, tg.retryAt, tg.backoff, tg.failures = err.Error(), now.Add(renewIdle), 0, 0
 		tg.waitTunnel = errors.Is(err, errNoTunnel)
 		if tg.waitTunnel {
 			r.waiting.Store(true)
@@ -354,6 +355,7 @@ func (a *Agent) renewOne(tg *renewTarget, leaf *x509.Certificate, now time.Time)
 	if err != nil {
 		r.own.WithLabelValues("failed").Inc()
 		tg.lastErr = err.Error()
+		tg.failures++
 		tg.backoff = min(max(2*tg.backoff, renewBackoffMin), renewBackoffMax)
 		if left := leaf.NotAfter.Sub(now); left > 0 && tg.backoff > left/4 {
 			tg.backoff = max(left/4, renewBackoffMin)
@@ -365,7 +367,7 @@ func (a *Agent) renewOne(tg *renewTarget, leaf *x509.Certificate, now time.Time)
 		return
 	}
 	r.own.WithLabelValues("renewed").Inc()
-	tg.lastErr, tg.backoff, tg.retryAt = "", 0, time.Time{}
+	tg.lastErr, tg.backoff, tg.retryAt, tg.failures = "", 0, time.Time{}, 0
 	tg.lastOK, tg.via, tg.gotSerial = now, via, fresh.SerialNumber.Text(16)
 	tg.serial, tg.notAfter, tg.renewAt = tg.gotSerial, fresh.NotAfter, renewAt(fresh, tg.before)
 	tg.renewals++
@@ -571,6 +573,7 @@ type RenewalStatus struct {
 	Via         string    `json:"via,omitempty"` // how the last renewal was signed
 	Renewals    int       `json:"renewals"`      // since the agent started
 	LastError   string    `json:"last_error,omitempty"`
+	Failures    int       `json:"failures,omitempty"` // attempts failed since the last renewal; 0 with a LastError: waiting for a tunnel or a signer
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
 }
 
@@ -582,7 +585,7 @@ func (a *Agent) renewalStatus() []RenewalStatus {
 	r.mu.Lock()
 	for _, tg := range r.targets {
 		out = append(out, RenewalStatus{Cert: tg.cert, Endpoints: tg.endpoints, Serial: tg.serial, NotAfter: tg.notAfter,
-			RenewAt: tg.renewAt, Via: tg.via, Renewals: tg.renewals, LastError: tg.lastErr, NextAttempt: tg.retryAt})
+			RenewAt: tg.renewAt, Via: tg.via, Renewals: tg.renewals, LastError: tg.lastErr, Failures: tg.failures, NextAttempt: tg.retryAt})
 	}
 	r.mu.Unlock()
 	for i := range out {

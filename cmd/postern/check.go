@@ -93,6 +93,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) int {
 			checkRenewal(r, cfg, c.TLS)
 		}
 	}
+	checkRunningRenewals(r, f.config)
 	if f.diff {
 		checkDiff(r, f.config, cfg, stdout)
 	}

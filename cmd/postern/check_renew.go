@@ -2,9 +2,12 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"time"
 
+	"github.com/postern-tunnel/postern/agent"
 	"github.com/postern-tunnel/postern/config"
 	"github.com/postern-tunnel/postern/hsm"
 	"github.com/postern-tunnel/postern/pki"
@@ -54,4 +57,45 @@ func checkRenewal(r *checkReport, cfg *config.Config, t config.TLS) {
 	if left := leaf.NotAfter.Sub(r.now); left > 0 && left < before && left < time.Hour {
 		r.warn("renewal: cert %s expires in %s: if no tunnel to its CA's agent comes up, renew it by hand (postern pki issue --renew)", checkName(t.Cert), trust.RoundDuration(left))
 	}
+}
+
+// checkRunningRenewals reports what the running agent of the config file
+// (found as postern status finds it) says about its renewals: a renewal
+// that keeps failing is a warning with the agent's last error and the time
+// the certificate has left; one waiting for a tunnel or a signer, a note.
+// Without a running agent it says nothing: the file checks above stand.
+func checkRunningRenewals(r *checkReport, path string) {
+	c, err := controlFor(path, "check", io.Discard)
+	if err != nil {
+		return
+	}
+	var st agent.Status
+	if _, err := c.do(http.MethodGet, "/status", &st); err != nil || len(st.Renewals) == 0 {
+		return
+	}
+	r.section("renewals in the running agent %s (%s)", st.Agent, c.where)
+	for _, rs := range st.Renewals {
+		left := "expired " + trust.RoundDuration(r.now.Sub(rs.NotAfter)) + " ago"
+		if rs.NotAfter.After(r.now) {
+			left = "expires in " + trust.RoundDuration(rs.NotAfter.Sub(r.now))
+		}
+		switch {
+		case rs.Failures > 0:
+			r.warn("renewal: cert %s (serial %s, %s) failed %d time(s) in a row, next attempt in %s: %s",
+				checkName(rs.Cert), rs.Serial, left, rs.Failures, r.in(rs.NextAttempt), rs.LastError)
+		case rs.LastError != "":
+			r.note("renewal: cert %s (serial %s, %s): %s", checkName(rs.Cert), rs.Serial, left, rs.LastError)
+		default:
+			r.ok("renewal: cert %s (serial %s, %s) renewed %d time(s) since the agent started, next in %s",
+				checkName(rs.Cert), rs.Serial, left, rs.Renewals, r.in(rs.RenewAt))
+		}
+	}
+}
+
+// in is how long until t, as the check says it: "now" when t has passed.
+func (r *checkReport) in(t time.Time) string {
+	if !t.After(r.now) {
+		return "now"
+	}
+	return trust.RoundDuration(t.Sub(r.now))
 }
