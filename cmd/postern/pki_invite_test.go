@@ -29,6 +29,18 @@ func TestPKIInvite(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(caDir, pki.InvitationsDir, tok.IDString()+".json")); err != nil {
 		t.Fatal(err)
 	}
+	// invite reads ca.crt, never ca.key (docs/certificates.md): it works
+	// with the key out of the folder.
+	keyFile := filepath.Join(caDir, pki.KeyFile)
+	if err := os.Rename(keyFile, keyFile+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pki.ParseToken(pkiMust(t, "invite", "--dir", caDir, "--dns", "site-c.example.com", "--hub", "hub.example.com:7443")); err != nil {
+		t.Fatalf("invite without ca.key: %v", err)
+	}
+	if err := os.Rename(keyFile+".away", keyFile); err != nil {
+		t.Fatal(err)
+	}
 
 	hub := filepath.Join(dir, "hub.toml")
 	os.WriteFile(hub, []byte(`[tls]
