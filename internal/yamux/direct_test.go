@@ -219,3 +219,126 @@ func minInt(a, b int) int {
 	}
 	return b
 }
+
+// gateConn blocks the first write made after arm until open is called,
+// and says on entered when that write has begun.
+type gateConn struct {
+	io.ReadWriteCloser
+	mu      sync.Mutex
+	armed   bool
+	entered chan struct{}
+	gate    chan struct{}
+	opened  sync.Once
+}
+
+func newGateConn(c io.ReadWriteCloser) *gateConn {
+	return &gateConn{ReadWriteCloser: c, entered: make(chan struct{}), gate: make(chan struct{})}
+}
+
+func (c *gateConn) arm()  { c.mu.Lock(); c.armed = true; c.mu.Unlock() }
+func (c *gateConn) open() { c.opened.Do(func() { close(c.gate) }) }
+
+func (c *gateConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	armed := c.armed
+	c.armed = false
+	c.mu.Unlock()
+	if armed {
+		close(c.entered)
+		<-c.gate
+	}
+	return c.ReadWriteCloser.Write(p)
+}
+
+// expectRead reads len(want) bytes from st and compares them, failing the
+// test after 10 s.
+func expectRead(t *testing.T, st *Stream, want string) {
+	t.Helper()
+	st.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(st, got); err != nil || string(got) != want {
+		t.Fatalf("read %q, %v; want %q", got, err, want)
+	}
+}
+
+// A small frame whose writer finds the write lock taken is left for the
+// holder: the writer returns while the holder's write is still blocked,
+// the holder writes the frame before it lets go, and an idle session then
+// holds no buffer for left frames.
+func TestDirectWriteLeavesFrameForHolder(t *testing.T) {
+	c, s := testConnTCP(t)
+	gc := newGateConn(c)
+	client, server := testClientServerConfig(t, gc, s, directConf(), directConf())
+	a, aPeer := openAccept(t, client, server)
+	b, bPeer := openAccept(t, client, server)
+
+	gc.arm()
+	defer gc.open() // a failing test must not leave the holder blocked
+	holder := make(chan error, 1)
+	go func() {
+		_, err := a.Write([]byte("held"))
+		holder <- err
+	}()
+	<-gc.entered // a holds the write lock, its write blocked
+	left := make(chan error, 1)
+	go func() {
+		_, err := b.Write([]byte("left"))
+		left <- err
+	}()
+	select {
+	case err := <-left:
+		if err != nil {
+			t.Fatalf("left write: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a small write waited for the write lock's holder instead of leaving its frame")
+	}
+	gc.open()
+	if err := <-holder; err != nil {
+		t.Fatalf("holder's write: %v", err)
+	}
+	expectRead(t, aPeer, "held")
+	expectRead(t, bPeer, "left")
+
+	d := &client.direct
+	d.leftMu.Lock()
+	defer d.leftMu.Unlock()
+	if d.left != nil || d.hasLeft.Load() {
+		t.Errorf("an idle session holds left frames: %v, %v", d.left, d.hasLeft.Load())
+	}
+}
+
+// A frame left after the holder's last look and before it lets go is not
+// stranded: the holder looks again after letting go and writes it.
+func TestDirectWriteLeftLateIsWritten(t *testing.T) {
+	c, s := testConnTCP(t)
+	client, server := testClientServerConfig(t, c, s, directConf(), directConf())
+	a, aPeer := openAccept(t, client, server)
+	b, bPeer := openAccept(t, client, server)
+
+	var once sync.Once
+	hook := func(s *Session) {
+		if s != client {
+			return
+		}
+		once.Do(func() {
+			// Still under the lock: b's frame can only be left.
+			if ok := client.direct.leave(header(mustHeader(b.id, 4)), []byte("late")); !ok {
+				t.Error("frame not left")
+			}
+		})
+	}
+	testHookBeforeUnlock.Store(&hook)
+	defer testHookBeforeUnlock.Store(nil)
+	if _, err := a.Write([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	expectRead(t, aPeer, "first")
+	expectRead(t, bPeer, "late") // no later write carries it
+}
+
+func mustHeader(id uint32, n int) []byte {
+	hdr := header(make([]byte, headerSize))
+	hdr.encode(typeData, 0, id, uint32(n))
+	return hdr
+}

@@ -350,18 +350,16 @@ func (s *Session) answerDirect(hdr header) (ok bool, err error) {
 		return false, nil
 	}
 	if d.queued.Load() != 0 {
-		d.mu.Unlock()
+		if err := s.unlockDirect(nil); err != nil {
+			return true, err
+		}
 		return false, nil
 	}
-	if d.stuck == nil {
-		d.stuck = time.AfterFunc(time.Hour, s.writeStuck)
+	err = s.writeLeft()
+	if err == nil {
+		err = s.writeTimed(hdr, nil)
 	}
-	d.start.Store(time.Now().UnixNano())
-	d.stuck.Reset(s.config.ConnectionWriteTimeout)
-	_, err = s.conn.Write(hdr)
-	d.stuck.Stop()
-	d.start.Store(0)
-	d.mu.Unlock()
+	err = s.unlockDirect(err)
 	if err != nil && d.timedOut.Load() {
 		err = ErrConnectionWriteTimeout
 	}

@@ -529,9 +529,12 @@ func (s *Session) sendLoop() error {
 			continue
 		case ready := <-s.sendCh:
 			s.direct.mu.Lock() // Postern: direct writes wait (direct.go)
-			err := s.writeReady(ready, &bodyBuf)
+			err := s.writeLeft()
+			if err == nil {
+				err = s.writeReady(ready, &bodyBuf)
+			}
 			s.direct.queued.Add(-1)
-			s.direct.mu.Unlock()
+			err = s.unlockDirect(err)
 			if err != nil {
 				return err
 			}
@@ -834,9 +837,12 @@ func (s *Session) sendControl(hdr header) error {
 // Postern: writeControl writes one control frame for the send loop.
 func (s *Session) writeControl(hdr header) error {
 	s.direct.mu.Lock()
-	_, err := s.conn.Write(hdr)
+	err := s.writeLeft()
+	if err == nil {
+		_, err = s.conn.Write(hdr)
+	}
 	s.direct.queued.Add(-1)
-	s.direct.mu.Unlock()
+	err = s.unlockDirect(err)
 	if err != nil {
 		s.logger.Printf("[ERR] yamux: Failed to write header: %v", err)
 		return err
