@@ -28,9 +28,9 @@ import (
 // lifetime is left) this agent makes a fresh key and has its certificate
 // renewed, by its own [ca] when that CA issued it (no network), or over a
 // live tunnel by a peer whose [ca] did (docs/certificates.md, "Renewal
-// over the tunnel"). It writes the key, then the certificate, each
-// atomically, and reloads them at once: new tunnels present the new
-// certificate, live tunnels and their streams carry on.
+// over the tunnel"). It replaces key and certificate together, both or
+// neither (capki.ReplacePair), and reloads them at once: new tunnels
+// present the new certificate, live tunnels and their streams carry on.
 
 // Bounds of the renewal loop.
 const (
@@ -402,13 +402,11 @@ func (a *Agent) renewCert(tg *renewTarget, leaf *x509.Certificate, now time.Time
 	if err != nil {
 		return via, nil, err
 	}
-	// The key first: until the certificate follows, a reload sees a pair
-	// that does not match and keeps the material in use.
-	if err := capki.ReplaceFile(tg.key, keyPEM, 0o600); err != nil {
-		return via, nil, fmt.Errorf("write key %s: %w", tg.key, err)
-	}
-	if err := capki.ReplaceFile(tg.cert, chainPEM, 0o644); err != nil {
-		return via, nil, fmt.Errorf("write certificate %s: %w (the key %s is already new: the agent keeps the old pair until both are written; fix the folder's permissions)", tg.cert, err, tg.key)
+	// Both or neither: a key without its certificate on disk would stop
+	// the next start. Between the two renames a reload sees a pair that
+	// does not match and keeps the material in use.
+	if err := capki.ReplacePair(tg.key, keyPEM, tg.cert, chainPEM); err != nil {
+		return via, nil, fmt.Errorf("renewed certificate (serial %s) not used: %w; the agent keeps the pair in use", fresh.SerialNumber.Text(16), err)
 	}
 	a.reloadCertFile(tg.cert)
 	a.announceRenewal(key, chainPEM, fresh)

@@ -293,33 +293,47 @@ func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
 // writeAtomic is writeFileAtomic; when like is set, the new file also gets
 // like's owner and group where the OS allows (ReplaceFile).
 func writeAtomic(path string, data []byte, perm fs.FileMode, like fs.FileInfo) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*") // created 0600
+	tmp, err := stageFile(path, data, perm, like)
 	if err != nil {
 		return err
 	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// stageFile writes data, synced, to a new temporary file in path's folder
+// with mode perm (and like's owner and group, when set) and returns its
+// name; the caller renames it over path or removes it. Nothing is left
+// behind when it fails.
+func stageFile(path string, data []byte, perm fs.FileMode, like fs.FileInfo) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*") // created 0600
+	if err != nil {
+		return "", err
+	}
 	tmp := f.Name()
-	defer os.Remove(tmp) // fails harmlessly after the rename
 	if like != nil {
 		keepOwner(f, like)
 	}
 	if perm != 0o600 {
-		if err := f.Chmod(perm); err != nil {
-			f.Close()
-			return err
-		}
+		err = f.Chmod(perm)
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
+	if err == nil {
+		_, err = f.Write(data)
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := f.Close(); err != nil {
-		return err
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	return os.Rename(tmp, path)
+	if err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return tmp, nil
 }
 
 // randomSerial returns a random positive 128-bit serial number.

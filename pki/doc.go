@@ -20,6 +20,10 @@
 //	             ID.json (identities, expiry, validity, SHA-256 of the
 //	             secret, and once used: when, by whom, the serial and the
 //	             CSR) and ID.used, created exclusively by the redemption.
+//	hub.crt      with `postern pki init --hub HOST:PORT` only: the hub's
+//	hub.key      server certificate for HOST from this CA, its key (mode
+//	hub.addr     0600), and HOST:PORT, the address `postern pki invite`
+//	             puts in tokens when it is given no --hub.
 //
 // The folder is created 0700. Every file is replaced atomically (written to
 // a temporary file, then renamed). To use a CA made elsewhere, put its ca.crt

@@ -38,12 +38,12 @@ type pkiCommand struct {
 
 func pkiCommands() []pkiCommand {
 	return []pkiCommand{
-		{"init", "[--dir DIR] [--cn NAME]", "create a CA", pkiInit},
+		{"init", "[--dir DIR] [--cn NAME] [--hub HOST:PORT]", "create a CA (with --hub: and the hub's certificate)", pkiInit},
 		{"issue", "--usage server|client|both --dns NAME ...", "make a key and a certificate here", pkiIssue},
 		{"request", "--cn NAME ...", "(partner) make a key and a CSR; the key stays here", pkiRequest},
 		{"sign", "--usage server|client|both FILE.csr", "(CA) show a partner's CSR, then sign it", pkiSign},
 		{"intermediate", "--cn NAME --permit-dns DOMAIN ... --out DIR", "(CA) a name-constrained CA for a partner", pkiIntermediate},
-		{"invite", "--dns NAME ... --hub HOST:PORT", "(hub) a one-time enrollment token for a new site", pkiInvite},
+		{"invite", "--dns NAME ... [--hub HOST:PORT]", "(hub) a one-time enrollment token for a new site", pkiInvite},
 		{"revoke", "[--reason R] SERIAL|FILE.crt", "revoke a certificate and rewrite the CRL", pkiRevoke},
 		{"crl", "[--crl-validity 7d]", "re-sign the CRL with a new next update", pkiCRL},
 		{"show", "[--ca CA.crt] FILE...", "describe certificates, CSRs, CRLs and keys", pkiShow},
@@ -158,20 +158,36 @@ type pkiInitFlags struct {
 	cn       string
 	keyType  pkiKeyTypeFlag
 	validity pkiDurationFlag
+	hub      string
 
 	intermediates bool
 }
 
 func pkiInit(env pkiEnv, args []string) int {
 	f := pkiInitFlags{validity: pkiDurationFlag(pki.DefaultCAValidity)}
-	fs := pkiFlags("init", "[--dir DIR] [--cn NAME] [--key-type TYPE] [--validity 10y] [--intermediates]", env.stderr)
+	fs := pkiFlags("init", "[--dir DIR] [--cn NAME] [--hub HOST:PORT] [--key-type TYPE] [--validity 10y] [--intermediates]", env.stderr)
 	fs.StringVar(&f.dir, "dir", "pki", "CA `folder` to create")
 	fs.StringVar(&f.cn, "cn", pki.DefaultCAName, "common `name` of the CA, shown to peers in errors")
-	fs.Var(&f.keyType, "key-type", "CA key `type`: "+pkiKeyTypeNames())
+	fs.StringVar(&f.hub, "hub", "", "also issue the hub's server certificate for `HOST:PORT`, the address sites dial (HOST becomes its DNS name or IP address): DIR/"+
+		pki.HubCertFile+" and DIR/"+pki.HubKeyFile+" (mode 0600) for the hub's [tls] cert and key; DIR/"+pki.HubFile+" records the address for `pki invite`")
+	fs.Var(&f.keyType, "key-type", "key `type` of the CA (and of the hub's key with --hub): "+pkiKeyTypeNames())
 	fs.Var(&f.validity, "validity", "how long the CA is valid (`DURATION`: 10y, 365d, 720h)")
 	fs.BoolVar(&f.intermediates, "intermediates", false, "let this CA sign partners' name-constrained CAs (`postern pki intermediate`)")
 	if _, code, ok := pkiParse(fs, args, 0, 0); !ok {
 		return code
+	}
+	var hubNames pki.Names
+	crtPath, keyPath, addrPath := filepath.Join(f.dir, pki.HubCertFile), filepath.Join(f.dir, pki.HubKeyFile), filepath.Join(f.dir, pki.HubFile)
+	if f.hub != "" {
+		var err error
+		if hubNames, err = pki.HubNames(f.hub); err != nil {
+			return pkiUsageFail(env, fs, "--hub: "+err.Error())
+		}
+		for _, p := range []string{crtPath, keyPath, addrPath} {
+			if _, err := os.Lstat(p); err == nil {
+				return pkiFail(env, "init", fmt.Errorf("%s already exists: no CA made; choose another --dir (a CA folder's hub certificate comes with the CA)", p))
+			}
+		}
 	}
 	ca, err := pki.Init(f.dir, pki.InitOptions{CommonName: f.cn, KeyType: pki.KeyType(f.keyType), Validity: time.Duration(f.validity),
 		Intermediates: f.intermediates})
@@ -186,11 +202,39 @@ func pkiInit(env pkiEnv, args []string) int {
 	fmt.Fprintf(w, "  %-24s give to every agent as tls.ca (or a partner's ca)\n", filepath.Join(f.dir, pki.CertFile))
 	fmt.Fprintf(w, "  %-24s the CA's private key: keep it secret and backed up\n", filepath.Join(f.dir, pki.KeyFile))
 	fmt.Fprintf(w, "  %-24s give to every agent as tls.crl; re-sign it every few days with `postern pki crl`\n", filepath.Join(f.dir, pki.CRLFile))
-	fmt.Fprintf(w, "next: postern pki issue --dir %s --usage server --dns HOST\n", f.dir)
-	fmt.Fprintf(w, "new sites: postern pki invite --dir %s --dns SITE --hub HOST:PORT (a one-time token for `postern enroll`)\n", f.dir)
+	if f.hub != "" {
+		if code := pkiInitHub(env, ca, f, hubNames, crtPath, keyPath); code != 0 {
+			return code
+		}
+	} else {
+		fmt.Fprintf(w, "next: postern pki issue --dir %s --usage server --dns HOST\n", f.dir)
+		fmt.Fprintf(w, "new sites: postern pki invite --dir %s --dns SITE --hub HOST:PORT (a one-time token for `postern enroll`)\n", f.dir)
+	}
 	if f.intermediates {
 		fmt.Fprintf(w, "partners' CAs: postern pki intermediate --dir %s --cn \"Partner A CA\" --permit-dns partner-a.example.com --out partner-a-ca\n", f.dir)
 	}
+	return 0
+}
+
+// pkiInitHub is `pki init --hub`, after the CA is made: the hub's server
+// certificate as `pki issue --usage server` makes it, and the address
+// `pki invite` sends sites to.
+func pkiInitHub(env pkiEnv, ca *pki.CA, f pkiInitFlags, names pki.Names, crtPath, keyPath string) int {
+	certPEM, err := pkiIssueFiles(ca, pki.IssueOptions{Names: names, Usage: pki.UsageServer, KeyType: pki.KeyType(f.keyType)}, crtPath, keyPath)
+	if err == nil {
+		err = pki.SaveHub(f.dir, f.hub)
+	}
+	if err != nil {
+		return pkiFail(env, "init", fmt.Errorf("the CA is made, but the hub's certificate is not: %w; issue it with `postern pki issue --dir %s --usage server --dns HOST --out %s`",
+			err, f.dir, strings.TrimSuffix(crtPath, ".crt")))
+	}
+	pkiPrintIssued(env, "issued the hub's", certPEM, crtPath, keyPath, "tls.key (private, mode 0600)")
+	w := env.stdout
+	_, port, _ := net.SplitHostPort(f.hub)
+	fmt.Fprintf(w, "the hub's config: [tls] cert = %q, key = %q, ca = %q; [ca] dir = %q; a [[server]] listening on port %s (paths as seen from here; in the config they are relative to its folder)\n",
+		crtPath, keyPath, filepath.Join(f.dir, pki.CertFile), f.dir, port)
+	fmt.Fprintf(w, "new sites: postern pki invite --dir %s --dns SITE (a one-time token for `postern enroll`; sites dial %s, recorded in %s)\n",
+		f.dir, f.hub, filepath.Join(f.dir, pki.HubFile))
 	return 0
 }
 
@@ -243,18 +287,29 @@ func pkiIssue(env pkiEnv, args []string) int {
 	if err != nil {
 		return pkiFail(env, "issue", err)
 	}
-	certPEM, keyPEM, err := ca.Issue(pki.IssueOptions{Names: names, Usage: pki.Usage(f.usage), Validity: time.Duration(f.validity), KeyType: pki.KeyType(f.keyType)})
+	certPEM, err := pkiIssueFiles(ca, pki.IssueOptions{Names: names, Usage: pki.Usage(f.usage), Validity: time.Duration(f.validity), KeyType: pki.KeyType(f.keyType)}, crtPath, keyPath)
 	if err != nil {
-		return pkiFail(env, "issue", err)
-	}
-	if err := pkiWriteNew(keyPath, keyPEM, 0o600); err != nil {
-		return pkiFail(env, "issue", err)
-	}
-	if err := pkiWriteNew(crtPath, certPEM, 0o644); err != nil {
 		return pkiFail(env, "issue", err)
 	}
 	pkiPrintIssued(env, "issued", certPEM, crtPath, keyPath, "tls.key (private, mode 0600: move it only over a secure channel)")
 	return 0
+}
+
+// pkiIssueFiles makes a key and a certificate with ca and writes them as
+// keyPath (mode 0600) and crtPath (0644, the chain), replacing neither. It
+// returns the chain.
+func pkiIssueFiles(ca *pki.CA, opts pki.IssueOptions, crtPath, keyPath string) ([]byte, error) {
+	certPEM, keyPEM, err := ca.Issue(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := pkiWriteNew(keyPath, keyPEM, 0o600); err != nil {
+		return nil, err
+	}
+	if err := pkiWriteNew(crtPath, certPEM, 0o644); err != nil {
+		return nil, err
+	}
+	return certPEM, nil
 }
 
 // pkiPrintIssued says what was written and what the certificate proves.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	iofs "io/fs"
 	"net"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -30,10 +31,10 @@ type pkiInviteFlags struct {
 // capture it); what it means goes to stderr. Only ca.crt is read.
 func pkiInvite(env pkiEnv, args []string) int {
 	f := pkiInviteFlags{ttl: pkiDurationFlag(pki.DefaultInviteTTL)}
-	fs := pkiFlags("invite", "--dns NAME [--uri URI] [--cn CN] [--ip IP] [--ttl 24h] [--validity 90d] --hub HOST:PORT [--dir pki | -c HUB.toml]", env.stderr)
+	fs := pkiFlags("invite", "--dns NAME [--uri URI] [--cn CN] [--ip IP] [--ttl 24h] [--validity 90d] [--hub HOST:PORT] [--dir pki | -c HUB.toml]", env.stderr)
 	fs.StringVar(&f.dir, "dir", "pki", "CA `folder` the hub signs with ([ca] dir)")
 	fs.StringVar(&f.config, "c", "", "the hub's config `FILE`: its [ca] dir, identities and validity apply")
-	fs.StringVar(&f.hub, "hub", "", "`HOST:PORT` of the hub's [[server]] listener the site dials; its certificate must carry HOST")
+	fs.StringVar(&f.hub, "hub", "", "`HOST:PORT` of the hub's [[server]] listener the site dials; its certificate must carry HOST (default: what `pki init --hub` recorded in the CA folder's "+pki.HubFile+")")
 	f.names.register(fs)
 	fs.Var(&f.usage, "usage", "what the certificate may do: client (default: the site dials the hub), server or both")
 	fs.Var(&f.ttl, "ttl", "how long the token may be redeemed (`DURATION`)")
@@ -41,13 +42,10 @@ func pkiInvite(env pkiEnv, args []string) int {
 	if _, code, ok := pkiParse(fs, args, 0, 0); !ok {
 		return code
 	}
-	if f.hub == "" {
-		return pkiUsageFail(env, fs, "--hub HOST:PORT is required: where the new site reaches this hub")
-	}
-	opts := pki.InviteOptions{Names: f.names.names(), Usage: pki.Usage(f.usage), TTL: time.Duration(f.ttl), Validity: time.Duration(f.validity), Hub: f.hub}
+	var cfg *config.Config
 	if f.config != "" {
-		cfg, err := config.Load(f.config)
-		if err != nil {
+		var err error
+		if cfg, err = config.Load(f.config); err != nil {
 			return pkiFail(env, "invite", err)
 		}
 		if cfg.CA == nil {
@@ -56,6 +54,20 @@ func pkiInvite(env pkiEnv, args []string) int {
 		if !pkiFlagSet(fs, "dir") {
 			f.dir = cfg.CA.Dir
 		}
+	}
+	if f.hub == "" {
+		hub, err := pki.ReadHub(f.dir)
+		if err != nil {
+			return pkiFail(env, "invite", err)
+		}
+		if hub == "" {
+			return pkiUsageFail(env, fs, fmt.Sprintf("--hub HOST:PORT is required: where the new site reaches this hub (%s holds none: `postern pki init --hub` records it)",
+				filepath.Join(f.dir, pki.HubFile)))
+		}
+		f.hub = hub
+	}
+	opts := pki.InviteOptions{Names: f.names.names(), Usage: pki.Usage(f.usage), TTL: time.Duration(f.ttl), Validity: time.Duration(f.validity), Hub: f.hub}
+	if cfg != nil {
 		opts.Bound, opts.MaxValidity = cfg.CA.Identities, cfg.CA.Validity.D()
 		if msg := pkiHubNameMismatch(cfg, f.hub); msg != "" {
 			fmt.Fprintln(env.stderr, "warning: "+msg)
