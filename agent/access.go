@@ -2,6 +2,7 @@ package agent
 
 import (
 	"cmp"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -240,14 +241,20 @@ func (r *streamRecord) refused(reason string) {
 // reset_by peer, this agent, or the plaintext side: client or target).
 // log carries the stream's peer, service, source and target attributes.
 func (r *streamRecord) ended(log *slog.Logger, what string, stats relay.Stats, err error) {
+	if err == nil {
+		r.finish("ok", stats.Sent, stats.Received, "")
+	} else {
+		r.finish("reset", stats.Sent, stats.Received, err.Error())
+	}
+	if !log.Enabled(context.Background(), slog.LevelInfo) {
+		return // the line's attributes cost more than the rest of the record
+	}
 	attrs := append(r.attrs, "kind", r.side, "sent", stats.Sent, "received", stats.Received,
 		"duration", time.Since(r.start).Round(time.Microsecond).String())
 	if err == nil {
-		r.finish("ok", stats.Sent, stats.Received, "")
 		log.Info(what+" closed", append(attrs, "outcome", "clean")...)
 		return
 	}
-	r.finish("reset", stats.Sent, stats.Received, err.Error())
 	log.Info(what+" reset", append(attrs, "outcome", "reset", "reset_by", r.resetBy(err), "err", err)...)
 }
 
@@ -282,7 +289,7 @@ func (f *forward) peerLabel() string {
 // peer with certificate peer at addr.
 func (f *forward) begin(c net.Conn, peer *x509.Certificate, addr net.Addr) *streamRecord {
 	return f.agent.beginStream("forward", "forward "+f.ln.Addr().String(), f.peerLabel(), f.service,
-		"source", c.RemoteAddr().String(), "peer", identity.Describe(peer), "peer_addr", addr.String())
+		"source", c.RemoteAddr().String(), "peer", peerValue{peer}, "peer_addr", addr.String())
 }
 
 // failed counts a connection the forward reset before a stream opened (no

@@ -97,8 +97,7 @@ func (a *Agent) serveTunnelThen(t *tunnel.Tunnel, then func()) {
 // target. It returns the relay to run, or nil when the stream was refused
 // or failed.
 func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream) (carry func()) {
-	who := identity.Describe(t.Peer)
-	log := lazyLog(a.log).With("stream", st.ID(), "peer_addr", t.RemoteAddr().String(), "peer", who)
+	log := lazyLog(a.log).With("stream", st.ID(), "peer_addr", t.RemoteAddr().String(), "peer", peerValue{t.Peer})
 	st.SetReadDeadline(time.Now().Add(a.cfg.Tunnel.OpenTimeout.D()))
 	req, ctl, err := wire.ReadRequest(st)
 	st.SetReadDeadline(time.Time{})
@@ -143,7 +142,7 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream) (carry func())
 	}
 	allowed, ok := svc.allow.MatchVerified(t.Chains)
 	if !ok {
-		a.refuse(st, rec, wire.StatusNotAllowed, "not allowed for "+who)
+		a.refuse(st, rec, wire.StatusNotAllowed, "not allowed for "+identity.Describe(t.Peer))
 		log.Warn("stream refused", "reason", notAllowed(svc.allow), "allow", allowAttr(svc.allow.Strings()), "issuer", verifiedIssuer(t.Chains))
 		return nil
 	}
@@ -243,7 +242,7 @@ func (a *Agent) serveRaw(c *tls.Conn, svc *service, creds *trust.Credentials) {
 	defer a.streams.Done()
 	cs := c.ConnectionState()
 	peer := cs.PeerCertificates[0]
-	log := a.log.With("peer_addr", c.RemoteAddr().String(), "peer", identity.Describe(peer), "service", svc.name)
+	log := a.log.With("peer_addr", c.RemoteAddr().String(), "peer", peerValue{peer}, "service", svc.name)
 	rec := a.beginStream("service", "service "+svc.name, a.peerLabel("", cs.VerifiedChains), svc.name, "source", c.RemoteAddr().String())
 	if a.draining.Load() {
 		rec.refused("agent is shutting down")

@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"crypto/x509"
 	"context"
 	"log/slog"
+
+	"github.com/postern-tunnel/postern/identity"
 )
 
 // lazyLog returns l with attributes that are kept as they are and
@@ -48,3 +51,9 @@ func (l *lazyHandler) WithGroup(name string) slog.Handler {
 	}
 	return &lazyHandler{h: h.WithGroup(name)}
 }
+
+// peerValue is a peer certificate as a log value: identity.Describe, which
+// hashes the certificate, runs only when a line that carries it is written.
+type peerValue struct{ cert *x509.Certificate }
+
+func (p peerValue) LogValue() slog.Value { return slog.StringValue(identity.Describe(p.cert)) }

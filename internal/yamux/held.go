@@ -14,7 +14,7 @@ func (s *Stream) AdmitQueued() error {
 	s.recvLock.Lock()
 	s.admitted = true
 	s.recvLock.Unlock()
-	if err := s.updateWindow(true); err != nil && err != ErrSessionShutdown {
+	if err := s.updateWindow(updateQueued); err != nil && err != ErrSessionShutdown {
 		return err
 	}
 	return nil

@@ -106,7 +106,7 @@ func (s *Session) accepted(st *Stream) bool {
 
 // handOver accepts st for handle, as AcceptStream would.
 func (s *Session) handOver(st *Stream, handle func(*Stream, error)) {
-	if err := st.updateWindow(true); err != nil {
+	if err := st.updateWindow(updateAck); err != nil {
 		handle(nil, err)
 		return
 	}

@@ -218,14 +218,16 @@ GET_ID:
 
 	// Register the stream
 	stream := newStream(s, id, streamInit)
+	// Postern: a timer, not a goroutine per stream, watches for the ACK;
+	// set before the stream is registered, where the receive loop finds
+	// it to stop it.
+	if s.config.StreamOpenTimeout > 0 {
+		stream.openTimer = time.AfterFunc(s.config.StreamOpenTimeout, func() { s.openTimedOut(stream) })
+	}
 	s.streamLock.Lock()
 	s.streams[id] = stream
 	s.inflight[id] = struct{}{}
 	s.streamLock.Unlock()
-
-	if s.config.StreamOpenTimeout > 0 {
-		go s.setOpenTimeout(stream)
-	}
 
 	// Send the window update to create
 	if err := stream.sendWindowUpdate(); err != nil {
@@ -239,25 +241,25 @@ GET_ID:
 	return stream, nil
 }
 
-// setOpenTimeout implements a timeout for streams that are opened but not established.
+// openTimedOut implements a timeout for streams that are opened but not established.
 // If the StreamOpenTimeout is exceeded we assume the peer is unable to ACK,
 // and close the session.
-// The number of running timers is bounded by the capacity of the synCh.
-func (s *Session) setOpenTimeout(stream *Stream) {
-	timer := time.NewTimer(s.config.StreamOpenTimeout)
-	defer timer.Stop()
-
+//
+// Postern: it was setOpenTimeout, a goroutine per opened stream; now it
+// runs from the stream's openTimer, which is stopped when the stream is
+// established or closed (a notice that raced with the timer is seen here).
+func (s *Session) openTimedOut(stream *Stream) {
 	select {
 	case <-stream.establishCh:
 		return
 	case <-s.shutdownCh:
 		return
-	case <-timer.C:
-		// Timeout reached while waiting for ACK.
-		// Close the session to force connection re-establishment.
-		s.logger.Printf("[ERR] yamux: aborted stream open (destination=%s): %v", s.RemoteAddr().String(), ErrTimeout.err)
-		s.Close()
+	default:
 	}
+	// Timeout reached while waiting for ACK.
+	// Close the session to force connection re-establishment.
+	s.logger.Printf("[ERR] yamux: aborted stream open (destination=%s): %v", s.RemoteAddr().String(), ErrTimeout.err)
+	s.Close()
 }
 
 // Accept is used to block until the next available stream
@@ -277,7 +279,7 @@ func (s *Session) AcceptStream() (*Stream, error) {
 	if !ok {
 		return nil, s.shutdownErr
 	}
-	if err := stream.updateWindow(true); err != nil { // Postern: see updateWindow
+	if err := stream.updateWindow(updateAck); err != nil { // Postern: see updateWindow
 		return nil, err
 	}
 	return stream, nil

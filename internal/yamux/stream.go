@@ -53,6 +53,10 @@ type Stream struct {
 
 	// establishCh is notified if the stream is established or being closed.
 	establishCh chan struct{}
+	// Postern: openTimer enforces StreamOpenTimeout on a stream we
+	// opened; stopped where establishCh is notified. Set before the
+	// stream is registered, never changed.
+	openTimer *time.Timer
 
 	// closeTimer is set with stateLock held to honor the StreamCloseTimeout
 	// setting on Session.
@@ -286,11 +290,25 @@ func (s *Stream) sendFlags() uint16 {
 
 // sendWindowUpdate potentially sends a window update enabling
 // further writes to take place. Must be invoked with the lock.
-func (s *Stream) sendWindowUpdate() error { return s.updateWindow(false) }
+func (s *Stream) sendWindowUpdate() error { return s.updateWindow(updateWait) }
 
-// Postern: updateWindow is sendWindowUpdate; with control set, the update
-// is queued ahead of stream data and not waited for (AcceptStream's ACK).
-func (s *Stream) updateWindow(control bool) error {
+// Postern: how updateWindow sends the update.
+type updateHow int
+
+const (
+	updateWait   updateHow = iota // as a stream frame, waiting for it (upstream)
+	updateQueued                  // queued ahead of stream data, not waited for
+	// updateAck is written on the caller's goroutine when nothing is
+	// queued (direct.go), otherwise queued as updateQueued: accepting a
+	// stream then costs no send-loop wake-up, and the answer the accepter
+	// writes next need not queue behind the ACK.
+	updateAck
+)
+
+// Postern: updateWindow is sendWindowUpdate, sent as how says
+// (AcceptStream's ACK is updateAck, an admitted stream's update
+// updateQueued).
+func (s *Stream) updateWindow(how updateHow) error {
 	s.controlHdrLock.Lock()
 	defer s.controlHdrLock.Unlock()
 
@@ -325,9 +343,14 @@ func (s *Stream) updateWindow(control bool) error {
 
 	// Postern: an ACK is queued ahead of stream data and not waited for,
 	// so accepting a stream stays quick however busy the link is.
-	if control {
+	if how != updateWait {
 		hdr := header(make([]byte, headerSize))
 		hdr.encode(typeWindowUpdate, flags, s.id, delta)
+		if how == updateAck {
+			if ok, err := s.session.tryDirect(hdr, nil); ok {
+				return err
+			}
+		}
 		return s.session.sendControl(hdr)
 	}
 
@@ -469,6 +492,9 @@ func (s *Stream) processFlags(flags uint16) error {
 			s.state = streamEstablished
 		}
 		asyncNotify(s.establishCh)
+		if s.openTimer != nil {
+			s.openTimer.Stop()
+		}
 		s.session.establishStream(s.id)
 	}
 	if flags&flagFIN == flagFIN {
@@ -502,6 +528,9 @@ func (s *Stream) notifyWaiting() {
 	s.notifyRecv() // Postern: wakes an idle reader too (held.go)
 	asyncNotify(s.sendNotifyCh)
 	asyncNotify(s.establishCh)
+	if s.openTimer != nil {
+		s.openTimer.Stop()
+	}
 }
 
 // incrSendWindow updates the size of our send window
