@@ -268,6 +268,7 @@ func restartNeeded(old, new *config.Config) []string {
 	}
 	add("name", old.Name, new.Name)
 	add("shutdown_timeout", old.ShutdownTimeout, new.ShutdownTimeout)
+	add("procs", old.Procs, new.Procs)
 	// [tls] is not listed itself: servers and clients inherit it, so its
 	// changes show as theirs.
 	add("[tunnel]", old.Tunnel, new.Tunnel)

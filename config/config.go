@@ -30,6 +30,10 @@ import (
 type Config struct {
 	Name            string   `toml:"name"`             // shown in logs and metrics
 	ShutdownTimeout Duration `toml:"shutdown_timeout"` // drain budget on SIGTERM
+	// Procs is how many threads run the agent's Go code at once
+	// (GOMAXPROCS): 0 (the default) is half the CPUs the process may use,
+	// at least 1. The GOMAXPROCS environment variable, when set, wins.
+	Procs int `toml:"procs"`
 
 	TLS      TLS       `toml:"tls"`     // defaults for every tunnel
 	Tunnel   Tunnel    `toml:"tunnel"`  // multiplexing and limits

@@ -253,6 +253,8 @@ func TestErrors(t *testing.T) {
 			`config FILE:2:18: tls.expiry_warning: invalid duration "4w": use a number with a unit: ms, s, m, h, d (days) or y (365 days), like "10s", "2m", "12h" or "30d"`},
 		{"zero duration", "shutdown_timeout = \"0s\"\n" + validClient,
 			`config FILE:1:20: shutdown_timeout: duration "0s" is zero: leave the key out for its default (see the config reference)`},
+		{"negative procs", "name = \"a\"\nprocs = -2\n" + validClient,
+			`config FILE:2: procs: -2 is negative (0: half the CPUs, at least 1)`},
 		{"negative duration", "[tunnel]\nopen_timeout = \"-5s\"\n" + validClient,
 			`config FILE:2:16: tunnel.open_timeout: invalid duration "-5s": must not be negative`},
 		{"size bogus", "[tunnel]\nstream_window = \"bogus\"\n" + validClient,

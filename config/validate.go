@@ -92,6 +92,9 @@ func (c *Config) Validate() error {
 }
 
 func (c *Config) validateTunnel() error {
+	if c.Procs < 0 {
+		return c.errorf(c.lines[""]["procs"], "procs: %d is negative (0: half the CPUs, at least 1)", c.Procs)
+	}
 	t := c.Tunnel
 	if t.StreamWindow < MinStreamWindow || t.StreamWindow > 1<<30 {
 		return c.errorf(0, "tunnel.stream_window: %d bytes is outside 256KiB..1GiB", t.StreamWindow)

@@ -84,6 +84,7 @@ func runAgent(ctx context.Context, path string, stderr io.Writer, ready func(*ag
 		return err
 	}
 	log := newLogger(cfg.Log, stderr)
+	setProcs(cfg.Procs, log)
 	if err := enrollOnStart(ctx, cfg, log); err != nil {
 		return err
 	}
