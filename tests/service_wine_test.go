@@ -413,8 +413,20 @@ func (w *svcWine) products(t *testing.T, name string) int {
 	t.Helper()
 	const key = `HKLM\Software\Microsoft\Windows\CurrentVersion\Uninstall`
 	const long = `HKEY_LOCAL_MACHINE\SOFTWARE\MICROSOFT\WINDOWS\CURRENTVERSION\UNINSTALL\`
+	// Right after msiexec has exited, wine's reg has once failed to open
+	// the key (exit status 1, no output) on a loaded machine: ask again
+	// until it answers.
+	var list string
+	svcWaitFor(t, time.Minute, "reg query "+key, func() (bool, string) {
+		out, err := w.wine(t, time.Minute, "reg", "query", key)
+		list = out
+		if err != nil {
+			return false, fmt.Sprintf("%v: %s", err, out)
+		}
+		return true, ""
+	})
 	n := 0
-	for _, line := range strings.Split(w.reg(t, key), "\n") {
+	for _, line := range strings.Split(list, "\n") {
 		sub := strings.TrimSpace(line) // reg lists each subkey by its full name
 		if !strings.HasPrefix(strings.ToUpper(sub), long) {
 			continue
