@@ -1,6 +1,7 @@
 package yamux
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +53,12 @@ type directWriter struct {
 	leftMu  sync.Mutex
 	left    *[]byte
 	hasLeft atomic.Bool
+
+	// gatherRest counts the small writes left before the holder yields
+	// again, and gatherMisses the yields in a row that gathered nothing
+	// (both guarded by mu): see gather.
+	gatherRest   int
+	gatherMisses int
 }
 
 const (
@@ -101,6 +108,9 @@ func (s *Session) tryDirect(hdr header, body []byte) (ok bool, err error) {
 		return true, ErrSessionShutdown
 	default:
 	}
+	if len(body) <= maxLeftBody {
+		d.gather()
+	}
 	// Frames left while this writer took the lock go first; a small
 	// frame joins them, so all go out in one write.
 	if d.hasLeft.Load() && d.leave(hdr, body) {
@@ -110,6 +120,42 @@ func (s *Session) tryDirect(hdr header, body []byte) (ok bool, err error) {
 	}
 	return true, s.directDone(s.unlockDirect(err))
 }
+
+const (
+	// gatherMissLimit is how many yields in a row may gather nothing
+	// before the holder stops yielding for gatherPause small writes.
+	gatherMissLimit = 4
+	gatherPause     = 64
+)
+
+// gather lets the goroutines that are ready to run do so before the
+// holder writes its small frame: when several streams have data at the
+// same moment (the poller woke their relays together), each finds the
+// lock taken and leaves its frame, and all go out in one write and one
+// system call, in fewer TLS records, instead of one each. The peer reads
+// them in one go too. When nobody is ready (one request at a time),
+// yielding costs a pass through the scheduler, and with more than one P
+// it may move the holder to another thread: so after gatherMissLimit
+// yields in a row that gathered nothing, the holder stops yielding for
+// gatherPause small writes, then tries again. The caller holds mu.
+func (d *directWriter) gather() {
+	if d.gatherRest > 0 {
+		d.gatherRest--
+		return
+	}
+	yield()
+	if d.hasLeft.Load() {
+		d.gatherMisses = 0
+		return
+	}
+	if d.gatherMisses++; d.gatherMisses >= gatherMissLimit {
+		d.gatherMisses = 0
+		d.gatherRest = gatherPause
+	}
+}
+
+// yield is runtime.Gosched, a variable for tests.
+var yield = runtime.Gosched
 
 // directDone turns a failed direct write into the caller's error and ends
 // the session.

@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -341,4 +343,100 @@ func mustHeader(id uint32, n int) []byte {
 	hdr := header(make([]byte, headerSize))
 	hdr.encode(typeData, 0, id, uint32(n))
 	return hdr
+}
+
+// countConn counts the writes made to the connection.
+type countConn struct {
+	io.ReadWriteCloser
+	writes atomic.Int64
+}
+
+func (c *countConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.ReadWriteCloser.Write(p)
+}
+
+// Streams whose writers are ready to run at the same moment (a poller
+// that woke several relays together) go out in one write: the first to
+// take the write lock lets the others run, they leave their frames, and
+// it writes them all with its own. One thread runs Go code, as an agent's
+// default on 2 cores, so the writers run one after the other.
+func TestDirectWriteGathersReadyWriters(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	c, s := testConnTCP(t)
+	cc := &countConn{ReadWriteCloser: c}
+	client, server := testClientServerConfig(t, cc, s, directConf(), directConf())
+	const n = 8
+	var streams, peers []*Stream
+	for i := 0; i < n; i++ {
+		st, peer := openAccept(t, client, server)
+		streams, peers = append(streams, st), append(peers, peer)
+	}
+	d := &client.direct
+	d.mu.Lock()
+	d.gatherRest, d.gatherMisses = 0, 0 // opening the streams yielded for nothing
+	d.mu.Unlock()
+
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, st := range streams {
+		i, st := i, st // this module's go.mod predates per-iteration loop variables
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if _, err := st.Write([]byte(fmt.Sprintf("frame %d", i))); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	before := cc.writes.Load()
+	close(start)
+	wg.Wait()
+	writes := cc.writes.Load() - before
+	for i, peer := range peers {
+		expectRead(t, peer, fmt.Sprintf("frame %d", i))
+	}
+	// One write when the scheduler runs them in order; the race
+	// detector's shuffling can split them. Apart, they take 2n.
+	if writes >= n/2 {
+		t.Errorf("%d small frames ready at once took %d writes, want them gathered into fewer than %d", n, writes, n/2)
+	}
+}
+
+// A holder that finds nobody to gather stops yielding for a while, so one
+// request at a time pays for a yield only now and then; a yield that
+// gathers a frame keeps it yielding.
+func TestGatherPausesWhenNothingGathers(t *testing.T) {
+	var d directWriter
+	yields, gathering := 0, false
+	defer func(y func()) { yield = y }(yield)
+	yield = func() {
+		yields++
+		if gathering {
+			d.hasLeft.Store(true)
+		}
+	}
+	run := func(writes int) int {
+		yields = 0
+		for i := 0; i < writes; i++ {
+			d.gather()
+			d.hasLeft.Store(false)
+		}
+		return yields
+	}
+	if got := run(gatherMissLimit); got != gatherMissLimit {
+		t.Errorf("first %d writes yielded %d times, want every time", gatherMissLimit, got)
+	}
+	if got := run(gatherPause); got != 0 {
+		t.Errorf("after %d yields that gathered nothing, %d of the next %d writes yielded, want none", gatherMissLimit, got, gatherPause)
+	}
+	gathering = true
+	if got := run(10 * gatherPause); got != 10*gatherPause {
+		t.Errorf("yields that gather: %d of %d writes yielded, want all", got, 10*gatherPause)
+	}
+	gathering = false
+	if got := run(gatherMissLimit + gatherPause); got != gatherMissLimit {
+		t.Errorf("once nothing is gathered again: %d yields in %d writes, want %d", got, gatherMissLimit+gatherPause, gatherMissLimit)
+	}
 }
