@@ -13,8 +13,9 @@ import (
 
 // pkiRenewIssue is `pki issue --renew`: a new certificate for PREFIX, with
 // the existing key unless --new-key, written over the old files atomically
-// (key first, then certificate; modes and owners kept), so an agent that
-// reloads sees either the old pair or the new one.
+// (with --new-key, key and certificate both or neither: pki.ReplacePair;
+// modes and owners kept), so an agent that reloads sees either the old
+// pair or the new one.
 func pkiRenewIssue(env pkiEnv, fs *flag.FlagSet, f pkiIssueFlags) int {
 	names := f.names.names()
 	out := f.out
@@ -58,12 +59,13 @@ func pkiRenewIssue(env pkiEnv, fs *flag.FlagSet, f pkiIssueFlags) int {
 	}
 	keyNote := "tls.key: kept (spki: pins on it still match)"
 	if f.newKey {
-		if err := pki.ReplaceFile(keyPath, keyPEM, 0o600); err != nil {
+		// Key and certificate both or neither: a new key beside the
+		// old certificate is a pair no agent can start with.
+		if err := pki.ReplacePair(keyPath, keyPEM, crtPath, certPEM); err != nil {
 			return pkiFail(env, "issue", err)
 		}
 		keyNote = "tls.key: replaced by a new key (spki: pins on the old one no longer match)"
-	}
-	if err := pki.ReplaceFile(crtPath, certPEM, 0o644); err != nil {
+	} else if err := pki.ReplaceFile(crtPath, certPEM, 0o644); err != nil {
 		return pkiFail(env, "issue", err)
 	}
 	pkiPrintIssued(env, "renewed", certPEM, crtPath, keyPath, keyNote)
