@@ -19,8 +19,16 @@ type batchConn struct {
 
 	mu      sync.Mutex
 	on      bool
-	pending []byte
+	pending *[]byte // the gathered records; nil when there are none
 }
+
+// batchPool holds the buffers of batches being gathered: a batch takes one
+// for a write and gives it back once sent, so a tunnel that carried a bulk
+// transfer keeps no buffer afterwards (a hub keeps thousands of tunnels).
+var batchPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, 64<<10+4*64) // a 64 KiB frame's records
+	return &b
+}}
 
 // maxBatch bounds the memory a batch may take; past it, records go out as
 // they come.
@@ -33,7 +41,7 @@ func WrapConn(c net.Conn) net.Conn { return &batchConn{Conn: c} }
 func (b *batchConn) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.on || len(b.pending)+len(p) > maxBatch {
+	if !b.on || b.pending != nil && len(*b.pending)+len(p) > maxBatch {
 		if err := b.flushLocked(); err != nil {
 			return 0, err
 		}
@@ -41,7 +49,10 @@ func (b *batchConn) Write(p []byte) (int, error) {
 			return b.Conn.Write(p)
 		}
 	}
-	b.pending = append(b.pending, p...)
+	if b.pending == nil {
+		b.pending = batchPool.Get().(*[]byte)
+	}
+	*b.pending = append(*b.pending, p...)
 	return len(p), nil
 }
 
@@ -53,13 +64,15 @@ func (b *batchConn) Flush() error {
 }
 
 func (b *batchConn) flushLocked() error {
-	if len(b.pending) == 0 {
+	if b.pending == nil {
 		return nil
 	}
-	_, err := b.Conn.Write(b.pending)
-	b.pending = b.pending[:0]
-	if cap(b.pending) > maxBatch {
-		b.pending = nil
+	buf := b.pending
+	b.pending = nil
+	_, err := b.Conn.Write(*buf)
+	if cap(*buf) <= maxBatch+64<<10 {
+		*buf = (*buf)[:0]
+		batchPool.Put(buf)
 	}
 	return err
 }

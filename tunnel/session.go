@@ -354,8 +354,13 @@ func (t *Tunnel) Confirm(ctx context.Context) error {
 
 // tunnelConn sits between yamux and TLS. It records the first read error
 // (the only place a TLS 1.3 client sees the server's rejection), and joins
-// each yamux data frame's 12-byte header with its body into one write, so a
-// frame costs one TLS record and one system call instead of two.
+// a small yamux data frame's 12-byte header with its body into one write,
+// so the frame costs one TLS record instead of two. A frame whose body
+// needs several records anyway is passed on as it came: joining it would
+// copy the body to save one record of 12 bytes. The join takes a pooled
+// buffer and gives it back, so a tunnel that once carried a bulk transfer
+// holds no buffer for it afterwards (a hub keeps thousands of tunnels).
+// Either way, batchConn sends the records in one system call.
 //
 // yamux writes from one goroutine (its send loop) and reads from another.
 type tunnelConn struct {
@@ -363,10 +368,19 @@ type tunnelConn struct {
 
 	mu      sync.Mutex
 	err     error
-	pending []byte // a data frame header waiting for its body
-	joined  []byte
+	header  [wire.MuxHeaderSize]byte // a data frame header waiting for its body
+	pending bool
 	batch   *batchConn // the TCP connection under TLS, when wrapped
 }
+
+// maxJoined is the largest frame joined into one write: one TLS record's
+// worth of plaintext.
+const maxJoined = 16 << 10
+
+var joinPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, maxJoined)
+	return &b
+}}
 
 func (c *tunnelConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
@@ -387,21 +401,33 @@ func (c *tunnelConn) readErr() error {
 }
 
 func (c *tunnelConn) Write(p []byte) (int, error) {
-	if c.pending == nil {
+	if !c.pending {
 		if isDataHeader(p) {
-			c.pending = append(c.joined[:0], p...)
+			copy(c.header[:], p)
+			c.pending = true
 			return len(p), nil
 		}
 		return c.write(p)
 	}
 	// p is the body that belongs to the pending header.
-	c.joined = append(c.pending, p...)
-	c.pending = nil
-	if _, err := c.write(c.joined); err != nil {
-		return 0, err
+	c.pending = false
+	if len(c.header)+len(p) > maxJoined {
+		// Into the batch, sent with the body's records.
+		if _, err := c.Conn.Write(c.header[:]); err != nil {
+			return 0, err
+		}
+		if _, err := c.write(p); err != nil {
+			return 0, err
+		}
+		return len(p), nil
 	}
-	if cap(c.joined) > 1<<20 {
-		c.joined = nil // don't keep a huge buffer for the tunnel's life
+	buf := joinPool.Get().(*[]byte)
+	joined := append(append((*buf)[:0], c.header[:]...), p...)
+	_, err := c.write(joined)
+	*buf = joined[:0]
+	joinPool.Put(buf)
+	if err != nil {
+		return 0, err
 	}
 	return len(p), nil
 }
