@@ -412,7 +412,7 @@ func (c *tunnelConn) Write(p []byte) (int, error) {
 	// p is the body that belongs to the pending header.
 	c.pending = false
 	if len(c.header)+len(p) > maxJoined {
-		// Into the batch, sent with the body's records.
+		// A record of its own; batchConn sends it with the body's.
 		if _, err := c.Conn.Write(c.header[:]); err != nil {
 			return 0, err
 		}

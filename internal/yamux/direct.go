@@ -135,7 +135,8 @@ const (
 // system call, in fewer TLS records, instead of one each. The peer reads
 // them in one go too. When nobody is ready (one request at a time),
 // yielding costs a pass through the scheduler, and with more than one P
-// it may move the holder to another thread: so after gatherMissLimit
+// it also wakes an idle thread to look for work (Gosched calls wakep),
+// which may take the holder with it: so after gatherMissLimit
 // yields in a row that gathered nothing, the holder stops yielding for
 // gatherPause small writes, then tries again. The caller holds mu.
 func (d *directWriter) gather() {
