@@ -78,7 +78,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&f.work, "work", "", "work `folder` for certificates, configs and logs (default: a temporary one, removed after)")
 	fs.StringVar(&f.tunnels, "tunnels", strings.Join(report.Tunnels, ","), "comma-separated `list` of tunnels")
 	fs.StringVar(&f.scenarios, "scenarios", strings.Join(allScenarios, ","), "comma-separated `list` of scenarios")
-	fs.BoolVar(&f.linkNoDelay, "link-no-delay", false, "run the 40 ms link scenario without netem (checks its wiring only)")
+	fs.BoolVar(&f.linkNoDelay, "link-no-delay", false, "run the 40 ms link scenario without a delay (checks its wiring only)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
