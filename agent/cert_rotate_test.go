@@ -134,3 +134,36 @@ backoff_max = "40s"`, 1))
 	site.log.WaitFor(t, 5*time.Second, "new certificate material; retrying now", "tunnel=hub")
 	site.log.WaitFor(t, 5*time.Second, "tunnel connected", "tunnel=hub")
 }
+
+// TestExpiryCheckPassesHandledCertificates: once a partner's certificate
+// in its warning window has been dealt with, the polls that follow pass it
+// without work that grows with the partners: no fingerprint, no log
+// attributes (a hub with thousands of partners in the window spent a
+// sixth of its idle CPU there, hashing every one on every poll).
+func TestExpiryCheckPassesHandledCertificates(t *testing.T) {
+	dir := t.TempDir()
+	p := newPKI(t, dir)
+	p.hub = p.ca.Issue(t, testca.Options{CN: "hub", DNS: []string{"hub.test"}, NotAfter: time.Now().Add(90 * time.Minute)}).Write(t, dir, "hub", p.ca)
+	p.site = p.ca.Issue(t, testca.Options{CN: "site-a", NotAfter: time.Now().Add(150 * time.Minute)}).Write(t, dir, "site", p.ca)
+	// No poll during the test: the checks below are the only ones.
+	hub := start(t, dir, "hub", withServerKeys(hubTOML(p, ""), "expiry_warning = \"3h\"\nreload_interval = \"1h\""))
+	site := start(t, dir, "site", siteTOML(p, hub.ServerAddrs()[0].String()))
+	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
+
+	w := &hub.certs
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.checkExpiry(hub.Agent, time.Now())
+	hub.log.WaitFor(t, 5*time.Second, "certificate expires soon; renew it before then", `role="client certificate"`, `cert="CN=\"site-a\""`)
+	allocs := testing.AllocsPerRun(20, func() { w.checkExpiry(hub.Agent, time.Now()) })
+	// One: the list of accepted tunnels.
+	if allocs > 1 {
+		t.Errorf("a check that has nothing new to say allocates %.0f times, want at most 1", allocs)
+	}
+	if n := countLines(hub.log.String(), "certificate expires soon", `role="client certificate"`); n != 1 {
+		t.Errorf("client certificate warned %d times, want once a day", n)
+	}
+	if len(w.handled) != 2 {
+		t.Errorf("%d certificates remembered, want 2 (the hub's own, the site's)", len(w.handled))
+	}
+}

@@ -41,6 +41,22 @@ type certWatch struct {
 	warned    map[string]time.Time // expiry warnings given, by certificate
 	lastFull  time.Time            // last recheck of every live tunnel
 	tick      time.Duration        // the poll period: the shortest reload_interval
+
+	// handled remembers, by certificate object, when checkExpiry last dealt
+	// with a certificate inside its warning window, so the next polls pass
+	// it without hashing it for warned or building its log attributes: at
+	// a hub whose partners hold 90-day certificates, a third of them are in
+	// the default 30-day window at any time. Entries not met in a pass
+	// (pass) are dropped at its end.
+	handled map[*x509.Certificate]handledCert
+	pass    uint64
+}
+
+// handledCert is when checkExpiry last dealt with a certificate in its
+// warning window, and the last pass that met it.
+type handledCert struct {
+	at   time.Time
+	pass uint64
 }
 
 // certEndpoint is the credentials of one [[server]] or [[client]].
@@ -396,12 +412,21 @@ func (a *Agent) closeUntrusted(t *tunnel.Tunnel, where []any, err error, side tr
 func (w *certWatch) checkExpiry(a *Agent, now time.Time) {
 	if w.warned == nil {
 		w.warned = map[string]time.Time{}
+		w.handled = map[*x509.Certificate]handledCert{}
 	}
 	for k, at := range w.warned {
 		if now.Sub(at) > 2*expiryRepeat {
 			delete(w.warned, k)
 		}
 	}
+	w.pass++
+	defer func() {
+		for c, h := range w.handled {
+			if h.pass != w.pass {
+				delete(w.handled, c)
+			}
+		}
+	}()
 	for _, e := range w.endpoints {
 		m := e.creds.Load()
 		w.warnOwn(a, e, m, now)
@@ -410,10 +435,14 @@ func (w *certWatch) checkExpiry(a *Agent, now time.Time) {
 			if i > 0 {
 				role = "intermediate CA"
 			}
-			w.warnExpiry(a, c, role, append(slices.Clip(e.attrs), "file", m.Files.Cert), e.warnWithin, now)
+			if w.expiryDue(c, e.warnWithin, now) {
+				w.warnExpiry(a, c, role, append(slices.Clip(e.attrs), "file", m.Files.Cert), now)
+			}
 		}
 		for _, c := range m.CAs {
-			w.warnExpiry(a, c, "trusted CA", append(slices.Clip(e.attrs), "file", m.Files.CA), e.warnWithin, now)
+			if w.expiryDue(c, e.warnWithin, now) {
+				w.warnExpiry(a, c, "trusted CA", append(slices.Clip(e.attrs), "file", m.Files.CA), now)
+			}
 		}
 		for _, crl := range m.CRLs {
 			w.warnCRL(a, e, crl, m.Files.CRLStale, now)
@@ -422,7 +451,9 @@ func (w *certWatch) checkExpiry(a *Agent, now time.Time) {
 	for _, cc := range a.cfg.Clients {
 		if c := a.clients[cc.Name]; c != nil {
 			for _, t := range c.Tunnels() {
-				w.warnExpiry(a, a.peerLeaf(t), "server certificate", []any{"tunnel", cc.Name, "addr", t.RemoteAddr().String()}, cc.ExpiryWarning.D(), now)
+				if peer := a.peerLeaf(t); w.expiryDue(peer, cc.ExpiryWarning.D(), now) {
+					w.warnExpiry(a, peer, "server certificate", []any{"tunnel", cc.Name, "addr", t.RemoteAddr().String()}, now)
+				}
 			}
 		}
 	}
@@ -437,21 +468,35 @@ func (w *certWatch) checkExpiry(a *Agent, now time.Time) {
 	}
 	a.mu.Unlock()
 	for _, t := range accepted {
-		peer := a.peerLeaf(t)
-		if peer == nil || peer.NotAfter.Sub(now) > within {
-			continue // the common case, checked before building log attributes: a hub holds thousands
+		if peer := a.peerLeaf(t); w.expiryDue(peer, within, now) {
+			w.warnExpiry(a, peer, "client certificate", []any{"peer_addr", t.RemoteAddr().String()}, now)
 		}
-		w.warnExpiry(a, peer, "client certificate", []any{"peer_addr", t.RemoteAddr().String()}, within, now)
 	}
 }
 
-// warnExpiry warns about c when it expires within within. role says which
-// certificate c is ("trusted CA", "client certificate", ...); where names
-// its endpoint, file or tunnel as log attributes.
-func (w *certWatch) warnExpiry(a *Agent, c *x509.Certificate, role string, where []any, within time.Duration, now time.Time) {
+// expiryDue reports whether c, when not nil, expires within within and
+// this certificate object was not dealt with in the last expiryRepeat:
+// then warnExpiry should see it (it warns once per expiryRepeat for the
+// same certificate, by fingerprint, whatever object carries it).
+func (w *certWatch) expiryDue(c *x509.Certificate, within time.Duration, now time.Time) bool {
 	if c == nil || c.NotAfter.Sub(now) > within {
-		return
+		return false
 	}
+	h, ok := w.handled[c]
+	due := !ok || now.Sub(h.at) >= expiryRepeat
+	if due {
+		h.at = now
+	}
+	h.pass = w.pass
+	w.handled[c] = h
+	return due
+}
+
+// warnExpiry warns about c, which expires within its warning window,
+// unless the same certificate was warned about in the last expiryRepeat.
+// role says which certificate c is ("trusted CA", "client certificate",
+// ...); where names its endpoint, file or tunnel as log attributes.
+func (w *certWatch) warnExpiry(a *Agent, c *x509.Certificate, role string, where []any, now time.Time) {
 	key := identity.Fingerprint(c)
 	if at, ok := w.warned[key]; ok && now.Sub(at) < expiryRepeat {
 		return
