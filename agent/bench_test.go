@@ -80,3 +80,61 @@ func memInUse() uint64 {
 	runtime.ReadMemStats(&m)
 	return m.HeapInuse + m.StackInuse
 }
+
+// BenchmarkRequest is the per-request path, both agents in this process:
+// one 64-byte message to an echo target and back per op, over one
+// kept-alive connection ("keep-alive") or over a new connection per op
+// ("new connection": dial, round trip, close). "direct" makes the same
+// round trips to the target without the tunnel, so the difference in
+// allocs/op and B/op is what the two agents allocate per request.
+func BenchmarkRequest(b *testing.B) {
+	ln := testnet.Listen(b)
+	testnet.Serve(b, ln, testnet.Echo)
+	const quiet = "[log]\nlevel = \"warn\"\n"
+	dir := b.TempDir()
+	p := newPKI(b, dir)
+	hub := start(b, dir, "hub", hubTOML(p, serviceTOML("echo", ln.Addr().String(), "*")+quiet))
+	site := start(b, dir, "site", siteTOML(p, hub.ServerAddrs()[0].String(), "echo")+quiet)
+	waitTunnels(b, site, 1)
+	msg := make([]byte, 64)
+	buf := make([]byte, len(msg))
+	roundTrip := func(c net.Conn) {
+		if _, err := c.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	dial := func(addr net.Addr) net.Conn {
+		c, err := net.DialTimeout("tcp", addr.String(), 5*time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return c
+	}
+	for _, to := range []struct {
+		name string
+		addr net.Addr
+	}{{"direct", ln.Addr()}, {"through agents", site.ForwardAddrs()[0]}} {
+		b.Run("keep-alive/"+to.name, func(b *testing.B) {
+			c := dial(to.addr)
+			defer c.Close()
+			roundTrip(c)
+			b.ReportAllocs()
+			for b.Loop() {
+				roundTrip(c)
+			}
+		})
+		b.Run("new connection/"+to.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				c := dial(to.addr)
+				roundTrip(c)
+				c.Close()
+			}
+			b.StopTimer()
+			waitIdle(b, hub, site)
+		})
+	}
+}

@@ -136,3 +136,58 @@ func TestDiscardKeepsAnswerDropsData(t *testing.T) {
 		t.Errorf("opener read %q, %v; want the answer \"no\" and EOF", got, err)
 	}
 }
+
+// TestDataRoundTripDoesNotAllocate: a small message and its answer, each
+// one DATA frame, allocate nothing in either session once the streams
+// are open (the receive loop reused to allocate a reader per frame).
+func TestDataRoundTripDoesNotAllocate(t *testing.T) {
+	clientConn, serverConn := testConnTCP(t)
+	conf := func() *Config {
+		c := testConfNoKeepAlive()
+		c.DirectWrite = true // as Postern runs it; queued writes allocate their hand-off
+		return c
+	}
+	client, server := testClientServerConfig(t, clientConn, serverConn, conf(), conf())
+	cs, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	ss, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	echoed := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			if _, err := io.ReadFull(ss, buf); err != nil {
+				echoed <- err
+				return
+			}
+			if _, err := ss.Write(buf); err != nil {
+				echoed <- err
+				return
+			}
+		}
+	}()
+	msg, buf := make([]byte, 64), make([]byte, 64)
+	roundTrip := func() {
+		if _, err := cs.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(cs, buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	roundTrip()
+	if allocs := testing.AllocsPerRun(200, roundTrip); allocs != 0 {
+		t.Errorf("a round trip allocates %.1f times, want 0", allocs)
+	}
+	select {
+	case err := <-echoed:
+		t.Fatalf("echo: %v", err)
+	default:
+	}
+}

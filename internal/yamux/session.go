@@ -43,6 +43,11 @@ type Session struct {
 	// Postern: a bufio.Reader, or a lendReader (lendbuf.go)
 	bufRead sessionReader
 
+	// Postern: frameBody limits a DATA frame's body for Stream.readData,
+	// which only the receive loop calls: one reader reused, not one
+	// allocated per frame.
+	frameBody io.LimitedReader
+
 	// Postern: recvClock notes when the peer last sent anything, and ka is
 	// the keepalive timer (idle.go).
 	recvClock *recvClock

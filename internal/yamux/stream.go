@@ -557,8 +557,10 @@ func (s *Stream) readData(hdr header, flags uint16, conn io.Reader) error {
 		return nil
 	}
 
-	// Wrap in a limited reader
-	conn = &io.LimitedReader{R: conn, N: int64(length)}
+	// Wrap in a limited reader (Postern: the session's, reused)
+	body := &s.session.frameBody
+	*body = io.LimitedReader{R: conn, N: int64(length)}
+	conn = body
 
 	// Copy into buffer
 	s.recvLock.Lock()
@@ -570,7 +572,7 @@ func (s *Stream) readData(hdr header, flags uint16, conn io.Reader) error {
 	}
 
 	// Postern: a reader waiting in WaitDeliver takes the frame first.
-	if ok, err := s.tryDeliver(length, conn.(*io.LimitedReader).R); ok {
+	if ok, err := s.tryDeliver(length, body.R); ok {
 		delivered, over := s.delivered, s.overBudget
 		s.delivered, s.overBudget = false, false
 		s.recvLock.Unlock()
