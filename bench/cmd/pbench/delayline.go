@@ -47,8 +47,10 @@ var packetPool = sync.Pool{New: func() any { b := make([]byte, tunMTU+64); retur
 
 // delayLine carries packets from in to out (one packet per Read and per
 // Write, as a TUN device gives and takes them), each no sooner than
-// delay after it was read, in the order they were read. It returns when
-// in fails (its error; nil at io.EOF or once ctx is done) or out fails.
+// delay after it was read, in the order they were read, until in ends or
+// fails (the caller closes in to stop it). A failed write, or ctx done,
+// stops the writing; packets read after it are dropped. It returns the
+// write's error, or in's (nil for io.EOF, a closed in, or ctx done).
 // dropped counts packets dropped because the queue was full.
 func delayLine(ctx context.Context, in io.Reader, out io.Writer, delay time.Duration, queue int, dropped *atomic.Int64) error {
 	q := make(chan delayed, queue)
@@ -71,9 +73,9 @@ func delayLine(ctx context.Context, in io.Reader, out io.Writer, delay time.Dura
 			}
 		}
 	}()
-	timer := time.NewTimer(0)
-	<-timer.C
-	var writeErr error
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	var writeErr error // once set, packets are drained, not written, until the reader stops
 	for p := range q {
 		if writeErr == nil {
 			if wait := time.Until(p.due); wait > 0 {
@@ -92,10 +94,6 @@ func delayLine(ctx context.Context, in io.Reader, out io.Writer, delay time.Dura
 			}
 		}
 		packetPool.Put(p.buf)
-		if writeErr != nil {
-			// Keep draining until the reader stops: the caller closes in.
-			continue
-		}
 	}
 	err := <-readErr
 	switch {
