@@ -127,6 +127,14 @@ func (w waitReader) Shrink() {
 	}
 }
 
+// Buffered passes through (see wire.FrameReader).
+func (w waitReader) Buffered() int {
+	if b, ok := w.s.(interface{ Buffered() int }); ok {
+		return b.Buffered()
+	}
+	return 0
+}
+
 // source is what the receive direction reads frames from.
 func (d *deliverer) source(r *relay) io.Reader {
 	if d == nil {

@@ -124,3 +124,33 @@ func TestIdleRelayTunnelLost(t *testing.T) {
 		wantTunnelLost(t, l.right.wait(t))
 	})
 }
+
+// A bulk stream keeps its receive buffer while its relay catches up, but
+// not once the connection goes quiet: keptBufferIdle after a bulk transfer
+// the receiving tunnel holds no buffer for the stream.
+func TestIdleRelayReleasesBulkBuffer(t *testing.T) {
+	defer func(d time.Duration) { keptBufferIdle = d }(keptBufferIdle)
+	keptBufferIdle = 20 * time.Millisecond
+	forEachVariant(t, func(t *testing.T, l *link) {
+		ctx := context.Background()
+		l.left.start(ctx, nil)
+		l.right.start(ctx, nil)
+		big := randomBytes(t, 4<<20)
+		go l.left.app.Write(big)
+		readFull(t, l.right.app, big)
+		deadline := time.Now().Add(testWait)
+		for l.right.session.Buffered() != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("the receiving tunnel still holds %d bytes of buffer for an idle stream", l.right.session.Buffered())
+			}
+			time.Sleep(5 * time.Millisecond) // polling a condition with a deadline
+		}
+		// Still a working connection afterwards.
+		roundTrip(t, l, "ping", "pong")
+		l.left.app.Close()
+		l.right.app.Close()
+		for _, s := range []*side{l.left, l.right} {
+			s.wait(t)
+		}
+	})
+}

@@ -65,6 +65,10 @@ func (s *Stream) ID() uint32 { return s.st.StreamID() }
 // an idle stream costs no buffer (the relay calls it before waiting).
 func (s *Stream) Shrink() { s.st.Shrink() }
 
+// Buffered is how many bytes the stream holds that a read would return
+// without waiting.
+func (s *Stream) Buffered() int { return s.st.Buffered() }
+
 // TunnelLost reports whether the tunnel carrying the stream has ended: the
 // multiplexer reads a dead tunnel as a clean end of every stream.
 func (s *Stream) TunnelLost() bool { return s.t.sess.IsClosed() }

@@ -113,7 +113,8 @@ type FrameReader struct {
 	big   []byte // for a payload larger than the pooled buffer
 	start int
 	end   int
-	batch int // bytes read since the reader last waited for data
+	batch int  // bytes read since the stream was last found empty (waitPoint)
+	kept  bool // the last waitPoint left a bulk stream its receive buffer
 }
 
 // shrinkBelow: a stream that moved less than this since it last waited is
@@ -177,10 +178,7 @@ func (fr *FrameReader) fill(n int) error {
 	if fr.end == fr.start {
 		fr.reset()
 		if fr.buf == nil {
-			if sh, ok := fr.r.(interface{ Shrink() }); ok && fr.batch < shrinkBelow {
-				sh.Shrink() // an idle yamux stream then holds no receive buffer
-			}
-			fr.batch = 0
+			fr.waitPoint()
 			// Wait for data without holding a buffer (a zero-length read
 			// blocks until the stream has bytes or ends).
 			if _, err := fr.r.Read(nil); err != nil {
@@ -241,11 +239,34 @@ func (fr *FrameReader) Idle() bool {
 		return false
 	}
 	fr.reset()
-	if sh, ok := fr.r.(interface{ Shrink() }); ok && fr.batch < shrinkBelow {
-		sh.Shrink()
-	}
+	fr.waitPoint()
 	return true
 }
+
+// waitPoint runs where the reader has read everything it holds and may
+// wait for its stream. A stream that still holds data (Buffered) will not
+// make it wait: the burst goes on. Otherwise the burst ends here, and a
+// small one (an interactive stream) lets the stream release its receive
+// buffer (Shrink) while it waits; a bulk stream keeps it, rather than
+// growing a new one for the next burst. A reader whose stream cannot say
+// what it holds counts every refill as a wait.
+func (fr *FrameReader) waitPoint() {
+	fr.kept = false
+	if b, ok := fr.r.(interface{ Buffered() int }); ok && b.Buffered() > 0 {
+		return
+	}
+	sh, ok := fr.r.(interface{ Shrink() })
+	fr.kept = ok && fr.batch >= shrinkBelow
+	if ok && !fr.kept {
+		sh.Shrink() // an idle yamux stream then holds no receive buffer
+	}
+	fr.batch = 0
+}
+
+// KeptBuffer reports whether the last Idle (or wait in Next) found the
+// stream empty after a bulk burst, and so left it its receive buffer: a
+// reader that then waits long should Shrink the stream itself.
+func (fr *FrameReader) KeptBuffer() bool { return fr.kept }
 
 // Release returns any buffer; the reader must not be used afterwards.
 func (fr *FrameReader) Release() {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -290,5 +291,82 @@ func TestFrameReaderReleasesWhenIdle(t *testing.T) {
 	}
 	if waits != 3 || held != 0 {
 		t.Errorf("waited for data %d times holding a buffer %d times; want 3 and 0", waits, held)
+	}
+}
+
+// burstStream is a stream whose peer sends in bursts, as a yamux stream
+// holds them: each Read returns the next arrival of the current burst
+// (what had arrived by then), Buffered says what the burst still holds,
+// and a zero-length read (the reader's wait) moves to the next burst once
+// this one is read. Shrink, as yamux's, releases the receive buffer only
+// when the stream holds nothing; released records after which burst.
+type burstStream struct {
+	bursts   [][][]byte
+	released []int
+}
+
+func (s *burstStream) Read(p []byte) (int, error) {
+	if len(s.bursts) == 0 {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		if len(s.bursts[0]) == 0 {
+			s.bursts = s.bursts[1:]
+		}
+		return 0, nil
+	}
+	cur := s.bursts[0]
+	if len(cur) == 0 {
+		return 0, errors.New("read past a burst without waiting")
+	}
+	n := copy(p, cur[0])
+	if cur[0] = cur[0][n:]; len(cur[0]) == 0 {
+		s.bursts[0] = cur[1:]
+	}
+	return n, nil
+}
+
+func (s *burstStream) Buffered() int {
+	n := 0
+	if len(s.bursts) > 0 {
+		for _, a := range s.bursts[0] {
+			n += len(a)
+		}
+	}
+	return n
+}
+
+func (s *burstStream) Shrink() {
+	if s.Buffered() == 0 {
+		s.released = append(s.released, len(s.bursts))
+	}
+}
+
+// A bulk burst keeps the stream's receive buffer even when its last read
+// was small: what counts is the burst since the stream was last empty, not
+// the last refill of the reader's own buffer. An interactive burst releases
+// it. Before, a bulk stream whose relay caught up with a read of under 32
+// KiB released its buffer and grew a new one, by doubling, for the next.
+func TestFrameReaderKeepsBulkStreamBuffer(t *testing.T) {
+	bulk := [][]byte{
+		append(encodeFrame(FrameData, make([]byte, 30000)), encodeFrame(FrameData, make([]byte, 30000))...),
+		encodeFrame(FrameData, make([]byte, 20000)),
+	}
+	s := &burstStream{bursts: [][][]byte{
+		bulk,
+		{encodeFrame(FrameData, []byte("ping"))},
+		{encodeFrame(FrameCloseWrite, nil)},
+	}}
+	fr := NewFrameReader(s)
+	defer fr.Release()
+	for i := 0; i < 5; i++ {
+		if _, err := fr.Next(); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+	}
+	// A release records len(bursts) while the burst just read is still the
+	// first: 3 after the bulk burst, 2 after the ping.
+	if want := []int{2}; !slices.Equal(s.released, want) {
+		t.Errorf("released the stream's buffer after bursts (bursts left) %v, want %v: only after the interactive one", s.released, want)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func posternPair(t *testing.T, server *Config) (*Session, *Session) {
@@ -189,5 +190,46 @@ func TestDataRoundTripDoesNotAllocate(t *testing.T) {
 	case err := <-echoed:
 		t.Fatalf("echo: %v", err)
 	default:
+	}
+}
+
+// TestReserveAtLimitReusesBuffer: a stream buffer that is as large as the
+// window may get, with its unread bytes past the middle, makes room for
+// more by moving them to the front of the same array, keeping their order
+// and its budget, instead of allocating a new array of the same size.
+func TestReserveAtLimitReusesBuffer(t *testing.T) {
+	conf := testConfNoKeepAlive()
+	conf.Buffer = NewBudget(8<<20, nil)
+	client, server := posternPair(t, conf)
+	_, s := openAccept(t, client, server)
+	limit := int(conf.MaxStreamWindowSize)
+	data := make([]byte, limit)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+
+	s.recvLock.Lock()
+	defer s.recvLock.Unlock()
+	if !s.reserve(limit) {
+		t.Fatal("reserve of the whole window refused")
+	}
+	s.recvBuf.Write(data)
+	base := unsafe.SliceData(s.recvBuf.Bytes())
+	held := s.held
+	s.recvBuf.Next(limit / 4) // the reader took a quarter: three quarters unread
+	if !s.reserve(limit / 8) {
+		t.Fatal("reserve of an eighth refused with a quarter free")
+	}
+	if got := unsafe.SliceData(s.recvBuf.Bytes()); got != base {
+		t.Error("a new array was allocated; want the unread bytes moved to the front of the same one")
+	}
+	if s.held != held || conf.Buffer.Used() != held {
+		t.Errorf("budget: held %d, used %d; want %d as before", s.held, conf.Buffer.Used(), held)
+	}
+	if !bytes.Equal(s.recvBuf.Bytes(), data[limit/4:]) {
+		t.Error("the unread bytes changed when moved")
+	}
+	if s.recvBuf.Available() < limit/8 {
+		t.Errorf("room after reserve: %d, want at least %d", s.recvBuf.Available(), limit/8)
 	}
 }

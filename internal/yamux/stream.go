@@ -666,6 +666,17 @@ func (s *Stream) Shrink() {
 	s.recvLock.Unlock()
 }
 
+// Postern: Buffered is how many received bytes the stream holds: what a
+// Read would return without waiting.
+func (s *Stream) Buffered() int {
+	s.recvLock.Lock()
+	defer s.recvLock.Unlock()
+	if s.recvBuf == nil {
+		return 0
+	}
+	return s.recvBuf.Len()
+}
+
 // Postern: reserve makes room in recvBuf for n more bytes. The buffer's
 // whole capacity counts against the budget (held): it grows by doubling,
 // never past the stream's current window, and a new buffer takes only
@@ -699,6 +710,16 @@ func (s *Stream) reserve(n int) bool {
 	limit := int(s.session.config.MaxStreamWindowSize)
 	if s.session.config.AdmitStreams && !s.admitted {
 		limit = int(initialStreamWindow)
+	}
+	if s.recvBuf != nil && old >= limit && used+n <= old {
+		// At its largest already: move what is unread to the front of
+		// the same array (an overlapping copy) rather than allocate an
+		// array of the same size and copy into that. A bulk stream whose
+		// reader lags came here once per burst of the peer's.
+		unread := s.recvBuf.Bytes()
+		s.recvBuf.Reset()
+		s.recvBuf.Write(unread)
+		return true
 	}
 	want := 2 * old
 	if want > limit {
