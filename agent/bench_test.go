@@ -16,22 +16,29 @@ import (
 // directly to the target are subtracted. Reported as bytes/conn.
 func BenchmarkHeldConnections(b *testing.B) {
 	const conns = 1000
-	ln := testnet.Listen(b)
-	testnet.Serve(b, ln, testnet.Echo)
-	// Quiet logs: the test's in-memory log of each connection is not what
-	// is measured.
-	const quiet = "[log]\nlevel = \"warn\"\n"
-	dir := b.TempDir()
-	p := newPKI(b, dir)
-	hub := start(b, dir, "hub", hubTOML(p, serviceTOML("echo", ln.Addr().String(), "*")+quiet))
-	site := start(b, dir, "site", siteTOML(p, hub.ServerAddrs()[0].String(), "echo")+quiet)
-	waitTunnels(b, site, 1)
+	ln, hub, site := benchEchoPair(b)
 	for b.Loop() {
 		direct := holdConnections(b, ln.Addr(), conns)
 		through := holdConnections(b, site.ForwardAddrs()[0], conns)
 		waitIdle(b, hub, site)
 		b.ReportMetric(float64(through-direct)/conns, "bytes/conn")
 	}
+}
+
+// benchEchoPair starts an echo target and, in this process, a hub that
+// serves it and a site that forwards to it, with the tunnel up. Logs are
+// quiet: the test's in-memory log of each connection is not what a
+// benchmark measures.
+func benchEchoPair(b *testing.B) (target net.Listener, hub, site *running) {
+	ln := testnet.Listen(b)
+	testnet.Serve(b, ln, testnet.Echo)
+	const quiet = "[log]\nlevel = \"warn\"\n"
+	dir := b.TempDir()
+	p := newPKI(b, dir)
+	hub = start(b, dir, "hub", hubTOML(p, serviceTOML("echo", ln.Addr().String(), "*")+quiet))
+	site = start(b, dir, "site", siteTOML(p, hub.ServerAddrs()[0].String(), "echo")+quiet)
+	waitTunnels(b, site, 1)
+	return ln, hub, site
 }
 
 // waitIdle waits (polling, with a deadline) until the agents have no
@@ -88,14 +95,7 @@ func memInUse() uint64 {
 // round trips to the target without the tunnel, so the difference in
 // allocs/op and B/op is what the two agents allocate per request.
 func BenchmarkRequest(b *testing.B) {
-	ln := testnet.Listen(b)
-	testnet.Serve(b, ln, testnet.Echo)
-	const quiet = "[log]\nlevel = \"warn\"\n"
-	dir := b.TempDir()
-	p := newPKI(b, dir)
-	hub := start(b, dir, "hub", hubTOML(p, serviceTOML("echo", ln.Addr().String(), "*")+quiet))
-	site := start(b, dir, "site", siteTOML(p, hub.ServerAddrs()[0].String(), "echo")+quiet)
-	waitTunnels(b, site, 1)
+	ln, hub, site := benchEchoPair(b)
 	msg := make([]byte, 64)
 	buf := make([]byte, len(msg))
 	roundTrip := func(c net.Conn) {
