@@ -99,10 +99,9 @@ type relay struct {
 	// (each one started by the last, through wake).
 	fr     *wire.FrameReader
 	d      *deliverer
-	idle   idleStream  // nil: the receive direction waits in a read
-	wake   func()      // starts the receive direction again (idle)
-	cwSeen bool        // CLOSE_WRITE received
-	shrink *time.Timer // releases a bulk stream's buffer once idle (releaseIdle)
+	idle   idleStream // nil: the receive direction waits in a read
+	wake   func()     // starts the receive direction again (idle)
+	cwSeen bool       // CLOSE_WRITE received
 
 	lost      atomic.Bool // the session died after the peer's CLOSE_WRITE
 	midFrame  atomic.Bool // a stream write was cut inside a frame
@@ -319,6 +318,7 @@ func (r *relay) receive(before func() error) (done bool) {
 		}
 	}
 	r.fr = wire.NewFrameReader(src)
+	r.fr.SetKeepBulkBuffer(keptBufferIdle)
 	return r.receiveFrames()
 }
 
@@ -332,13 +332,8 @@ func (r *relay) resume() {
 func (r *relay) receiveFrames() (done bool) {
 	const dir = "stream→plain"
 	for {
-		if r.idle != nil && r.fr.Idle() {
-			if r.fr.KeptBuffer() {
-				r.releaseIdle() // before WaitDeliverFunc: then r is another goroutine's
-			}
-			if !r.idle.WaitDeliverFunc(&r.wake) {
-				return false // r.wake runs when there is something to read
-			}
+		if r.idle != nil && r.fr.Idle() && !r.idle.WaitDeliverFunc(&r.wake) {
+			return false // r.wake runs when there is something to read
 		}
 		f, err := r.fr.Next()
 		if err != nil {
@@ -354,26 +349,8 @@ func (r *relay) receiveFrames() (done bool) {
 }
 
 // keptBufferIdle is how long a bulk stream that went idle keeps its
-// receive buffer for the next burst (wire.FrameReader keeps it rather than
-// grow a new one, by doubling, each time its relay catches up).
-var keptBufferIdle = time.Second
-
-// releaseIdle releases the stream's receive buffer keptBufferIdle from
-// now, if it is empty then: a connection that moved a bulk transfer and
-// then went quiet does not hold a buffer as large as the window for the
-// rest of its life. The buffer is the stream's to release, under its own
-// lock; a burst that comes first finds the buffer still there, and the
-// release then does nothing unless the stream is empty again. A timer that
-// fires after the relay ended does nothing either.
-func (r *relay) releaseIdle() {
-	if r.shrink != nil {
-		r.shrink.Reset(keptBufferIdle)
-		return
-	}
-	if sh, ok := r.stream.(interface{ Shrink() }); ok {
-		r.shrink = time.AfterFunc(keptBufferIdle, sh.Shrink)
-	}
-}
+// receive buffer for the next burst (see wire.FrameReader.waitPoint).
+var keptBufferIdle = wire.KeepBulkBuffer
 
 // frame acts on one frame from the stream; false means the direction ended.
 func (r *relay) frame(dir string, f wire.Frame) bool {

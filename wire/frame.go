@@ -3,6 +3,7 @@ package wire
 import (
 	"io"
 	"sync"
+	"time"
 )
 
 // Frame types. Every byte of a relayed connection travels in a frame, so the
@@ -113,9 +114,16 @@ type FrameReader struct {
 	big   []byte // for a payload larger than the pooled buffer
 	start int
 	end   int
-	batch int  // bytes read since the stream was last found empty (waitPoint)
-	kept  bool // the last waitPoint left a bulk stream its receive buffer
+	batch int // bytes read since the stream was last found empty (waitPoint)
+
+	keepFor time.Duration // how long a bulk stream keeps its buffer when idle
+	release *time.Timer   // Shrinks the stream keepFor after a bulk burst
 }
+
+// KeepBulkBuffer is how long a bulk stream that went idle keeps its
+// receive buffer for the next burst, unless SetKeepBulkBuffer says
+// otherwise.
+const KeepBulkBuffer = time.Second
 
 // shrinkBelow: a stream that moved less than this since it last waited is
 // treated as interactive, and its yamux receive buffer is released while it
@@ -123,7 +131,11 @@ type FrameReader struct {
 // every burst.
 const shrinkBelow = 32 << 10
 
-func NewFrameReader(r io.Reader) *FrameReader { return &FrameReader{r: r} }
+func NewFrameReader(r io.Reader) *FrameReader { return &FrameReader{r: r, keepFor: KeepBulkBuffer} }
+
+// SetKeepBulkBuffer sets how long a bulk stream that went idle keeps its
+// receive buffer (KeepBulkBuffer by default).
+func (fr *FrameReader) SetKeepBulkBuffer(d time.Duration) { fr.keepFor = d }
 
 // Next returns the next frame. io.EOF means the stream ended at a frame
 // boundary; io.ErrUnexpectedEOF that it ended inside a frame.
@@ -247,28 +259,34 @@ func (fr *FrameReader) Idle() bool {
 // wait for its stream. A stream that still holds data (Buffered) will not
 // make it wait: the burst goes on. Otherwise the burst ends here, and a
 // small one (an interactive stream) lets the stream release its receive
-// buffer (Shrink) while it waits; a bulk stream keeps it, rather than
-// growing a new one for the next burst. A reader whose stream cannot say
-// what it holds counts every refill as a wait.
+// buffer (Shrink) while it waits. A bulk stream keeps it for keepFor,
+// rather than grow a new one, by doubling, each time its reader catches
+// up; if the stream is still empty then, it releases it, so a connection
+// that moved a file and went quiet does not hold a buffer as large as the
+// window. (Shrink takes the stream's own lock and releases only an empty
+// buffer: a burst that comes first keeps it.) A reader whose stream
+// cannot say what it holds counts every refill as a wait.
 func (fr *FrameReader) waitPoint() {
-	fr.kept = false
 	if b, ok := fr.r.(interface{ Buffered() int }); ok && b.Buffered() > 0 {
 		return
 	}
 	sh, ok := fr.r.(interface{ Shrink() })
-	fr.kept = ok && fr.batch >= shrinkBelow
-	if ok && !fr.kept {
+	switch {
+	case !ok:
+	case fr.batch < shrinkBelow:
 		sh.Shrink() // an idle yamux stream then holds no receive buffer
+	case fr.release == nil:
+		fr.release = time.AfterFunc(fr.keepFor, sh.Shrink)
+	default:
+		fr.release.Reset(fr.keepFor)
 	}
 	fr.batch = 0
 }
 
-// KeptBuffer reports whether the last Idle (or wait in Next) found the
-// stream empty after a bulk burst, and so left it its receive buffer: a
-// reader that then waits long should Shrink the stream itself.
-func (fr *FrameReader) KeptBuffer() bool { return fr.kept }
-
 // Release returns any buffer; the reader must not be used afterwards.
 func (fr *FrameReader) Release() {
+	if fr.release != nil {
+		fr.release.Stop()
+	}
 	fr.reset()
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 // encodeFrame builds a frame by hand, independent of the code under test.
@@ -368,5 +369,51 @@ func TestFrameReaderKeepsBulkStreamBuffer(t *testing.T) {
 	// first: 3 after the bulk burst, 2 after the ping.
 	if want := []int{2}; !slices.Equal(s.released, want) {
 		t.Errorf("released the stream's buffer after bursts (bursts left) %v, want %v: only after the interactive one", s.released, want)
+	}
+}
+
+// quietStream is a stream that had a bulk burst and then went quiet: it
+// holds nothing, and reports each Shrink on shrunk.
+type quietStream struct {
+	burst  []byte
+	shrunk chan struct{}
+}
+
+func (s *quietStream) Read(p []byte) (int, error) {
+	if len(s.burst) == 0 {
+		return 0, nil // the wait: this stream stays quiet
+	}
+	n := copy(p, s.burst)
+	s.burst = s.burst[n:]
+	return n, nil
+}
+
+func (s *quietStream) Buffered() int { return len(s.burst) }
+func (s *quietStream) Shrink()       { s.shrunk <- struct{}{} }
+
+// A bulk stream that goes quiet keeps its receive buffer only for a while:
+// the reader releases it (Shrink) once the stream has been idle for the
+// time set, so a connection that moved a file and then waits does not
+// hold a buffer as large as the window.
+func TestFrameReaderReleasesQuietBulkStream(t *testing.T) {
+	s := &quietStream{burst: encodeFrame(FrameData, make([]byte, 60000)), shrunk: make(chan struct{}, 4)}
+	fr := NewFrameReader(s)
+	fr.SetKeepBulkBuffer(10 * time.Millisecond)
+	defer fr.Release()
+	if _, err := fr.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if !fr.Idle() {
+		t.Fatal("the reader holds bytes after the only frame")
+	}
+	select {
+	case <-s.shrunk:
+		t.Fatal("released at once after a bulk burst; want it kept for a while")
+	default:
+	}
+	select {
+	case <-s.shrunk:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a quiet bulk stream kept its buffer")
 	}
 }
