@@ -109,47 +109,49 @@ func delayLine(ctx context.Context, in io.Reader, out io.Writer, delay time.Dura
 // created by `ip netns add`) and returns it, non-blocking, as a file the
 // runtime's poller waits on. The device lives as long as the file is
 // open. Run it as root.
-func openTUN(ns, name string) (*os.File, error) {
-	type result struct {
-		f   *os.File
-		err error
-	}
-	res := make(chan result, 1)
+func openTUN(ns, name string) (f *os.File, err error) {
+	err = inNamespace(ns, func() error {
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+		if err != nil {
+			return fmt.Errorf("opening /dev/net/tun: %w", err)
+		}
+		ifr, err := unix.NewIfreq(name)
+		if err != nil {
+			unix.Close(fd)
+			return err
+		}
+		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("creating TUN device %s in %s: %w", name, ns, err)
+		}
+		f = os.NewFile(uintptr(fd), "/dev/net/tun:"+name)
+		return nil
+	})
+	return f, err
+}
+
+// inNamespace runs f on a thread in network namespace ns (as created by
+// `ip netns add`): devices and sockets f makes belong to ns.
+func inNamespace(ns string, f func() error) error {
+	errc := make(chan error, 1)
 	go func() {
 		// The thread enters ns and never leaves it: it is not unlocked, so
 		// the runtime ends it with this goroutine.
 		runtime.LockOSThread()
-		f, err := openTUNHere(ns, name)
-		res <- result{f, err}
+		nsf, err := os.Open("/var/run/netns/" + ns)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer nsf.Close()
+		if err := unix.Setns(int(nsf.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("entering network namespace %s: %w", ns, err)
+			return
+		}
+		errc <- f()
 	}()
-	r := <-res
-	return r.f, r.err
-}
-
-func openTUNHere(ns, name string) (*os.File, error) {
-	nsf, err := os.Open("/var/run/netns/" + ns)
-	if err != nil {
-		return nil, err
-	}
-	defer nsf.Close()
-	if err := unix.Setns(int(nsf.Fd()), unix.CLONE_NEWNET); err != nil {
-		return nil, fmt.Errorf("entering network namespace %s: %w", ns, err)
-	}
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, fmt.Errorf("opening /dev/net/tun: %w", err)
-	}
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
-	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("creating TUN device %s in %s: %w", name, ns, err)
-	}
-	return os.NewFile(uintptr(fd), "/dev/net/tun:"+name), nil
+	return <-errc
 }
 
 // tunLink is the emulated link: two TUN devices and the delay lines

@@ -8,13 +8,10 @@ import (
 	"io"
 	"net"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // packetSource gives one packet per Read from a channel. When reached is
@@ -139,27 +136,6 @@ func TestDelayLineDropsWhenQueueFull(t *testing.T) {
 	if want := []byte{0, 1, 2, 3}; !bytes.Equal(got, want) {
 		t.Errorf("packets out %v, want %v", got, want)
 	}
-}
-
-// inNamespace runs f on a thread in network namespace ns; sockets made
-// there stay in it.
-func inNamespace(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // not unlocked: the thread ends with this goroutine
-		nsf, err := os.Open("/var/run/netns/" + ns)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer nsf.Close()
-		if err := unix.Setns(int(nsf.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		errc <- f()
-	}()
-	return <-errc
 }
 
 // TestTUNLinkCarriesTCPWithDelay: over the emulated link, a TCP
