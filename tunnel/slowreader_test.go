@@ -129,23 +129,43 @@ func slowTransfer(t *testing.T, size, rate int) (sum [32]byte, n int64, err erro
 	return sum, n, err
 }
 
+// fullWindowAtOnce has a stream grant the whole stream_window as soon as
+// it is admitted (no autotuning) until the test ends: the reader's side
+// then buffers up to 16 MiB of a transfer.
+func fullWindowAtOnce(t *testing.T) {
+	old := startStreamWindow
+	startStreamWindow = testOpts().StreamWindow
+	t.Cleanup(func() { startStreamWindow = old })
+}
+
 // A complete transfer arrives whole however slowly the application reads:
 // the sender's side finishes (both CLOSE_WRITEs seen, its stream closed)
-// while most of 40 MiB still waits in the reader's buffers, and nothing
-// may cut the stream while the reader catches up.
+// while much of 40 MiB still waits in the reader's buffers, and nothing
+// may cut the stream while the reader catches up. With the whole window
+// at once the stream buffers most of it; with the tuned window, which a
+// slow reader keeps small, the rest waits in the sender's buffers.
 func TestSlowReaderGetsWholeTransfer(t *testing.T) {
-	const size = 40 << 20
-	want := sha256.Sum256(bytes.Repeat([]byte("0123456789abcdef"), size/16))
-	sum, n, err := slowTransfer(t, size, 12<<20)
-	if err != nil || n != size || sum != want {
-		t.Fatalf("slow reader got %d of %d bytes (sha256 match %v), read ended with %v; want all of it and a clean end",
-			n, size, sum == want, err)
+	for _, full := range []bool{false, true} {
+		t.Run(map[bool]string{false: "tuned window", true: "full window"}[full], func(t *testing.T) {
+			if full {
+				fullWindowAtOnce(t)
+			}
+			const size = 40 << 20
+			want := sha256.Sum256(bytes.Repeat([]byte("0123456789abcdef"), size/16))
+			sum, n, err := slowTransfer(t, size, 12<<20)
+			if err != nil || n != size || sum != want {
+				t.Fatalf("slow reader got %d of %d bytes (sha256 match %v), read ended with %v; want all of it and a clean end",
+					n, size, sum == want, err)
+			}
+		})
 	}
 }
 
-// The same transfer under a stream close timer (what the tunnel had
-// before: 60 s, here 300 ms) is cut: the test above can tell.
+// The same transfer, buffered in the reader's stream (the whole window
+// at once), under a stream close timer (what the tunnel had before: 60 s,
+// here 300 ms) is cut: the test above can tell.
 func TestSlowReaderCutByCloseTimer(t *testing.T) {
+	fullWindowAtOnce(t)
 	streamCloseTimeout = 300 * time.Millisecond
 	defer func() { streamCloseTimeout = 0 }()
 	const size = 40 << 20

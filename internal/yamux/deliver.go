@@ -87,11 +87,8 @@ type peeker interface {
 // as Read does for buffered ones, without waiting: it runs on the
 // receive goroutine, which must never wait for a write.
 func (s *Stream) updateDelivered() error {
-	max := s.session.config.MaxStreamWindowSize
 	s.recvLock.Lock()
-	if s.session.config.AdmitStreams && !s.admitted {
-		max = initialStreamWindow
-	}
+	max := s.windowLimit()
 	var bufLen uint32
 	if s.recvBuf != nil {
 		bufLen = uint32(s.recvBuf.Len())
@@ -100,6 +97,9 @@ func (s *Stream) updateDelivered() error {
 	if s.discard || delta < max/2 {
 		s.recvLock.Unlock()
 		return nil
+	}
+	if w := s.tuneWindow(delta); w > max {
+		delta += w - max
 	}
 	s.recvWindow += delta
 	s.recvLock.Unlock()

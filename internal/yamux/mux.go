@@ -58,6 +58,13 @@ type Config struct {
 	// window updates later.
 	AdmitStreams bool
 
+	// Postern: StartStreamWindowSize, when not 0, is the receive window an
+	// admitted stream starts with; it doubles, up to MaxStreamWindowSize,
+	// while the stream's reader consumes half of it within two of the
+	// session's round trips (see autotune.go). 0: MaxStreamWindowSize at
+	// once (upstream).
+	StartStreamWindowSize uint32
+
 	// Postern: AcceptAfterGoAway keeps accepting the streams the peer opens
 	// after this side sent GoAway. Such a stream was opened before the
 	// peer saw the GoAway (the two cross on the wire): upstream resets it,

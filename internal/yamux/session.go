@@ -53,6 +53,10 @@ type Session struct {
 	recvClock *recvClock
 	ka        *keepaliveTimer
 
+	// Postern: rtt is the round-trip estimate the streams' windows are
+	// tuned by (autotune.go).
+	rtt rttClock
+
 	// pings is used to track inflight pings
 	pings    map[uint32]chan struct{}
 	pingID   uint32
@@ -403,7 +407,9 @@ func (s *Session) Ping() (time.Duration, error) {
 	}
 
 	// Compute the RTT
-	return time.Since(start), nil
+	rtt := time.Since(start)
+	s.noteRTT(rtt) // Postern: for the streams' windows (autotune.go)
+	return rtt, nil
 }
 
 // waitForSendErr waits to send a header, checking for a potential shutdown

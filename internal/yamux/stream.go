@@ -69,6 +69,12 @@ type Stream struct {
 	held     int64
 	discard  bool
 
+	// Postern: window is the receive window the stream grants once
+	// admitted, and epoch when it last granted more, zero until it first
+	// granted the whole window (autotune.go); both guarded by recvLock.
+	window uint32
+	epoch  time.Time
+
 	// Postern: direct delivery (deliver.go), guarded by recvLock: the
 	// function SetDeliver set, whether a reader waits in WaitDeliver, and
 	// what tryDeliver tells readData after it.
@@ -96,6 +102,7 @@ func newStream(session *Session, id uint32, state streamState) *Stream {
 		recvNotifyCh: make(chan struct{}, 1),
 		sendNotifyCh: make(chan struct{}, 1),
 		establishCh:  make(chan struct{}, 1),
+		window:       session.config.startWindow(),
 	}
 	s.readDeadline.Store(time.Time{})
 	s.writeDeadline.Store(time.Time{})
@@ -313,19 +320,22 @@ func (s *Stream) updateWindow(how updateHow) error {
 	defer s.controlHdrLock.Unlock()
 
 	// Determine the delta update
-	max := s.session.config.MaxStreamWindowSize
 	var bufLen uint32
 	s.recvLock.Lock()
-	// Postern: a stream not yet admitted keeps the initial window.
-	if s.session.config.AdmitStreams && !s.admitted {
-		max = initialStreamWindow
-	}
+	// Postern: a stream not yet admitted keeps the initial window, an
+	// admitted one its tuned window (autotune.go).
+	max := s.windowLimit()
 	if s.recvBuf != nil {
 		bufLen = uint32(s.recvBuf.Len())
 	}
 	delta := (max - bufLen) - s.recvWindow
 	if s.discard {
 		delta = 0 // Postern: no more credit for data nobody reads
+	}
+	if delta >= max/2 {
+		if w := s.tuneWindow(delta); w > max {
+			delta, max = delta+(w-max), w
+		}
 	}
 
 	// Determine the flags if any
@@ -707,10 +717,7 @@ func (s *Stream) reserve(n int) bool {
 			return true
 		}
 	}
-	limit := int(s.session.config.MaxStreamWindowSize)
-	if s.session.config.AdmitStreams && !s.admitted {
-		limit = int(initialStreamWindow)
-	}
+	limit := int(s.windowLimit())
 	if s.recvBuf != nil && old >= limit && used+n <= old {
 		// At its largest already: move what is unread to the front of
 		// the same array (an overlapping copy) rather than allocate an
