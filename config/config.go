@@ -70,7 +70,7 @@ type TLS struct {
 
 // Tunnel tunes the multiplexed session and the per-stream protocol.
 type Tunnel struct {
-	StreamWindow      Size     `toml:"stream_window"`        // per-stream receive window
+	StreamWindow      Size     `toml:"stream_window"`        // the most a stream's receive window grows to
 	KeepaliveInterval Duration `toml:"keepalive_interval"`   // ping period
 	KeepaliveTimeout  Duration `toml:"keepalive_timeout"`    // time for a ping answer before the tunnel is declared dead
 	OpenTimeout       Duration `toml:"open_timeout"`         // wait for the peer's answer to an open request
