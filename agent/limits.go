@@ -16,7 +16,6 @@ import (
 	"github.com/postern-tunnel/postern/config"
 	"github.com/postern-tunnel/postern/identity"
 	"github.com/postern-tunnel/postern/tunnel"
-	"github.com/postern-tunnel/postern/wire"
 )
 
 // Limits of a service, per peer and for the service as a whole: streams
@@ -237,10 +236,6 @@ func (s *pacedStream) Read(b []byte) (int, error) {
 // tunnel's receive goroutine would skip Read's pacing, so a paced stream's
 // data is all read (WaitDeliver then waits as a plain read does).
 func (s *pacedStream) SetDeliver(func([]byte) int) {}
-
-// ReadInPlace does not pass through either: it would skip Read's pacing,
-// so the relay reads a paced stream with Read.
-func (s *pacedStream) ReadInPlace() ([]byte, error) { return nil, wire.ErrNoInPlace }
 
 func (s *pacedStream) Write(b []byte) (int, error) {
 	if err := wait(s.ctx, s.pace.out, len(b)); err != nil {

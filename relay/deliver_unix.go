@@ -120,20 +120,6 @@ func (w waitReader) Read(p []byte) (int, error) {
 	return w.s.Read(p)
 }
 
-// ReadInPlace passes through, after the wait that lets the deliverer
-// work (see wire.FrameReader). A stream that cannot read in place is
-// read into the frame reader's buffer: wire.ErrNoInPlace.
-func (w waitReader) ReadInPlace() ([]byte, error) {
-	ip, ok := w.s.(interface{ ReadInPlace() ([]byte, error) })
-	if !ok {
-		return nil, wire.ErrNoInPlace
-	}
-	if err := w.ds.WaitDeliver(); err != nil {
-		return nil, err
-	}
-	return ip.ReadInPlace()
-}
-
 // Shrink passes through (see wire.FrameReader).
 func (w waitReader) Shrink() {
 	if sh, ok := w.s.(interface{ Shrink() }); ok {

@@ -22,15 +22,6 @@ func (s *Stream) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// ReadInPlace returns what the stream buffered without copying it,
-// valid until the next ReadInPlace or Shrink (see yamux's
-// Stream.ReadInPlace; wire.FrameReader reads a stream this way).
-func (s *Stream) ReadInPlace() ([]byte, error) {
-	p, err := s.st.ReadInPlace()
-	s.count(len(p), false)
-	return p, err
-}
-
 func (s *Stream) Write(p []byte) (int, error) {
 	n, err := s.st.Write(p)
 	s.count(n, true)

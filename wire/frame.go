@@ -1,7 +1,6 @@
 package wire
 
 import (
-	"errors"
 	"io"
 	"sync"
 	"time"
@@ -113,12 +112,9 @@ type FrameReader struct {
 	r     io.Reader
 	buf   *[]byte
 	big   []byte // for a payload larger than the pooled buffer
-	lent  []byte // the stream's own buffer (InPlaceReader), read in place
 	start int
 	end   int
 	batch int // bytes read since the stream was last found empty (waitPoint)
-
-	inPlace InPlaceReader // r, when it can read in place
 
 	keepFor time.Duration // how long a bulk stream keeps its buffer when idle
 	release *time.Timer   // Shrinks the stream keepFor after a bulk burst
@@ -135,25 +131,7 @@ const KeepBulkBuffer = time.Second
 // every burst.
 const shrinkBelow = 32 << 10
 
-// InPlaceReader is a stream that can hand its reader what it buffered
-// without copying it (tunnel.Stream): the bytes stay valid until the next
-// ReadInPlace or Shrink. A FrameReader over one parses frames straight
-// from the stream's buffer; only a frame cut by the end of what one call
-// returned is carried into the reader's own buffer. ErrNoInPlace says
-// the stream behind cannot, and the reader stops asking.
-type InPlaceReader interface {
-	ReadInPlace() ([]byte, error)
-}
-
-// ErrNoInPlace is what ReadInPlace returns from a wrapper whose stream
-// cannot read in place.
-var ErrNoInPlace = errors.New("stream cannot be read in place")
-
-func NewFrameReader(r io.Reader) *FrameReader {
-	fr := &FrameReader{r: r, keepFor: KeepBulkBuffer}
-	fr.inPlace, _ = r.(InPlaceReader)
-	return fr
-}
+func NewFrameReader(r io.Reader) *FrameReader { return &FrameReader{r: r, keepFor: KeepBulkBuffer} }
 
 // SetKeepBulkBuffer sets how long a bulk stream that went idle keeps its
 // receive buffer (KeepBulkBuffer by default).
@@ -165,8 +143,9 @@ func (fr *FrameReader) Next() (Frame, error) {
 	if err := fr.fill(FrameHeaderSize); err != nil {
 		return Frame{}, err
 	}
+	b := *fr.buf
 	var h frameHeader
-	copy(h[:], fr.window())
+	copy(h[:], b[fr.start:])
 	n := h.Length()
 	switch h.Type() {
 	case FrameData:
@@ -197,9 +176,6 @@ func (fr *FrameReader) Next() (Frame, error) {
 }
 
 func (fr *FrameReader) window() []byte {
-	if fr.lent != nil {
-		return fr.lent[fr.start:fr.end]
-	}
 	if fr.big != nil {
 		return fr.big[fr.start:fr.end]
 	}
@@ -213,45 +189,15 @@ func (fr *FrameReader) fill(n int) error {
 	}
 	if fr.end == fr.start {
 		fr.reset()
-		fr.waitPoint()
-		if fr.inPlace != nil {
-			p, err := fr.inPlace.ReadInPlace()
-			switch {
-			case err == ErrNoInPlace:
-				fr.inPlace = nil
-			case err != nil:
-				return err
-			default:
-				fr.lent, fr.end = p, len(p)
-				fr.batch += len(p)
-				if len(p) >= n {
-					return nil
-				}
-			}
-		}
-		if fr.lent == nil {
+		if fr.buf == nil {
+			fr.waitPoint()
 			// Wait for data without holding a buffer (a zero-length read
 			// blocks until the stream has bytes or ends).
 			if _, err := fr.r.Read(nil); err != nil {
 				return err
 			}
+			fr.buf = GetBuffer()
 		}
-	}
-	if fr.buf == nil {
-		fr.buf = GetBuffer()
-	}
-	if fr.lent != nil {
-		// A frame runs past what the stream handed over: carry its start
-		// into the reader's own buffer (a private one for a payload
-		// larger than a pooled buffer), and read the rest into it.
-		rest := fr.lent[fr.start:fr.end]
-		if n > len(*fr.buf) {
-			fr.big = make([]byte, n)
-			fr.end = copy(fr.big, rest)
-		} else {
-			fr.end = copy(*fr.buf, rest)
-		}
-		fr.start, fr.lent = 0, nil
 	}
 	buf := *fr.buf
 	if fr.big != nil {
@@ -288,7 +234,7 @@ func (fr *FrameReader) fill(n int) error {
 // reset drops an empty buffer back to the pool.
 func (fr *FrameReader) reset() {
 	fr.start, fr.end = 0, 0
-	fr.big, fr.lent = nil, nil
+	fr.big = nil
 	if fr.buf != nil {
 		PutBuffer(fr.buf)
 		fr.buf = nil

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
-	"unsafe"
 )
 
 // encodeFrame builds a frame by hand, independent of the code under test.
@@ -417,50 +416,4 @@ func TestFrameReaderReleasesQuietBulkStream(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a quiet bulk stream kept its buffer")
 	}
-}
-
-// Frames read in place come out of the stream's own buffer (no copy) when
-// they lie wholly inside what one ReadInPlace returned, and intact when a
-// cut falls inside a header or a payload, large ones included.
-func TestFrameReaderInPlace(t *testing.T) {
-	var data []byte
-	var want [][]byte
-	for i, n := range []int{5, 70000, 1, 200000, 65536, 3, MaxFramePayload} {
-		p := bytes.Repeat([]byte{byte(i + 1)}, n)
-		want = append(want, p)
-		data = append(data, encodeFrame(FrameData, p)...)
-	}
-	for _, cuts := range [][]byte{{255}, {0}, {1, 255, 2}, {100, 7, 180}, {60}} {
-		src := &inPlaceSource{data: bytes.Clone(data), cuts: cuts}
-		fr := NewFrameReader(src)
-		inPlace := 0
-		for i, w := range want {
-			fm, err := fr.Next()
-			if err != nil {
-				t.Fatalf("cuts %v: frame %d: %v", cuts, i, err)
-			}
-			if !bytes.Equal(fm.Payload, w) {
-				t.Fatalf("cuts %v: frame %d: %d bytes, not the %d sent", cuts, i, len(fm.Payload), len(w))
-			}
-			if within(fm.Payload, src.lent) {
-				inPlace++
-			}
-		}
-		if _, err := fr.Next(); err != io.EOF {
-			t.Fatalf("cuts %v: ended with %v, want io.EOF", cuts, err)
-		}
-		if cuts[0] == 255 && inPlace < 3 {
-			t.Errorf("cuts %v: %d frames read in place, want at least the small ones", cuts, inPlace)
-		}
-		fr.Release()
-	}
-}
-
-// within reports whether p lies in b's memory.
-func within(p, b []byte) bool {
-	if len(p) == 0 || len(b) == 0 {
-		return false
-	}
-	at, lo := uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-	return at >= lo && at+uintptr(len(p)) <= lo+uintptr(len(b))
 }

@@ -75,12 +75,6 @@ type Stream struct {
 	window uint32
 	epoch  time.Time
 
-	// Postern: spare is the buffer ReadInPlace lent the reader last, taken
-	// back as recvBuf by the next call (inplace.go); spareHeld is its
-	// capacity, counted against Config.Buffer. Guarded by recvLock.
-	spare     *bytes.Buffer
-	spareHeld int64
-
 	// Postern: direct delivery (deliver.go), guarded by recvLock: the
 	// function SetDeliver set, whether a reader waits in WaitDeliver, and
 	// what tryDeliver tells readData after it.
@@ -673,16 +667,11 @@ func (s *Stream) SetWriteDeadline(t time.Time) error {
 // Shrink is used to compact the amount of buffers utilized
 // This is useful when using Yamux in a connection pool to reduce
 // the idle memory utilization.
-// Postern: with nothing buffered it also drops the buffer ReadInPlace
-// lent last, whose bytes are then no longer the caller's to read.
 func (s *Stream) Shrink() {
 	s.recvLock.Lock()
 	if s.recvBuf != nil && s.recvBuf.Len() == 0 {
 		s.recvBuf = nil
 		s.release(s.held) // Postern
-	}
-	if s.recvBuf == nil {
-		s.dropSpare() // Postern: what ReadInPlace lent is given up too
 	}
 	s.recvLock.Unlock()
 }
@@ -775,7 +764,6 @@ func (s *Stream) release(n int64) {
 func (s *Stream) releaseBuffer() {
 	s.recvLock.Lock()
 	s.release(s.held)
-	s.dropSpare()
 	s.discard = true
 	s.recvLock.Unlock()
 }
@@ -801,7 +789,6 @@ func (s *Stream) Discard() {
 	s.discard = true
 	s.release(s.held)
 	s.recvBuf = nil
-	s.dropSpare()
 	s.recvLock.Unlock()
 }
 
