@@ -13,7 +13,7 @@ import (
 // between the agents: 4 MiB/s per direction, 2 ms per chunk, stalls of
 // 400 ms, and now and then a cut of the whole tunnel). Transfers in both
 // directions either arrive whole or are cut and reset — never cut but
-// clean, never corrupted — and most arrive whole.
+// clean, never corrupted — and only a cut of the tunnel cuts them.
 func TestFaultSlowLossyLink(t *testing.T) {
 	t.Parallel()
 	var link *faultLink
@@ -70,8 +70,13 @@ func TestFaultSlowLossyLink(t *testing.T) {
 	}
 	t.Logf("%d transfers: %d complete, %d cut and reset, %d other; link cuts %d, stalls %d",
 		len(results), counts[faultComplete], counts[faultReset], len(results)-counts[faultComplete]-counts[faultReset], link.cuts.Load(), link.stalls.Load())
-	if counts[faultComplete] < transfers/2 {
-		t.Errorf("only %d of %d transfers arrived whole over the slow link", counts[faultComplete], transfers)
+	// A cut of the tunnel resets the transfers in flight, at most one per
+	// worker; every other transfer arrives whole, however many cuts the
+	// random link made (the count of whole transfers alone would depend
+	// on the dice).
+	if cuts := int(link.cuts.Load()); counts[faultReset] > parallel*cuts {
+		t.Errorf("%d of %d transfers cut over the slow link, but the link cut the tunnel %d times (at most %d transfers in flight each time)",
+			counts[faultReset], transfers, cuts, parallel)
 	}
 	for _, class := range []faultClass{faultCutClean, faultCorrupted} {
 		if n := p.target.counts[class].Load(); n != 0 {
