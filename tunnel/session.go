@@ -94,7 +94,7 @@ func (o Options) yamuxConfig() *yamux.Config {
 	// relays fall behind on a short one hold a megabyte each, not
 	// stream_window.
 	c.AdmitStreams = true
-	c.StartStreamWindowSize = min(startStreamWindow, c.MaxStreamWindowSize)
+	c.StartStreamWindowSize = startStreamWindow // yamux caps it at MaxStreamWindowSize
 	// Retire sends GoAway; a stream the peer opened before it saw it is
 	// still served, not reset (the retiring tunnel closes once its streams
 	// have ended).
