@@ -157,3 +157,20 @@ func TestPingNotesRoundTrip(t *testing.T) {
 		t.Errorf("estimate %v after a sample 8ms longer, want %v (1/8 of the difference)", got, rtt+time.Millisecond)
 	}
 }
+
+// The start window is never above MaxStreamWindowSize (a stream_window
+// under 1 MiB) nor below the protocol's initial window; 0 is upstream's
+// whole window at once.
+func TestStartWindowBounds(t *testing.T) {
+	for _, c := range []struct{ start, max, want uint32 }{
+		{1 << 20, 16 << 20, 1 << 20},
+		{1 << 20, 256 << 10, 256 << 10},
+		{0, 16 << 20, 16 << 20},
+		{64 << 10, 16 << 20, initialStreamWindow},
+	} {
+		conf := Config{StartStreamWindowSize: c.start, MaxStreamWindowSize: c.max}
+		if got := conf.startWindow(); got != c.want {
+			t.Errorf("start %d, max %d: start window %d, want %d", c.start, c.max, got, c.want)
+		}
+	}
+}
