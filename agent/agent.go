@@ -19,6 +19,7 @@ import (
 	"github.com/postern-tunnel/postern/client"
 	"github.com/postern-tunnel/postern/config"
 	"github.com/postern-tunnel/postern/identity"
+	"github.com/postern-tunnel/postern/relay"
 	"github.com/postern-tunnel/postern/server"
 	"github.com/postern-tunnel/postern/trust"
 	"github.com/postern-tunnel/postern/tunnel"
@@ -38,6 +39,11 @@ type Agent struct {
 	log  *slog.Logger
 	opts Options
 	tun  tunnel.Options
+
+	// listenPlain binds forwards and dialPlain reaches targets: opts's, with
+	// every connection armed to close with a reset (relay.ArmReset).
+	listenPlain func(network, addr string) (net.Listener, error)
+	dialPlain   client.DialFunc
 
 	services map[string]*service
 	clients  map[string]*client.Client
@@ -92,17 +98,32 @@ type listenedServer struct {
 // New builds the agent and binds its listeners. On error nothing is left
 // open.
 func New(cfg *config.Config, log *slog.Logger, opts Options) (_ *Agent, err error) {
+	// The plaintext side's connections (a forward's applications, a
+	// service's targets) are armed to close with a reset from the start;
+	// relay.Listen and relay.Dial do it with the fewest system calls.
+	listenPlain, dialPlain := relay.Listen, client.DialFunc(relay.Dial)
 	if opts.Listen == nil {
 		opts.Listen = net.Listen
+	} else {
+		listen := opts.Listen
+		listenPlain = func(network, addr string) (net.Listener, error) {
+			ln, err := listen(network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return relay.ArmAccepted(ln), nil
+		}
 	}
 	if opts.Dial == nil {
 		var d net.Dialer
 		opts.Dial = d.DialContext
+	} else {
+		dialPlain = client.DialFunc(relay.ArmDialed(relay.DialFunc(opts.Dial)))
 	}
 	// a, not the named result, is what the cleanup below sees: the result
 	// is nil on every error return.
 	a := &Agent{
-		cfg: cfg, log: log, opts: opts,
+		cfg: cfg, log: log, opts: opts, listenPlain: listenPlain, dialPlain: dialPlain,
 		services:   map[string]*service{},
 		clients:    map[string]*client.Client{},
 		rawClients: map[string]bool{},

@@ -33,13 +33,14 @@ type service struct {
 
 // dial connects to one of the service's targets (see targets.go) and,
 // when configured, sends the PROXY protocol header describing the
-// connection's origin. It returns the target it connected to.
+// connection's origin. It returns the target it connected to. dial is the
+// agent's dialPlain: the connection comes armed to close with a reset, so a
+// crash resets the target, never a clean end.
 func (s *service) dial(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), origin proxyOrigin) (net.Conn, config.Address, error) {
 	c, addr, err := s.targets.dial(ctx, dial, s.dialTimeout)
 	if err != nil {
 		return nil, "", err
 	}
-	relay.ArmReset(c) // a crash resets the target, never a clean end
 	if s.proxyProtocol == 0 {
 		return c, addr, nil
 	}
@@ -152,7 +153,7 @@ func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream) (carry func())
 		log.Warn("stream refused", "reason", overLimit)
 		return nil
 	}
-	target, used, err := svc.dial(a.relayCtx, a.opts.Dial, proxyOrigin{source: req.Source, dest: req.Destination,
+	target, used, err := svc.dial(a.relayCtx, a.dialPlain, proxyOrigin{source: req.Source, dest: req.Destination,
 		peer: t.Peer, allowed: allowed, tlsVersion: t.ConnectionState().Version})
 	if err != nil {
 		release()
@@ -268,7 +269,7 @@ func (a *Agent) serveRaw(c *tls.Conn, svc *service, creds *trust.Credentials) {
 	}
 	defer release()
 	defer a.raws.add(&rawConn{c: c, side: trust.SideServer, creds: creds, where: "raw TLS from " + c.RemoteAddr().String() + " to service " + svc.name})()
-	target, used, err := svc.dial(a.relayCtx, a.opts.Dial, proxyOrigin{source: c.RemoteAddr().String(), dest: c.LocalAddr().String(),
+	target, used, err := svc.dial(a.relayCtx, a.dialPlain, proxyOrigin{source: c.RemoteAddr().String(), dest: c.LocalAddr().String(),
 		peer: peer, allowed: allowed, tlsVersion: cs.Version})
 	if err != nil {
 		log.Warn("raw TLS connection refused", "reason", "target unreachable", "target", svc.targets.attr(), "err", err)

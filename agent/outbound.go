@@ -52,7 +52,6 @@ func (f *forward) serve(ctx context.Context) {
 				return
 			}
 		}
-		relay.ArmReset(c) // a crash resets the application, never a clean end
 		f.agent.streams.Add()
 		go func() {
 			if f.raw != nil {

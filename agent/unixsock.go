@@ -125,7 +125,7 @@ func (a *Agent) listenForward(fc config.Forward) (net.Listener, error) {
 	if path, ok := fc.Listen.Unix(); ok {
 		return listenUnix(a.opts.Listen, path, fs.FileMode(fc.UnixMode()))
 	}
-	return a.opts.Listen("tcp", string(fc.Listen))
+	return a.listenPlain("tcp", string(fc.Listen))
 }
 
 // ipPort is a's "ip:port" for an open request or a log, or "" when a is

@@ -5,7 +5,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"golang.org/x/sys/unix"
+	"github.com/postern-tunnel/postern/internal/rawio"
 )
 
 // endedByReset reports whether c, whose Read just returned io.EOF, was in
@@ -36,8 +36,8 @@ func endedByReset(c net.Conn, shut *atomic.Bool) bool {
 		if testHookBeforeState != nil {
 			testHookBeforeState()
 		}
-		info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-		reset = err == nil && info.State == tcpClose && !shut.Load()
+		state, err := rawio.TCPState(fd)
+		reset = err == nil && state == tcpClose && !shut.Load()
 	}); err != nil {
 		return true // closed by the relay: an abort is under way
 	}

@@ -123,3 +123,30 @@ func (c *Conn) opError(op string, err error) error {
 	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
+
+// SetLinger is the TCP connection's SetLinger, made with SetLinger above:
+// a relay arms every connection to close with a reset and disarms it after
+// a clean end.
+func (c *Conn) SetLinger(sec int) error {
+	var serr error
+	if err := c.rc.Control(func(fd uintptr) { serr = SetLinger(fd, sec) }); err != nil {
+		return c.opError("set", err)
+	}
+	if serr != nil {
+		return c.opError("set", os.NewSyscallError("setsockopt", serr))
+	}
+	return nil
+}
+
+// CloseWrite is the TCP connection's CloseWrite (a FIN), made with
+// Shutdown above.
+func (c *Conn) CloseWrite() error {
+	var serr error
+	if err := c.rc.Control(func(fd uintptr) { serr = Shutdown(fd, syscall.SHUT_WR) }); err != nil {
+		return c.opError("close", err)
+	}
+	if serr != nil {
+		return c.opError("close", os.NewSyscallError("shutdown", serr))
+	}
+	return nil
+}

@@ -142,3 +142,61 @@ func TestWrapLeavesOthers(t *testing.T) {
 		t.Fatalf("Wrap(net.Pipe end) = %T, want it unchanged", got)
 	}
 }
+
+// TestConnLingerAndHalfClose: SetLinger and CloseWrite, made with raw
+// system calls, do what the TCP connection's own do: linger 0 makes Close
+// a reset, linger off makes it a FIN, CloseWrite ends one direction while
+// the other still flows; on a closed connection both fail as the TCP
+// connection's own fail.
+func TestConnLingerAndHalfClose(t *testing.T) {
+	c, s := pair(t)
+	s.SetReadDeadline(time.Now().Add(10 * time.Second)) // a missing FIN fails, not hangs
+	if err := c.CloseWrite(); err != nil {
+		t.Fatalf("CloseWrite: %v", err)
+	}
+	if b, err := io.ReadAll(s); err != nil || len(b) != 0 {
+		t.Fatalf("the other end read %q, %v after CloseWrite; want a clean end", b, err)
+	}
+	s.Write([]byte("still flowing"))
+	buf := make([]byte, 13)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "still flowing" {
+		t.Fatalf("Read after CloseWrite: %q, %v", buf, err)
+	}
+
+	c, s = pair(t)
+	if err := c.SetLinger(0); err != nil {
+		t.Fatalf("SetLinger(0): %v", err)
+	}
+	c.Close()
+	if _, err := s.Read(buf); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("Read after a Close with linger 0: %v; want ECONNRESET", err)
+	}
+
+	c, s = pair(t)
+	s.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c.SetLinger(0)
+	if err := c.SetLinger(-1); err != nil { // armed, then disarmed
+		t.Fatalf("SetLinger(-1): %v", err)
+	}
+	c.Close()
+	if b, err := io.ReadAll(s); err != nil || len(b) != 0 {
+		t.Fatalf("Read after a Close with linger off: %q, %v; want a clean end", b, err)
+	}
+
+	// After Close: the same errors as the TCP connection's own.
+	tcp := s
+	tcp.Close()
+	for _, m := range []struct {
+		name      string
+		raw, want error
+	}{
+		{"SetLinger", c.SetLinger(0), tcp.SetLinger(0)},
+		{"CloseWrite", c.CloseWrite(), tcp.CloseWrite()},
+	} {
+		var got, want *net.OpError
+		if !errors.As(m.raw, &got) || !errors.As(m.want, &want) || got.Op != want.Op || got.Net != want.Net ||
+			!errors.Is(m.raw, net.ErrClosed) || !errors.Is(m.want, net.ErrClosed) {
+			t.Errorf("%s after Close: %v; the TCP connection's own: %v", m.name, m.raw, m.want)
+		}
+	}
+}

@@ -26,3 +26,21 @@ func Write(fd uintptr, p []byte) (int, error) {
 		}
 	}
 }
+
+// SetsockoptInt is syscall.SetsockoptInt.
+func SetsockoptInt(fd uintptr, level, opt, value int) error {
+	return syscall.SetsockoptInt(int(fd), level, opt, value)
+}
+
+// SetLinger sets SO_LINGER on fd: sec < 0 turns lingering off, sec >= 0
+// turns it on with that timeout; 0 makes close a reset.
+func SetLinger(fd uintptr, sec int) error {
+	var l syscall.Linger
+	if sec >= 0 {
+		l.Onoff, l.Linger = 1, int32(sec)
+	}
+	return syscall.SetsockoptLinger(int(fd), syscall.SOL_SOCKET, syscall.SO_LINGER, &l)
+}
+
+// Shutdown is syscall.Shutdown.
+func Shutdown(fd uintptr, how int) error { return syscall.Shutdown(int(fd), how) }
