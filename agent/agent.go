@@ -19,6 +19,7 @@ import (
 	"github.com/postern-tunnel/postern/client"
 	"github.com/postern-tunnel/postern/config"
 	"github.com/postern-tunnel/postern/identity"
+	"github.com/postern-tunnel/postern/internal/workers"
 	"github.com/postern-tunnel/postern/relay"
 	"github.com/postern-tunnel/postern/server"
 	"github.com/postern-tunnel/postern/trust"
@@ -44,6 +45,11 @@ type Agent struct {
 	// every connection armed to close with a reset (relay.ArmReset).
 	listenPlain func(network, addr string) (net.Listener, error)
 	dialPlain   client.DialFunc
+
+	// setup runs the goroutines that set a connection up (a forward's
+	// stream open, a stream the peer opened): kept goroutines, whose
+	// stacks have grown already. The relay itself runs on a fresh one.
+	setup *workers.Pool
 
 	services map[string]*service
 	clients  map[string]*client.Client
@@ -90,6 +96,10 @@ type Agent struct {
 	clientStop map[string]context.CancelFunc // per [[client]], under mu
 }
 
+// setupIdle is how long a setup goroutine waits for the next connection
+// before it exits.
+const setupIdle = 5 * time.Second
+
 type listenedServer struct {
 	srv *server.Server
 	ln  net.Listener
@@ -129,9 +139,11 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (_ *Agent, err erro
 		rawClients: map[string]bool{},
 		tunnels:    map[*tunnel.Tunnel]struct{}{},
 		tun:        tunnel.OptionsOf(cfg.Tunnel),
+		setup:      workers.New(setupIdle),
 		started:    time.Now(),
 	}
 	a.peerTunnels = map[string]int{}
+	a.tun.Go = a.setup.Go
 	a.relayCtx, a.abortRelays = context.WithCancelCause(context.Background())
 	a.tunnelCtx, a.closeTunnels = context.WithCancel(context.Background())
 	defer func() {
@@ -364,6 +376,7 @@ func (a *Agent) ServerAddrs() []net.Addr {
 // streams in flight finish for up to shutdown_timeout, aborts the rest and
 // closes the tunnels.
 func (a *Agent) Run(ctx context.Context) error {
+	defer a.setup.Close()
 	defer a.startCertificateWatch(ctx)()
 	defer a.startCRLPush(ctx)()
 	defer a.startRenewal(ctx)()

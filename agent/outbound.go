@@ -53,7 +53,7 @@ func (f *forward) serve(ctx context.Context) {
 			}
 		}
 		f.agent.streams.Add()
-		go func() {
+		f.agent.setup.Go(func() {
 			if f.raw != nil {
 				defer f.agent.streams.Done()
 				f.handleRaw(c)
@@ -70,7 +70,7 @@ func (f *forward) serve(ctx context.Context) {
 				defer f.agent.streams.Done()
 				carry()
 			}()
-		}()
+		})
 	}
 }
 

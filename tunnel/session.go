@@ -30,6 +30,7 @@ type Options struct {
 	WriteTimeout      time.Duration // how long a queued write may wait on a slow, full link
 	TunnelBuffer      int64         // received, unread bytes one tunnel may hold (0: no bound)
 	Buffer            *Budget       // shared by every tunnel made with these options (nil: no bound)
+	Go                func(func())  // starts the goroutine that takes a stream the peer opened to Serve (nil: a goroutine of its own)
 }
 
 // OptionsOf takes a tunnel's settings from the config's [tunnel] section.
@@ -104,6 +105,7 @@ func (o Options) yamuxConfig() *yamux.Config {
 	// waiting in it counts against the tunnel's buffer budget. The backlog
 	// grows with use: an idle tunnel holds none of it.
 	c.AcceptBacklog = 1024
+	c.Go = o.Go
 	// Opening a stream waits for the peer's ACK; a peer that never answers
 	// is a dead tunnel.
 	c.StreamOpenTimeout = 30 * time.Second

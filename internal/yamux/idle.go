@@ -99,7 +99,7 @@ func (a *acceptQueue) next(done, cancel <-chan struct{}) (*Stream, bool) {
 func (s *Session) accepted(st *Stream) bool {
 	h, ok := s.accepts.push(st)
 	if h != nil {
-		go s.handOver(st, h)
+		s.goHandOver(st, h)
 	}
 	return ok
 }
@@ -126,8 +126,17 @@ func (s *Session) Serve(handle func(*Stream, error)) {
 	a.q = nil
 	a.mu.Unlock()
 	for _, st := range waiting {
-		go s.handOver(st, handle)
+		s.goHandOver(st, handle)
 	}
+}
+
+// goHandOver runs handOver on a goroutine of the config's Go, or of its own.
+func (s *Session) goHandOver(st *Stream, handle func(*Stream, error)) {
+	if s.config.Go == nil {
+		go s.handOver(st, handle)
+		return
+	}
+	s.config.Go(func() { s.handOver(st, handle) })
 }
 
 // OnClose runs f on a goroutine of its own once the session has closed

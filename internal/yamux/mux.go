@@ -65,6 +65,11 @@ type Config struct {
 	// once (upstream).
 	StartStreamWindowSize uint32
 
+	// Postern: Go, when not nil, starts the goroutine that takes a stream
+	// the peer opened to Serve's handler (a pool of kept goroutines, whose
+	// stacks have grown already). Nil: a goroutine of its own.
+	Go func(func())
+
 	// Postern: AcceptAfterGoAway keeps accepting the streams the peer opens
 	// after this side sent GoAway. Such a stream was opened before the
 	// peer saw the GoAway (the two cross on the wire): upstream resets it,
