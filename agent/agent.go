@@ -128,7 +128,7 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (_ *Agent, err erro
 		var d net.Dialer
 		opts.Dial = d.DialContext
 	} else {
-		dialPlain = client.DialFunc(relay.ArmDialed(relay.DialFunc(opts.Dial)))
+		dialPlain = relay.ArmDialed(opts.Dial)
 	}
 	// a, not the named result, is what the cleanup below sees: the result
 	// is nil on every error return.

@@ -6,9 +6,6 @@ import (
 	"time"
 )
 
-// DialFunc connects to an address, as net.Dialer.DialContext does.
-type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
-
 // The plaintext connections a relay carries are armed to close with a reset
 // from the moment they exist (see ArmReset). Listen and Dial make them so
 // with as few system calls as the platform allows, and give them TCP
@@ -38,7 +35,7 @@ func (l armedListener) Accept() (net.Conn, error) {
 
 // ArmDialed returns dial with every connection it makes armed (ArmReset):
 // for dial functions other than Dial.
-func ArmDialed(dial DialFunc) DialFunc {
+func ArmDialed(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dial(ctx, network, addr)
 		if err == nil {

@@ -11,7 +11,7 @@ import (
 
 // armedPair connects dial to a listener from listen and returns the
 // accepted and the dialed end.
-func armedPair(t *testing.T, listen func(network, addr string) (net.Listener, error), dial DialFunc) (accepted, dialed net.Conn) {
+func armedPair(t *testing.T, listen func(network, addr string) (net.Listener, error), dial func(context.Context, string, string) (net.Conn, error)) (accepted, dialed net.Conn) {
 	t.Helper()
 	ln, err := listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -38,7 +38,7 @@ func TestListenAndDialArm(t *testing.T) {
 	for _, v := range []struct {
 		name   string
 		listen func(network, addr string) (net.Listener, error)
-		dial   DialFunc
+		dial   func(context.Context, string, string) (net.Conn, error)
 		armed  string // which end the variant arms
 	}{
 		{"Listen", Listen, d.DialContext, "accepted"},

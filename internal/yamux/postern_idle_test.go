@@ -135,13 +135,19 @@ func TestAcceptBacklogGrowsWithUse(t *testing.T) {
 }
 
 // TestServeAndOnClose: with Serve, streams the peer opens (those waiting
-// already, and new ones) reach the handler with no Accept; OnClose
-// functions run once the session has closed, and at once when registered
-// after that.
+// already, and new ones) reach the handler with no Accept, each started
+// through Config.Go; OnClose functions run once the session has closed,
+// and at once when registered after that.
 func TestServeAndOnClose(t *testing.T) {
 	conf := testConfNoKeepAlive()
+	sconf := conf.Clone()
+	var started atomic.Int32
+	sconf.Go = func(f func()) {
+		started.Add(1)
+		go f()
+	}
 	c, sc := testConnTCP(t)
-	client, server := testClientServerConfig(t, c, sc, conf, conf.Clone())
+	client, server := testClientServerConfig(t, c, sc, conf, sconf)
 	early, err := client.OpenStream()
 	if err != nil {
 		t.Fatal(err)
@@ -179,6 +185,9 @@ func TestServeAndOnClose(t *testing.T) {
 	}
 	if !seen["a"] || !seen["b"] {
 		t.Fatalf("streams handed to Serve's handler: %v, want a and b", seen)
+	}
+	if n := started.Load(); n != 2 {
+		t.Fatalf("Config.Go started %d handlers, want 2", n)
 	}
 
 	closed := make(chan struct{})
@@ -226,54 +235,5 @@ func TestKeepAliveTakesTurns(t *testing.T) {
 	}
 	if fromServer >= fromClient {
 		t.Fatalf("the server pinged %d times, the client %d: the server should leave the pinging to the client", fromServer, fromClient)
-	}
-}
-
-// TestServeStartsHandlersWithConfigGo: with Config.Go set, every stream
-// handed to Serve's handler, waiting before Serve or opened after, starts
-// through it.
-func TestServeStartsHandlersWithConfigGo(t *testing.T) {
-	conf := testConfNoKeepAlive()
-	var calls atomic.Int32
-	sconf := conf.Clone()
-	sconf.Go = func(f func()) {
-		calls.Add(1)
-		go f()
-	}
-	c, sc := testConnTCP(t)
-	client, server := testClientServerConfig(t, c, sc, conf, sconf)
-	early, err := client.OpenStream()
-	if err != nil {
-		t.Fatal(err)
-	}
-	early.Write([]byte("a"))
-	waitUntil(t, 5*time.Second, "the first stream queued", func() bool {
-		server.accepts.mu.Lock()
-		defer server.accepts.mu.Unlock()
-		return len(server.accepts.q) == 1
-	})
-	got := make(chan struct{}, 3)
-	server.Serve(func(st *Stream, err error) {
-		if err == nil {
-			st.Close()
-		}
-		got <- struct{}{}
-	})
-	for i := 0; i < 2; i++ {
-		st, err := client.OpenStream()
-		if err != nil {
-			t.Fatal(err)
-		}
-		st.Write([]byte("b"))
-	}
-	for i := 0; i < 3; i++ {
-		select {
-		case <-got:
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%d of 3 streams reached the handler", i)
-		}
-	}
-	if n := calls.Load(); n != 3 {
-		t.Fatalf("Config.Go started %d handlers, want 3", n)
 	}
 }
