@@ -27,11 +27,6 @@ func Write(fd uintptr, p []byte) (int, error) {
 	}
 }
 
-// SetsockoptInt is syscall.SetsockoptInt.
-func SetsockoptInt(fd uintptr, level, opt, value int) error {
-	return syscall.SetsockoptInt(int(fd), level, opt, value)
-}
-
 // SetLinger sets SO_LINGER on fd: sec < 0 turns lingering off, sec >= 0
 // turns it on with that timeout; 0 makes close a reset.
 func SetLinger(fd uintptr, sec int) error {
