@@ -306,6 +306,13 @@ func newSvcWine(t *testing.T, prefix string) *svcWine {
 	// SCM's pipe with its own idea of which services exist: start afresh.
 	svcMust(t, 30*time.Second, w.env, "wineserver", "-k")
 	svcMust(t, 30*time.Second, w.env, "wineserver", "-w")
+	// A wineserver that stays: by default it ends the prefix's system
+	// processes (services.exe) a few seconds after the last program
+	// exits, and the next wine command then boots the prefix again, whose
+	// services.exe starts every automatic service. A service the test had
+	// just stopped was then RUNNING again at the next `sc query` whenever
+	// the machine was slow enough for that gap to pass.
+	svcMust(t, 30*time.Second, w.env, "wineserver", "-p")
 	shim := filepath.Join(svcRoot(t), "packaging", "windows", "prngshim")
 	svcMust(t, 2*time.Minute, nil, "x86_64-w64-mingw32-gcc", "-shared", "-O2", "-s",
 		"-o", w.host(`C:\windows\system32\bcryptprimitives.dll`),
