@@ -130,6 +130,9 @@ func Stream(ctx context.Context, plain, stream net.Conn, before func() error) (S
 			Code: wire.AbortShutdown, Err: stopCause(ctx)}})
 	})
 	go func() {
+		if _, ok := stream.(idleStream); ok {
+			growStack() // this goroutine returns once the stream is idle: see growStack
+		}
 		if r.receive(before) {
 			r.exit()
 		}
@@ -241,8 +244,13 @@ func (r *relay) exit() {
 func (r *relay) send() {
 	const dir = "plain→stream"
 	pr := newPlainReader(r.plain)
+	grown := false
 	for {
 		buf, n, err := pr.read()
+		if !grown {
+			growStack() // before the first write to the tunnel, see growStack
+			grown = true
+		}
 		if err != nil {
 			if errors.Is(err, io.EOF) && !endedByReset(r.plain, &r.plainShut) {
 				r.sendCloseWrite()
@@ -324,6 +332,7 @@ func (r *relay) receive(before func() error) (done bool) {
 
 // resume runs the receive direction again after it went idle.
 func (r *relay) resume() {
+	growStack() // a new goroutine that may write to the tunnel, see growStack
 	if r.receiveFrames() {
 		r.exit()
 	}
