@@ -12,6 +12,9 @@ import (
 	"github.com/postern-tunnel/postern/wire"
 )
 
+// directDelivery says whether this platform has direct delivery.
+const directDelivery = true
+
 // deliverer writes DATA frames to the plaintext socket on the tunnel's
 // receive goroutine, while the relay's receive direction waits for data
 // (tunnel.Stream's SetDeliver and WaitDeliver): a small answer then goes

@@ -130,7 +130,7 @@ func Stream(ctx context.Context, plain, stream net.Conn, before func() error) (S
 			Code: wire.AbortShutdown, Err: stopCause(ctx)}})
 	})
 	go func() {
-		if _, ok := stream.(idleStream); ok {
+		if _, ok := stream.(idleStream); ok && directDelivery {
 			growStack() // this goroutine returns once the stream is idle: see growStack
 		}
 		if r.receive(before) {
@@ -244,13 +244,9 @@ func (r *relay) exit() {
 func (r *relay) send() {
 	const dir = "plain→stream"
 	pr := newPlainReader(r.plain)
-	grown := false
-	for {
-		buf, n, err := pr.read()
-		if !grown {
-			growStack() // before the first write to the tunnel, see growStack
-			grown = true
-		}
+	buf, n, err := pr.read()
+	growStack() // before the first write to the tunnel, see growStack
+	for ; ; buf, n, err = pr.read() {
 		if err != nil {
 			if errors.Is(err, io.EOF) && !endedByReset(r.plain, &r.plainShut) {
 				r.sendCloseWrite()
