@@ -100,7 +100,17 @@ func TestRawClientPeerEnds(t *testing.T) {
 			p := newPKI(t, dir)
 			payload := make([]byte, 1<<20)
 			rand.Read(payload)
+			// The peer sends once the application's dial has returned:
+			// the reset the bare FIN brings could otherwise reach the
+			// application's socket before its connect completes, and the
+			// dial fail with it.
+			dialed := make(chan struct{})
 			peer := serveRawPeer(t, rawPeerServerTLS(t, p), func(c *tls.Conn) {
+				select {
+				case <-dialed:
+				case <-time.After(testWaitRaw):
+					return
+				}
 				if _, err := c.Write(payload); err != nil {
 					return
 				}
@@ -114,6 +124,7 @@ func TestRawClientPeerEnds(t *testing.T) {
 			site := start(t, dir, "site", rawSiteTOML(p, peer.ln.Addr().String(), "any"))
 
 			app := testnet.Dial(t, site.ForwardAddrs()[0].String())
+			close(dialed)
 			app.CloseWrite()
 			app.SetDeadline(time.Now().Add(testWaitRaw))
 			got, err := io.ReadAll(app)
