@@ -269,7 +269,8 @@ func TestReconnect(t *testing.T) {
 	})
 	services := serviceTOML("echo", ln.Addr().String(), "*")
 	var cuts connTracker
-	hub := startWith(t, dir, "hub", hubTOML(p, services), Options{Listen: cuts.listen})
+	// The hub comes back on its address: see testnet.RebindHost.
+	hub := startWith(t, dir, "hub", strings.Replace(hubTOML(p, services), "127.0.0.1:0", testnet.RebindHost(t)+":0", 1), Options{Listen: cuts.listen})
 	addr := hub.ServerAddrs()[0].String()
 	site := start(t, dir, "site", siteTOML(p, addr, "echo"))
 	site.log.WaitFor(t, 10*time.Second, "tunnel connected", "tunnel=hub")
@@ -280,6 +281,7 @@ func TestReconnect(t *testing.T) {
 	}
 	cuts.cut() // the hub's host drops off the network...
 	hub.stop(t)
+	testnet.HoldSourcePort(t, hub.ServerAddrs()[0].(*net.TCPAddr).Port)
 	inFlight.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if err := testnet.Drain(inFlight); !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("in-flight stream ended with %v, want connection reset", err)

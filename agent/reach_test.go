@@ -136,9 +136,12 @@ func TestFailover(t *testing.T) {
 	dir := t.TempDir()
 	p := newPKI(t, dir)
 	svc1, svc2 := namedService(t, "hub1"), namedService(t, "hub2")
-	hub1 := start(t, dir, "hub1", hubTOML(p, serviceTOML("who", svc1.Addr().String(), "*")))
+	// hub1 comes back on its address: see testnet.RebindHost.
+	host1 := testnet.RebindHost(t)
+	hub1 := start(t, dir, "hub1", strings.Replace(hubTOML(p, serviceTOML("who", svc1.Addr().String(), "*")), "127.0.0.1:0", host1+":0", 1))
 	addr1 := hub1.ServerAddrs()[0].String()
 	hub1.stop(t) // down at start
+	testnet.HoldSourcePort(t, hub1.ServerAddrs()[0].(*net.TCPAddr).Port)
 	hub2 := start(t, dir, "hub2", hubTOML(p, serviceTOML("who", svc2.Addr().String(), "*")))
 	addr2 := hub2.ServerAddrs()[0].String()
 

@@ -2,6 +2,7 @@ package testnet
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"syscall"
@@ -120,4 +121,37 @@ func TestRefusedAddr(t *testing.T) {
 		ln.Close()
 		t.Fatalf("a listener took %s while it was held", addr)
 	}
+}
+
+// TestRebindHost: a port on RebindHost's address can be bound again while
+// a connection holds the same port number on 127.0.0.1 as its source,
+// which keeps 127.0.0.1 from taking it; and a connection to RebindHost's
+// address goes out from 127.0.0.1, not from an address of its own.
+func TestRebindHost(t *testing.T) {
+	host := RebindHost(t)
+	first, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatalf("listen on %s: %v", host, err)
+	}
+	addr := first.Addr().(*net.TCPAddr)
+	c := Dial(t, addr.String())
+	if got := c.LocalAddr().(*net.TCPAddr).IP.String(); got != "127.0.0.1" {
+		t.Fatalf("a connection to %s goes out from %s, want 127.0.0.1", addr, got)
+	}
+	c.Close()
+	first.Close()
+
+	HoldSourcePort(t, addr.Port)
+
+	if ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", fmt.Sprint(addr.Port))); err == nil {
+		ln.Close()
+		t.Fatalf("127.0.0.1:%d was bound again while a connection held it: the premise of RebindHost no longer holds", addr.Port)
+	} else if !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("listen on 127.0.0.1:%d: %v, want address in use", addr.Port, err)
+	}
+	again, err := net.Listen("tcp", addr.String())
+	if err != nil {
+		t.Fatalf("listen on %s again: %v", addr, err)
+	}
+	again.Close()
 }
