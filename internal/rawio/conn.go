@@ -28,7 +28,21 @@ type Conn struct {
 	wn   int
 	werr error
 	wfn  func(fd uintptr) bool
+
+	// cmu serializes the socket options and the half-close (control),
+	// which run through cfn with their argument and result here: a
+	// closure per call would allocate.
+	cmu  sync.Mutex
+	cop  int // controlLinger or controlShutdown
+	carg int
+	cerr error
+	cfn  func(fd uintptr)
 }
+
+const (
+	controlLinger = iota
+	controlShutdown
+)
 
 // Wrap returns c as a *Conn when it is a TCP connection and raw system
 // calls are supported here, and c unchanged otherwise.
@@ -42,9 +56,13 @@ func Wrap(c net.Conn) net.Conn {
 		return c
 	}
 	rw := &Conn{TCPConn: tc, rc: rc}
-	rw.rfn, rw.wfn = rw.tryRead, rw.tryWrite // made once: a method value per call would allocate
+	rw.rfn, rw.wfn, rw.cfn = rw.tryRead, rw.tryWrite, rw.control // made once: a method value per call would allocate
 	return rw
 }
+
+// SyscallConn returns the connection's raw connection, the one its reads
+// and writes use: the TCP connection's own makes a new one each call.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.rc, nil }
 
 func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
@@ -128,12 +146,8 @@ func (c *Conn) opError(op string, err error) error {
 // a relay arms every connection to close with a reset and disarms it after
 // a clean end.
 func (c *Conn) SetLinger(sec int) error {
-	var serr error
-	if err := c.rc.Control(func(fd uintptr) { serr = SetLinger(fd, sec) }); err != nil {
+	if err := c.runControl(controlLinger, sec); err != nil {
 		return c.opError("set", err)
-	}
-	if serr != nil {
-		return c.opError("set", os.NewSyscallError("setsockopt", serr))
 	}
 	return nil
 }
@@ -141,12 +155,32 @@ func (c *Conn) SetLinger(sec int) error {
 // CloseWrite is the TCP connection's CloseWrite (a FIN), made with
 // Shutdown above.
 func (c *Conn) CloseWrite() error {
-	var serr error
-	if err := c.rc.Control(func(fd uintptr) { serr = Shutdown(fd, syscall.SHUT_WR) }); err != nil {
+	if err := c.runControl(controlShutdown, syscall.SHUT_WR); err != nil {
 		return c.opError("close", err)
 	}
-	if serr != nil {
-		return c.opError("close", os.NewSyscallError("shutdown", serr))
-	}
 	return nil
+}
+
+// runControl runs op with arg on the socket (see control).
+func (c *Conn) runControl(op, arg int) error {
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
+	c.cop, c.carg, c.cerr = op, arg, nil
+	if err := c.rc.Control(c.cfn); err != nil {
+		return err
+	}
+	return c.cerr
+}
+
+func (c *Conn) control(fd uintptr) {
+	switch c.cop {
+	case controlLinger:
+		if err := SetLinger(fd, c.carg); err != nil {
+			c.cerr = os.NewSyscallError("setsockopt", err)
+		}
+	case controlShutdown:
+		if err := Shutdown(fd, c.carg); err != nil {
+			c.cerr = os.NewSyscallError("shutdown", err)
+		}
+	}
 }

@@ -200,3 +200,40 @@ func TestConnLingerAndHalfClose(t *testing.T) {
 		}
 	}
 }
+
+// TestConnControlDoesNotAllocate: the options a relay sets on every
+// connection, its half-close and SyscallConn (which the relay's reader and
+// deliverer ask for) allocate nothing; SyscallConn gives the connection's
+// own raw connection.
+func TestConnControlDoesNotAllocate(t *testing.T) {
+	c, s := pair(t)
+	if allocs := testing.AllocsPerRun(100, func() {
+		if err := c.SetLinger(0); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.SetLinger(-1); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.SyscallConn(); err != nil {
+			t.Fatal(err)
+		}
+	}); allocs != 0 {
+		t.Errorf("SetLinger twice and SyscallConn allocate %.1f times, want 0", allocs)
+	}
+	if allocs := testing.AllocsPerRun(1, func() {
+		if err := c.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+	}); allocs != 0 {
+		t.Errorf("CloseWrite allocates %.1f times, want 0", allocs)
+	}
+	s.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if b, err := io.ReadAll(s); err != nil || len(b) != 0 {
+		t.Fatalf("the other end read %q, %v after CloseWrite; want a clean end", b, err)
+	}
+	rc, _ := c.SyscallConn()
+	again, _ := c.SyscallConn()
+	if rc != again {
+		t.Error("SyscallConn gave two raw connections")
+	}
+}

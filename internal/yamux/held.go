@@ -1,7 +1,5 @@
 package yamux
 
-import "time"
-
 // Postern: AdmitQueued is Admit with its window update queued for the send
 // loop (like an ACK) instead of written on the caller's goroutine. The
 // opener admits a stream on the goroutine that then waits for the stream's
@@ -68,7 +66,7 @@ func (s *Stream) readable() bool {
 		return true
 	default:
 	}
-	if !s.readDeadline.Load().(time.Time).IsZero() {
+	if !s.readDeadline.get().IsZero() {
 		return true
 	}
 	// One lock at a time (elsewhere recvLock is held while stateLock is

@@ -193,6 +193,51 @@ func TestDataRoundTripDoesNotAllocate(t *testing.T) {
 	}
 }
 
+// TestDeadlinesDoNotAllocate: setting and clearing a stream's deadlines
+// allocates nothing, nor does a read or write whose deadline has passed,
+// which returns ErrTimeout at once (a tunnel's stream has its read
+// deadline set and cleared while it opens, and set to now at its end).
+func TestDeadlinesDoNotAllocate(t *testing.T) {
+	client, server := testClientServer(t)
+	cs, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if _, err := server.AcceptStream(); err != nil {
+		t.Fatal(err)
+	}
+	later, earlier := time.Now().Add(time.Hour), time.Now().Add(-time.Second)
+	if allocs := testing.AllocsPerRun(100, func() {
+		cs.SetReadDeadline(later)
+		cs.SetWriteDeadline(later)
+		cs.SetDeadline(time.Time{})
+	}); allocs != 0 {
+		t.Errorf("setting and clearing deadlines allocates %.1f times, want 0", allocs)
+	}
+	buf := make([]byte, 1)
+	cs.SetReadDeadline(earlier)
+	if allocs := testing.AllocsPerRun(100, func() {
+		if _, err := cs.Read(buf); err != ErrTimeout {
+			t.Fatalf("read past its deadline: %v, want ErrTimeout", err)
+		}
+	}); allocs != 0 {
+		t.Errorf("a read past its deadline allocates %.1f times, want 0", allocs)
+	}
+	// The write side waits only once the window is used up.
+	cs.SetWriteDeadline(earlier)
+	if _, err := cs.Write(make([]byte, initialStreamWindow+1)); err != ErrTimeout {
+		t.Fatalf("write past its deadline with the window used up: %v, want ErrTimeout", err)
+	}
+	if allocs := testing.AllocsPerRun(100, func() {
+		if _, err := cs.Write(buf); err != ErrTimeout {
+			t.Fatalf("write past its deadline: %v, want ErrTimeout", err)
+		}
+	}); allocs != 0 {
+		t.Errorf("a write past its deadline allocates %.1f times, want 0", allocs)
+	}
+}
+
 // TestReserveAtLimitReusesBuffer: a stream buffer that is as large as the
 // window may get, with its unread bytes past the middle, makes room for
 // more by moving them to the front of the same array, keeping their order

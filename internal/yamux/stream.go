@@ -48,8 +48,10 @@ type Stream struct {
 	recvNotifyCh chan struct{}
 	sendNotifyCh chan struct{}
 
-	readDeadline  atomic.Value // time.Time
-	writeDeadline atomic.Value // time.Time
+	// Postern: a deadline of its own type (see deadline), not an
+	// atomic.Value, which allocates a copy of every time stored.
+	readDeadline  deadline
+	writeDeadline deadline
 
 	// establishCh is notified if the stream is established or being closed.
 	establishCh chan struct{}
@@ -104,8 +106,6 @@ func newStream(session *Session, id uint32, state streamState) *Stream {
 		establishCh:  make(chan struct{}, 1),
 		window:       session.config.startWindow(),
 	}
-	s.readDeadline.Store(time.Time{})
-	s.writeDeadline.Store(time.Time{})
 	return s
 }
 
@@ -171,9 +171,11 @@ START:
 WAIT:
 	var timeout <-chan time.Time
 	var timer *time.Timer
-	readDeadline := s.readDeadline.Load().(time.Time)
-	if !readDeadline.IsZero() {
+	if readDeadline := s.readDeadline.get(); !readDeadline.IsZero() {
 		delay := time.Until(readDeadline)
+		if delay <= 0 {
+			return 0, ErrTimeout // Postern: passed already, no timer needed
+		}
 		timer = time.NewTimer(delay)
 		timeout = timer.C
 	}
@@ -258,9 +260,11 @@ START:
 WAIT:
 	var timeout <-chan time.Time
 	var timer *time.Timer
-	writeDeadline := s.writeDeadline.Load().(time.Time)
-	if !writeDeadline.IsZero() {
+	if writeDeadline := s.writeDeadline.get(); !writeDeadline.IsZero() {
 		delay := time.Until(writeDeadline)
+		if delay <= 0 {
+			return 0, ErrTimeout // Postern: passed already, no timer needed
+		}
 		timer = time.NewTimer(delay)
 		timeout = timer.C
 	}
@@ -652,14 +656,14 @@ func (s *Stream) SetDeadline(t time.Time) error {
 
 // SetReadDeadline sets the deadline for blocked and future Read calls.
 func (s *Stream) SetReadDeadline(t time.Time) error {
-	s.readDeadline.Store(t)
+	s.readDeadline.set(t)
 	s.notifyRecv() // Postern: see held.go
 	return nil
 }
 
 // SetWriteDeadline sets the deadline for blocked and future Write calls
 func (s *Stream) SetWriteDeadline(t time.Time) error {
-	s.writeDeadline.Store(t)
+	s.writeDeadline.set(t)
 	asyncNotify(s.sendNotifyCh)
 	return nil
 }
@@ -814,4 +818,26 @@ func (s *Stream) Reset() error {
 	hdr := header(make([]byte, headerSize))
 	hdr.encode(typeWindowUpdate, flagRST, s.id, 0)
 	return s.session.sendControl(hdr)
+}
+
+// deadline is a stream's read or write deadline, the zero time for none.
+// Postern: upstream keeps each in an atomic.Value, and every Store boxes
+// the time.Time it is given: two allocations per stream at its creation
+// and one per deadline set or cleared after (a tunnel's stream has its read
+// deadline set, cleared and set again at its end).
+type deadline struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (d *deadline) set(t time.Time) {
+	d.mu.Lock()
+	d.t = t
+	d.mu.Unlock()
+}
+
+func (d *deadline) get() time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.t
 }
