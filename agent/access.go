@@ -288,14 +288,14 @@ func (f *forward) peerLabel() string {
 // begin starts the record of a stream the forward opened for c, to the
 // peer with certificate peer at addr.
 func (f *forward) begin(c net.Conn, peer *x509.Certificate, addr net.Addr) *streamRecord {
-	return f.agent.beginStream("forward", "forward "+f.ln.Addr().String(), f.peerLabel(), f.service,
-		"source", c.RemoteAddr().String(), "peer", peerValue{peer}, "peer_addr", addr.String())
+	return f.agent.beginStream("forward", "forward "+f.addr, f.peerLabel(), f.service,
+		"source", addrValue{c.RemoteAddr()}, "peer", peerValue{peer}, "peer_addr", addrValue{addr})
 }
 
 // failed counts a connection the forward reset before a stream opened (no
 // tunnel, or the open failed).
 func (f *forward) failed(err error) {
-	r := f.agent.beginStream("forward", "forward "+f.ln.Addr().String(), f.peerLabel(), f.service)
+	r := f.agent.beginStream("forward", "forward "+f.addr, f.peerLabel(), f.service)
 	r.finish("reset", 0, 0, err.Error())
 }
 

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"io"
 	"testing"
 	"time"
 
@@ -55,4 +56,32 @@ func TestPeerLabels(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // polling a condition with a deadline
 	}
+}
+
+// TestAccessLineAddresses: the access lines name the connection's
+// addresses (formatted when the line is written, not when the stream
+// opens): on the site the forward, the client and the hub's address, on
+// the hub the client as the site reported it and the site's address.
+func TestAccessLineAddresses(t *testing.T) {
+	ln := testnet.Listen(t)
+	testnet.Serve(t, ln, testnet.Echo)
+	hub, site := startPair(t, serviceTOML("echo", ln.Addr().String(), "*"), "echo")
+	fwd := site.ForwardAddrs()[0].String()
+	c := testnet.Dial(t, fwd)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte("who am I")); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseWrite()
+	if err := testnet.Drain(c); err != nil && err != io.EOF {
+		t.Fatalf("round trip: %v", err)
+	}
+	client := c.LocalAddr().String()
+	site.log.WaitFor(t, 5*time.Second, "stream closed", "forward="+fwd, "client="+client, "source="+client,
+		"peer_addr="+hub.ServerAddrs()[0].String())
+	var siteAddr string
+	for _, tn := range hub.liveTunnels() {
+		siteAddr = tn.RemoteAddr().String()
+	}
+	hub.log.WaitFor(t, 5*time.Second, "stream closed", "source="+client, "peer_addr="+siteAddr)
 }

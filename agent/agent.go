@@ -334,7 +334,7 @@ func (a *Agent) buildForward(fc config.Forward) (*forward, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: forward %s: %w", a.where(fc.Line), fc.Listen, err)
 	}
-	f := &forward{agent: a, ln: ln, service: fc.Service, via: fc.Via, wait: fc.TunnelWait.D()}
+	f := &forward{agent: a, ln: ln, addr: ln.Addr().String(), service: fc.Service, via: fc.Via, wait: fc.TunnelWait.D()}
 	switch c := a.clients[fc.Via]; {
 	case c != nil && a.rawClients[fc.Via]:
 		f.raw = c

@@ -98,7 +98,7 @@ func (a *Agent) serveTunnelThen(t *tunnel.Tunnel, then func()) {
 // target. It returns the relay to run, or nil when the stream was refused
 // or failed.
 func (a *Agent) handleStream(t *tunnel.Tunnel, st *tunnel.Stream) (carry func()) {
-	log := lazyLog(a.log).With("stream", st.ID(), "peer_addr", t.RemoteAddr().String(), "peer", peerValue{t.Peer})
+	log := lazyLog(a.log).With("stream", st.ID(), "peer_addr", addrValue{t.RemoteAddr()}, "peer", peerValue{t.Peer})
 	st.SetReadDeadline(time.Now().Add(a.cfg.Tunnel.OpenTimeout.D()))
 	req, ctl, err := wire.ReadRequest(st)
 	st.SetReadDeadline(time.Time{})

@@ -23,6 +23,7 @@ import (
 type forward struct {
 	agent   *Agent
 	ln      net.Listener
+	addr    string // ln's address, for logs and metrics
 	service string
 	via     string
 	wait    time.Duration // for a tunnel, when none is up
@@ -174,7 +175,7 @@ func (f *forward) handleRaw(c net.Conn) {
 		return
 	}
 	log = log.With("addr", peer.RemoteAddr().String())
-	defer a.raws.add(&rawConn{c: peer, side: trust.SideClient, creds: f.raw.Creds, where: "forward " + f.ln.Addr().String() + " to " + peer.RemoteAddr().String()})()
+	defer a.raws.add(&rawConn{c: peer, side: trust.SideClient, creds: f.raw.Creds, where: "forward " + f.addr + " to " + peer.RemoteAddr().String()})()
 	rec := f.begin(c, peerLeaf(peer), peer.RemoteAddr())
 	stats, err := relay.Raw(a.relayCtx, c, peer)
 	if reason, ok := f.raw.RefusalReason(a.relayCtx, err, peer.RemoteAddr().String()); ok {
@@ -186,14 +187,15 @@ func (f *forward) handleRaw(c net.Conn) {
 // log is the agent's logger with the attributes of one connection the
 // forward accepted.
 func (f *forward) log(c net.Conn) *slog.Logger {
-	l := lazyLog(f.agent.log).With("forward", f.ln.Addr().String(), "via", f.via)
+	attrs := make([]any, 0, 8) // one With: each allocates a logger of its own
+	attrs = append(attrs, "forward", f.addr, "via", f.via)
 	if f.service != "" {
-		l = l.With("service", f.service)
+		attrs = append(attrs, "service", f.service)
 	}
-	if src := ipPort(c.RemoteAddr()); src != "" {
-		l = l.With("client", src)
+	if src, ok := c.RemoteAddr().(*net.TCPAddr); ok { // see ipPort
+		attrs = append(attrs, "client", addrValue{src})
 	}
-	return l
+	return lazyLog(f.agent.log).With(attrs...)
 }
 
 func asRefused(err error) (*wire.RefusedError, bool) {
