@@ -17,6 +17,8 @@
 #   bench/scripts/pair.sh /tmp/pw bench/.bin/postern /tmp/postern-new 4 pgbench 8
 #
 # A binary may be a script that sets the environment (GOMAXPROCS=1 exec ...).
+# bench/scripts/gorelay.sh stands in for a binary with the simplest Go TLS
+# relay (bench/cmd/gorelay), a reference point.
 set -euo pipefail
 work=${1:?usage: pair.sh WORKDIR BIN_A BIN_B [ROUNDS] [MODE] [C] [SECONDS]}
 binA=${2:?}; binB=${3:?}; rounds=${4:-4}; mode=${5:-keepalive}; conc=${6:-32}; secs=${7:-4}
