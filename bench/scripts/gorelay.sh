@@ -3,7 +3,7 @@
 # bench/scripts/pair.sh runs a Postern binary: pair.sh calls
 #   BIN run -c WORK/postern-server.toml   (or postern-client.toml)
 # and this starts the matching gorelay end on the same certificates, target
-# and front address. SVC picks the route: pg (default) or http.
+# and front address, on the route pair.sh measures (PAIR_SVC: pg or http).
 #
 #   go build -o bench/.bin/gorelay ./bench/cmd/gorelay
 #   bench/scripts/pair.sh /tmp/pw bench/scripts/gorelay.sh bench/.bin/postern 5 pgbench 1
@@ -12,7 +12,7 @@
 set -euo pipefail
 conf=${3:?usage: gorelay.sh run -c WORK/postern-server.toml or WORK/postern-client.toml}
 w=$(dirname "$conf")
-svc=${SVC:-pg}
+svc=${PAIR_SVC:-pg}
 bin=$(cd "$(dirname "$0")/.." && pwd)/.bin/gorelay
 if [ ! -x "$bin" ]; then
 	echo "gorelay.sh: $bin missing: go build -o bench/.bin/gorelay ./bench/cmd/gorelay" >&2

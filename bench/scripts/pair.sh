@@ -26,6 +26,7 @@ pbench=$(cd "$(dirname "$0")/.." && pwd)/.bin/pbench
 
 svc=http
 [ "$mode" = pgbench ] && svc=pg
+export PAIR_SVC=$svc # the route, for a binary that is a script (gorelay.sh)
 target=$(grep -A1 "name = \"$svc\"" "$work/postern-server.toml" | sed -n 's/^target = "\(.*\)"/\1/p')
 pfront=$(grep -B2 "service = \"$svc\"" "$work/postern-client.toml" | sed -n 's/^listen = "\(.*\)"/\1/p')
 sfront=$(awk -v s="[$svc]" '$0==s{f=1} f&&/^accept/{print $3; exit}' "$work/stunnel-client.conf")
