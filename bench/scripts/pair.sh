@@ -52,14 +52,16 @@ if [ "$mode" = pgbench ]; then
 	run_pg "$pgbin/initdb" -D "$pgdata/data" -U pbench -A trust -E UTF8 --locale=C --no-sync >/dev/null
 	run_pg "$pgbin/pg_ctl" -D "$pgdata/data" -l "$pgdata/log" -w -o \
 		"-c listen_addresses=127.0.0.1 -p ${target##*:} -k $pgdata -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50" start >/dev/null
-	"$pgbin/pgbench" -h 127.0.0.1 -p "${target##*:}" -U pbench -i -q -s 10 >/dev/null 2>&1
+	"$pgbin/pgbench" -h 127.0.0.1 -p "${target##*:}" -U pbench -i -q -s 10 >"$pgdata/init.log" 2>&1 ||
+		{ echo "pair.sh: pgbench -i against 127.0.0.1:${target##*:} failed:" >&2; tail -5 "$pgdata/init.log" >&2; exit 1; }
 	# Warm the new cluster (its buffers, and the vacuum and analyze that
 	# follow a load) directly, uncounted: the first round through a tunnel
 	# would otherwise pay for it, and that is always binary A's.
 	# PAIR_PG_WARM: its seconds (default 10; 0 skips it).
 	warm=${PAIR_PG_WARM:-10}
 	if [ "$warm" -gt 0 ]; then
-		"$pgbin/pgbench" -h 127.0.0.1 -p "${target##*:}" -U pbench -S -n -c 8 -j 2 -T "$warm" >/dev/null 2>&1
+		"$pgbin/pgbench" -h 127.0.0.1 -p "${target##*:}" -U pbench -S -n -c 8 -j 2 -T "$warm" >"$pgdata/warm.log" 2>&1 ||
+			{ echo "pair.sh: pgbench warm-up against 127.0.0.1:${target##*:} failed:" >&2; tail -5 "$pgdata/warm.log" >&2; exit 1; }
 	fi
 else
 	"$pbench" serve -addr "$target" >/dev/null 2>&1 & pids+=($!)
